@@ -83,7 +83,7 @@ type Header struct {
 	HardExpiry int64 // Unix nanoseconds; 0 means none
 	Delta      time.Duration
 	Version    uint64
-	KeyID      byte             // only with FlagSigned
+	KeyID      byte              // only with FlagSigned
 	Tag        [sha256.Size]byte // only with FlagSigned
 }
 
