@@ -1,0 +1,33 @@
+package tiered
+
+import "errors"
+
+// Errors returned by Open and by Cache methods. Test for them with errors.Is.
+var (
+	// ErrClosed is returned by every method called after Close.
+	ErrClosed = errors.New("tiered: closed")
+	// ErrConfig wraps every configuration error returned by Open.
+	ErrConfig = errors.New("tiered: invalid configuration")
+	// ErrEmptyKey is returned for an empty key.
+	ErrEmptyKey = errors.New("tiered: empty key")
+	// ErrKeyTooLarge is returned for a key longer than Options.MaxKeyBytes.
+	ErrKeyTooLarge = errors.New("tiered: key too large")
+	// ErrValueTooLarge is returned for a value larger than its route's
+	// MaxValueBytes, on write and on read.
+	ErrValueTooLarge = errors.New("tiered: value too large")
+	// ErrInvalidTTL is returned for a negative TTL.
+	ErrInvalidTTL = errors.New("tiered: negative ttl")
+	// ErrNotFound is what a Loader returns when the origin has no value; the
+	// cache may then remember the absence for the route's NegativeTTL.
+	ErrNotFound = errors.New("tiered: not found")
+	// ErrNoLoader is returned by GetOrLoad when the loader is nil.
+	ErrNoLoader = errors.New("tiered: nil loader")
+	// ErrLoaderPanic wraps a panic recovered from a Loader; the text carries
+	// the stack.
+	ErrLoaderPanic = errors.New("tiered: loader panicked")
+	// ErrIntegrity is returned by typed reads of a value that failed
+	// signature verification; untyped reads treat such a value as a miss.
+	ErrIntegrity = errors.New("tiered: value failed integrity check")
+	// ErrDecode wraps a codec failure on a stored value.
+	ErrDecode = errors.New("tiered: cannot decode value")
+)

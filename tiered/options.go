@@ -1,0 +1,249 @@
+package tiered
+
+import (
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/redis/rueidis"
+
+	"github.com/thermoscache/thermos/internal/clock"
+	"github.com/thermoscache/thermos/internal/envelope"
+)
+
+// Tier is a set of backends a route stores its keys in.
+type Tier uint8
+
+// The backends a route can combine.
+const (
+	Memory Tier = 1 << iota // in-process LRU (package tracking)
+	Disk                    // local Pebble store (package store)
+	Redis                   // shared Redis
+
+	allTiers = Memory | Disk | Redis
+)
+
+func (t Tier) String() string {
+	if t == 0 {
+		return "none"
+	}
+	var parts []string
+	for _, x := range []struct {
+		t Tier
+		n string
+	}{{Memory, "memory"}, {Disk, "disk"}, {Redis, "redis"}} {
+		if t&x.t != 0 {
+			parts = append(parts, x.n)
+		}
+	}
+	if t&^allTiers != 0 {
+		parts = append(parts, fmt.Sprintf("0x%x", uint8(t&^allTiers)))
+	}
+	return strings.Join(parts, "+")
+}
+
+// Defaults for zero fields.
+const (
+	DefaultTTL            = 10 * time.Minute
+	DefaultMaxValueBytes  = 16 << 20
+	DefaultMaxKeyBytes    = 1024
+	DefaultMemoryBytes    = 64 << 20
+	DefaultBeta           = 1.0
+	DefaultLeaseTTL       = 5 * time.Second
+	DefaultLoadTimeout    = 30 * time.Second
+	DefaultWriteBehind    = 50 * time.Millisecond
+	DefaultWriteBatch     = 256
+	DefaultRevalidateSize = 256
+)
+
+// Route says where the keys under Prefix live and how they age. The route
+// with the longest matching prefix wins; a route with an empty prefix is the
+// default route.
+type Route struct {
+	// Prefix selects the keys of this route. Prefixes must be distinct.
+	Prefix string
+	// Tiers the route stores its keys in: any non-empty combination of
+	// Memory, Disk and Redis.
+	Tiers Tier
+	// TTL is how long a value is fresh. Zero means DefaultTTL.
+	TTL time.Duration
+	// Beta is XFetch's β for early refresh by GetOrLoad: larger refreshes
+	// earlier. Zero means DefaultBeta; negative turns early refresh off.
+	Beta float64
+	// MaxStale is how long after TTL a value may still be served when the
+	// loader fails (serve-stale-on-error). Zero means never.
+	MaxStale time.Duration
+	// NegativeTTL is how long a loader's ErrNotFound is remembered. Zero
+	// means not at all.
+	NegativeTTL time.Duration
+	// Jitter spreads expiries: each TTL is shortened by a random fraction of
+	// at most Jitter (0 to 1). Zero means none.
+	Jitter float64
+	// MaxValueBytes bounds a value on write and on read. Zero means
+	// DefaultMaxValueBytes.
+	MaxValueBytes int
+	// Raw marks values written by other programs without an envelope: they
+	// are read and written as plain bytes, with no soft expiry, version or
+	// signature (revalidation compares a digest of the value instead).
+	Raw bool
+}
+
+// UnverifiedPolicy says how a value that could not be checked against Redis
+// yet (after a restart, a reconnect, or while Redis is down) is read.
+type UnverifiedPolicy uint8
+
+const (
+	// Revalidate checks the value's version against Redis first: one small
+	// round trip, far cheaper than the loader. When Redis cannot answer the
+	// value is a miss. This is the default.
+	Revalidate UnverifiedPolicy = iota
+	// ServeStale serves the value as it is, counted as a stale serve, while
+	// it is within its route's MaxStale of its TTL.
+	ServeStale
+)
+
+// Options configures a Cache. A nil *Options is valid: a memory-only cache
+// with DefaultMemoryBytes.
+type Options struct {
+	// Routes map key prefixes to tiers. When none has an empty prefix, a
+	// default route with Tiers Memory is added.
+	Routes []Route
+
+	// Redis configures the connection to Redis for routes with the Redis
+	// tier. Nil refuses such routes. Username, Password and TLSConfig pass
+	// through to every connection the cache opens.
+	Redis *rueidis.ClientOption
+	// Dir is the disk tier's directory. Empty refuses routes with the Disk
+	// tier.
+	Dir string
+	// DiskMaxBytes is the disk tier's budget. Zero means unlimited.
+	DiskMaxBytes int64
+	// SyncWrites makes every disk write durable before it is acknowledged.
+	// Off by default: disk writes are write-behind and batched.
+	SyncWrites bool
+	// WriteBehind is the longest a disk write waits before it is flushed in
+	// a batch. Zero means DefaultWriteBehind.
+	WriteBehind time.Duration
+
+	// MemoryBytes bounds the memory tier. Zero means DefaultMemoryBytes.
+	MemoryBytes int64
+	// MaxKeyBytes bounds keys. Zero means DefaultMaxKeyBytes.
+	MaxKeyBytes int
+
+	// Unverified says how values not yet checked against Redis are read.
+	Unverified UnverifiedPolicy
+
+	// Signing, when set, signs every enveloped value with HMAC-SHA256 and
+	// refuses values that do not verify. Keys can be rotated: values signed
+	// with any key in the ring verify. Not allowed with Raw routes.
+	Signing *envelope.Keyring
+
+	// LeaseTTL is the herd lock's lease in Redis. Zero means DefaultLeaseTTL.
+	LeaseTTL time.Duration
+	// LoadTimeout bounds one shared load. Zero means DefaultLoadTimeout.
+	LoadTimeout time.Duration
+
+	Clock  clock.Clock  // time source; nil means the wall clock
+	Logger *slog.Logger // background errors; nil means slog.Default()
+	// Rand is the source for jitter and XFetch; nil means a random seed.
+	Rand rand.Source
+}
+
+func (o *Options) withDefaults() Options {
+	var c Options
+	if o != nil {
+		c = *o
+		c.Routes = slices.Clone(o.Routes)
+	}
+	if c.MemoryBytes == 0 {
+		c.MemoryBytes = DefaultMemoryBytes
+	}
+	if c.MaxKeyBytes == 0 {
+		c.MaxKeyBytes = DefaultMaxKeyBytes
+	}
+	if c.WriteBehind == 0 {
+		c.WriteBehind = DefaultWriteBehind
+	}
+	if c.LeaseTTL == 0 {
+		c.LeaseTTL = DefaultLeaseTTL
+	}
+	if c.LoadTimeout == 0 {
+		c.LoadTimeout = DefaultLoadTimeout
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if !slices.ContainsFunc(c.Routes, func(r Route) bool { return r.Prefix == "" }) {
+		c.Routes = append(c.Routes, Route{Tiers: Memory})
+	}
+	for i := range c.Routes {
+		r := &c.Routes[i]
+		if r.TTL == 0 {
+			r.TTL = DefaultTTL
+		}
+		if r.Beta == 0 {
+			r.Beta = DefaultBeta
+		}
+		if r.MaxValueBytes == 0 {
+			r.MaxValueBytes = DefaultMaxValueBytes
+		}
+	}
+	return c
+}
+
+// validate checks a defaulted copy. Every error wraps ErrConfig.
+func (o *Options) validate() error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: "+format, append([]any{ErrConfig}, args...)...)
+	}
+	switch {
+	case o.MemoryBytes < 0:
+		return bad("negative MemoryBytes %d", o.MemoryBytes)
+	case o.DiskMaxBytes < 0:
+		return bad("negative DiskMaxBytes %d", o.DiskMaxBytes)
+	case o.MaxKeyBytes < 0:
+		return bad("negative MaxKeyBytes %d", o.MaxKeyBytes)
+	case o.WriteBehind < 0, o.LeaseTTL < 0, o.LoadTimeout < 0:
+		return bad("negative duration")
+	case o.Unverified > ServeStale:
+		return bad("unknown Unverified policy %d", o.Unverified)
+	}
+	if o.Signing != nil {
+		if s, ok := o.Signing.Secrets[o.Signing.Current]; !ok || len(s) == 0 {
+			return bad("Signing has no secret for its current key id %d", o.Signing.Current)
+		}
+	}
+	seen := make(map[string]bool, len(o.Routes))
+	for _, r := range o.Routes {
+		name := fmt.Sprintf("route %q", r.Prefix)
+		switch {
+		case seen[r.Prefix]:
+			return bad("duplicate %s", name)
+		case r.Tiers == 0:
+			return bad("%s has no tiers", name)
+		case r.Tiers&^allTiers != 0:
+			return bad("%s has unknown tiers %s", name, r.Tiers)
+		case r.TTL < 0, r.MaxStale < 0, r.NegativeTTL < 0:
+			return bad("%s has a negative duration", name)
+		case r.Jitter < 0 || r.Jitter >= 1:
+			return bad("%s has Jitter %v outside [0, 1)", name, r.Jitter)
+		case r.MaxValueBytes < 0:
+			return bad("%s has negative MaxValueBytes", name)
+		case r.Tiers&Disk != 0 && o.Dir == "":
+			return bad("%s uses the disk tier but Options.Dir is empty", name)
+		case r.Tiers&Redis != 0 && o.Redis == nil:
+			return bad("%s uses the redis tier but Options.Redis is nil", name)
+		case r.Raw && o.Signing != nil:
+			return bad("%s is raw but Options.Signing is set: raw values carry no signature", name)
+		case r.Raw && r.Tiers&Redis == 0:
+			return bad("%s is raw but has no redis tier to read other programs' values from", name)
+		case len(r.Prefix) > o.MaxKeyBytes:
+			return bad("%s is longer than MaxKeyBytes", name)
+		}
+		seen[r.Prefix] = true
+	}
+	return nil
+}

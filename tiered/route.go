@@ -1,0 +1,69 @@
+package tiered
+
+import (
+	"slices"
+	"strings"
+)
+
+// router finds a key's route: the one with the longest matching prefix.
+// Routes are few, so a scan over prefixes sorted longest first beats a trie
+// and allocates nothing.
+type router struct {
+	routes []*route // longest prefix first; the last one has prefix ""
+}
+
+// route is a Route with its derived state.
+type route struct {
+	Route
+	stats routeStats
+}
+
+func newRouter(rs []Route) *router {
+	r := &router{}
+	for _, x := range rs {
+		r.routes = append(r.routes, &route{Route: x})
+	}
+	slices.SortStableFunc(r.routes, func(a, b *route) int { return len(b.Prefix) - len(a.Prefix) })
+	return r
+}
+
+func (r *router) find(key string) *route {
+	for _, x := range r.routes {
+		if strings.HasPrefix(key, x.Prefix) {
+			return x
+		}
+	}
+	return r.routes[len(r.routes)-1] // unreachable: the default route matches all
+}
+
+// trackedPrefixes returns the minimal set of non-overlapping prefixes that
+// covers every route combining a local tier with Redis: Redis refuses
+// overlapping BCAST prefixes on one connection, and a prefix covered by a
+// shorter one adds nothing. Keys of other routes that fall under a cover
+// prefix only cost an occasional needless invalidation.
+func trackedPrefixes(routes []Route) []string {
+	var ps []string
+	for _, r := range routes {
+		if r.Tiers&Redis != 0 && r.Tiers&(Memory|Disk) != 0 {
+			ps = append(ps, r.Prefix)
+		}
+	}
+	return coverPrefixes(ps)
+}
+
+// coverPrefixes drops every prefix that another (shorter or equal) prefix
+// already covers, and returns the rest sorted.
+func coverPrefixes(ps []string) []string {
+	ps = slices.Clone(ps)
+	slices.Sort(ps)
+	ps = slices.Compact(ps)
+	var out []string
+	for _, p := range ps {
+		// Sorted order puts a covering prefix right before what it covers.
+		if len(out) > 0 && strings.HasPrefix(p, out[len(out)-1]) {
+			continue
+		}
+		out = append(out, p)
+	}
+	return out
+}
