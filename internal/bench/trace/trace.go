@@ -1,0 +1,250 @@
+package trace
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/klauspost/compress/zstd"
+	"github.com/ulikunitz/xz"
+)
+
+// Format names a trace's record layout.
+type Format string
+
+// Formats that Open and NewReader understand.
+const (
+	Auto  Format = ""      // guess from the file name, see FormatOf
+	ARC   Format = "arc"   // "start nblocks ignore reqno" lines
+	Text  Format = "text"  // one key per line
+	Int32 Format = "int32" // big-endian 4-byte keys
+	Int64 Format = "int64" // big-endian 8-byte keys
+)
+
+// ErrFormat is returned for an unknown format name, a format that cannot be
+// guessed, or a record that does not parse (the error names the line or
+// byte offset). Test for it with errors.Is(err, trace.ErrFormat).
+var ErrFormat = errors.New("trace: bad format")
+
+// ParseFormat returns the Format named s ("arc", "text", "int32", "int64";
+// "" or "auto" for Auto).
+func ParseFormat(s string) (Format, error) {
+	switch f := Format(strings.ToLower(s)); f {
+	case ARC, Text, Int32, Int64:
+		return f, nil
+	case Auto, "auto":
+		return Auto, nil
+	}
+	return "", fmt.Errorf("%w: unknown trace format %q (want arc, text, int32 or int64)", ErrFormat, s)
+}
+
+// FormatOf guesses a trace's format from its file name, ignoring a .zst or
+// .xz suffix: *.lis is ARC; *.txt, *.keys and *.log are Text; *.trace,
+// *.bin and *.i32 are Int32; *.i64 is Int64.
+func FormatOf(path string) (Format, error) {
+	name := strings.ToLower(filepath.Base(path))
+	name = strings.TrimSuffix(strings.TrimSuffix(name, ".zst"), ".xz")
+	switch filepath.Ext(name) {
+	case ".lis":
+		return ARC, nil
+	case ".txt", ".keys", ".log":
+		return Text, nil
+	case ".trace", ".bin", ".i32":
+		return Int32, nil
+	case ".i64":
+		return Int64, nil
+	}
+	return "", fmt.Errorf("%w: cannot guess the format of %s; name it (arc, text, int32, int64)", ErrFormat, path)
+}
+
+// Reader yields a trace's keys in order.
+type Reader struct {
+	next    func() (uint64, error)
+	closers []func() error
+
+	br   *bufio.Reader
+	line int // lines read (text formats)
+	off  int64
+
+	// ARC expansion state: the next block and how many remain.
+	block, left uint64
+}
+
+// Open opens the trace at path. Format Auto guesses it with FormatOf.
+func Open(path string, f Format) (*Reader, error) {
+	if f == Auto {
+		var err error
+		if f, err = FormatOf(path); err != nil {
+			return nil, err
+		}
+	}
+	file, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("trace: %w", err)
+	}
+	r, err := NewReader(file, f)
+	if err != nil {
+		file.Close()
+		return nil, fmt.Errorf("trace: open %s: %w", path, err)
+	}
+	r.closers = append(r.closers, file.Close)
+	return r, nil
+}
+
+// NewReader reads a trace of format f (not Auto) from src, decompressing
+// zstd or xz when src starts with their magic bytes. Close releases the
+// decoder; it does not close src.
+func NewReader(src io.Reader, f Format) (*Reader, error) {
+	r := &Reader{}
+	in := bufio.NewReaderSize(src, 1<<16)
+	magic, _ := in.Peek(6)
+	var dec io.Reader = in
+	switch {
+	case bytes.HasPrefix(magic, []byte{0x28, 0xb5, 0x2f, 0xfd}):
+		z, err := zstd.NewReader(in, zstd.WithDecoderConcurrency(1))
+		if err != nil {
+			return nil, fmt.Errorf("trace: zstd: %w", err)
+		}
+		r.closers = append(r.closers, func() error { z.Close(); return nil })
+		dec = z
+	case bytes.HasPrefix(magic, []byte{0xfd, '7', 'z', 'X', 'Z', 0x00}):
+		x, err := xz.NewReader(in)
+		if err != nil {
+			return nil, fmt.Errorf("trace: xz: %w", err)
+		}
+		dec = x
+	}
+	if dec == io.Reader(in) {
+		r.br = in
+	} else {
+		r.br = bufio.NewReaderSize(dec, 1<<16)
+	}
+	switch f {
+	case ARC:
+		r.next = r.nextARC
+	case Text:
+		r.next = r.nextText
+	case Int32:
+		r.next = r.nextInt32
+	case Int64:
+		r.next = r.nextInt64
+	default:
+		return nil, fmt.Errorf("%w: cannot read format %q", ErrFormat, f)
+	}
+	return r, nil
+}
+
+// Next returns the next key, or io.EOF after the last one.
+func (r *Reader) Next() (uint64, error) { return r.next() }
+
+// Close releases the decoder and, for Open, the file. It is safe to call
+// twice.
+func (r *Reader) Close() error {
+	var errs []error
+	for i := len(r.closers) - 1; i >= 0; i-- {
+		errs = append(errs, r.closers[i]())
+	}
+	r.closers = nil
+	return errors.Join(errs...)
+}
+
+// readLine returns the next line without its end, or io.EOF.
+func (r *Reader) readLine() ([]byte, error) {
+	b, err := r.br.ReadSlice('\n')
+	if err == bufio.ErrBufferFull {
+		return nil, fmt.Errorf("%w: line %d longer than %d bytes", ErrFormat, r.line+1, r.br.Size())
+	}
+	if err == io.EOF && len(b) == 0 {
+		return nil, io.EOF
+	}
+	if err != nil && err != io.EOF {
+		return nil, fmt.Errorf("trace: read: %w", err)
+	}
+	r.line++
+	return bytes.TrimRight(b, "\r\n"), nil
+}
+
+func (r *Reader) nextARC() (uint64, error) {
+	for r.left == 0 {
+		b, err := r.readLine()
+		if err != nil {
+			return 0, err
+		}
+		f := bytes.Fields(b)
+		if len(f) == 0 {
+			continue
+		}
+		if len(f) < 2 {
+			return 0, fmt.Errorf("%w: ARC line %d: want \"start nblocks ignore reqno\", got %q", ErrFormat, r.line, b)
+		}
+		start, err1 := strconv.ParseUint(string(f[0]), 10, 64)
+		n, err2 := strconv.ParseUint(string(f[1]), 10, 64)
+		if err1 != nil || err2 != nil {
+			return 0, fmt.Errorf("%w: ARC line %d: start and nblocks must be unsigned integers, got %q", ErrFormat, r.line, b)
+		}
+		r.block, r.left = start, n
+	}
+	k := r.block
+	r.block++
+	r.left--
+	return k, nil
+}
+
+func (r *Reader) nextText() (uint64, error) {
+	for {
+		b, err := r.readLine()
+		if err != nil {
+			return 0, err
+		}
+		b = bytes.TrimSpace(b)
+		if len(b) == 0 {
+			continue
+		}
+		if k, err := strconv.ParseUint(string(b), 10, 64); err == nil {
+			return k, nil
+		}
+		h := fnv.New64a()
+		_, _ = h.Write(b)
+		return h.Sum64(), nil
+	}
+}
+
+func (r *Reader) nextFixed(size int) ([]byte, error) {
+	b, err := r.br.Peek(size)
+	switch {
+	case len(b) == size:
+	case len(b) == 0 && err == io.EOF:
+		return nil, io.EOF
+	case err == io.EOF || err == io.ErrUnexpectedEOF:
+		return nil, fmt.Errorf("%w: %d stray bytes at offset %d (keys are %d bytes)", ErrFormat, len(b), r.off, size)
+	default:
+		return nil, fmt.Errorf("trace: read: %w", err)
+	}
+	_, _ = r.br.Discard(size)
+	r.off += int64(size)
+	return b, nil
+}
+
+func (r *Reader) nextInt32() (uint64, error) {
+	b, err := r.nextFixed(4)
+	if err != nil {
+		return 0, err
+	}
+	return uint64(binary.BigEndian.Uint32(b)), nil
+}
+
+func (r *Reader) nextInt64() (uint64, error) {
+	b, err := r.nextFixed(8)
+	if err != nil {
+		return 0, err
+	}
+	return binary.BigEndian.Uint64(b), nil
+}
