@@ -1,0 +1,28 @@
+package herd
+
+import "errors"
+
+// ErrClosed is returned by Do after Close has been called, and by a Do whose
+// flight was cut short by Close. Test for it with errors.Is(err, herd.ErrClosed).
+var ErrClosed = errors.New("herd: closed")
+
+// ErrEmptyKey is returned by Do for an empty key.
+var ErrEmptyKey = errors.New("herd: empty key")
+
+// ErrPanic is wrapped by the error every waiter of a flight receives when the
+// load function panicked. The error text carries the panic value and the
+// stack of the panicking goroutine.
+var ErrPanic = errors.New("herd: load panicked")
+
+// ErrTimeout is wrapped by the error returned when a flight ran out of its
+// LoadTimeout, either in load or while waiting for another process's rebuild.
+// It also wraps context.DeadlineExceeded.
+var ErrTimeout = errors.New("herd: load timed out")
+
+// ErrInvalidOptions is wrapped by New's error when an Options field is out of
+// range, such as a negative duration or a lock prefix containing a brace.
+var ErrInvalidOptions = errors.New("herd: invalid options")
+
+// ErrNegativeTTL is returned to every waiter of a flight whose load returned a
+// negative ttl; nothing is written to Redis.
+var ErrNegativeTTL = errors.New("herd: load returned a negative ttl")

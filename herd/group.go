@@ -1,0 +1,560 @@
+package herd
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/rueidis"
+)
+
+// LookupFunc looks for the value in the caller's cache. It returns ok ==
+// false on a miss; an error ends the flight with that error. The returned
+// slice is handed to every waiter of the flight.
+type LookupFunc func(ctx context.Context) (value []byte, ok bool, err error)
+
+// LoadFunc rebuilds the value from the origin. value is what Do returns and,
+// on a Group with a Client, the bytes stored in Redis under the data key for
+// ttl (zero means no expiry; negative is an error, ErrNegativeTTL). ctx is
+// the flight's own context, bounded by LoadTimeout and cancelled by Close,
+// not any caller's.
+type LoadFunc func(ctx context.Context) (value []byte, ttl time.Duration, err error)
+
+// Result is what Do returns with the value.
+type Result struct {
+	// Value is the value found or loaded. It is shared by every waiter of
+	// the flight: do not modify it.
+	Value []byte
+	// Loaded reports that this process's flight ran load to produce Value
+	// (true for every caller sharing that flight). False means Value was
+	// found by lookup or in Redis, or written there by another process.
+	Loaded bool
+	// Shared reports that this call joined a flight another call started.
+	Shared bool
+	// Stored reports that Value was written to Redis by this flight's fenced
+	// write. A loaded value is not stored when the Group has no Client or
+	// when the lease was lost (a newer value may be there).
+	Stored bool
+	// Duration is how long load ran, XFetch's delta; zero if not Loaded.
+	Duration time.Duration
+}
+
+// Group runs at most one rebuild per key at a time: across the goroutines of
+// this process by single-flight and, with a Client, across processes by a
+// Redis lease. A Group is safe for concurrent use; Close stops it.
+type Group struct {
+	o       Options
+	client  rueidis.Client
+	scripts scripts
+	notify  notifier
+
+	// noScripts is set once the server refused a script, or by
+	// Options.DisableScripting.
+	noScripts atomic.Bool
+
+	// ctx is cancelled by Close; every flight's context derives from it.
+	ctx    context.Context
+	cancel context.CancelFunc
+	// wg counts flights, renewers and the notifier's watcher.
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+
+	randMu sync.Mutex // guards o.Rand
+
+	mu struct {
+		sync.Mutex
+		closed  bool
+		flights map[string]*flight
+	}
+
+	stats counters
+
+	// renewHook, when set by a test, runs as a renewer starts; false stops
+	// the renewer, simulating a holder paused past its lease.
+	renewHook func() bool
+}
+
+// flight is one rebuild attempt for one key in this process.
+type flight struct {
+	key  string
+	done chan struct{} // closed when res and err are final
+	wake chan struct{} // Wake and notifications; capacity 1
+	res  Result
+	err  error
+	// retry tells waiters that joined a Refresh flight that did not load
+	// (the lease was held or the value already replaced) to start over.
+	retry bool
+}
+
+// New returns a Group. opts may be nil (a local-only Group).
+func New(opts *Options) (*Group, error) {
+	o := opts.withDefaults()
+	if err := o.validate(); err != nil {
+		return nil, fmt.Errorf("herd: new: %w", err)
+	}
+	g := &Group{o: o, client: o.Client, scripts: newScripts()}
+	g.noScripts.Store(o.DisableScripting)
+	g.notify.g = g
+	g.ctx, g.cancel = context.WithCancel(context.Background())
+	g.mu.flights = make(map[string]*flight)
+	return g, nil
+}
+
+// Close cancels every flight, waits for every goroutine of the Group to end
+// and closes the notification connection. Callers waiting in Do get
+// ErrClosed. A lease held by a cancelled flight is released. It is safe to
+// call twice and always returns nil.
+func (g *Group) Close() error {
+	g.closeOnce.Do(func() {
+		g.mu.Lock()
+		g.mu.closed = true
+		g.mu.Unlock()
+		g.cancel()
+		g.wg.Wait()
+		if g.client != nil {
+			g.notify.close()
+		}
+	})
+	return nil
+}
+
+// Do returns the value for key, rebuilding it with load at most once at a
+// time per key across the goroutines of this process and, with a Client,
+// across every process sharing the Redis.
+//
+// The first caller for key starts a flight; later callers share it. The
+// flight runs on its own context (the first caller's values, not its
+// cancellation, bounded by LoadTimeout): a caller whose ctx ends gets
+// ctx.Err() at once and the flight goes on for the others. Inside the
+// flight, lookup (nil means none) is asked again first; then, with a Client,
+// one script either returns the data key's value from Redis or takes the
+// lease. The lease holder runs load, renewing the lease while it runs, and
+// stores the value with a fenced write that also wakes the waiters in other
+// processes; those waiters read the value from Redis. Without a Client the
+// flight just runs load.
+//
+// An error or panic from load reaches every waiter of the flight and nothing
+// is stored; a panic comes back as an error wrapping ErrPanic. After Close,
+// Do returns ErrClosed.
+func (g *Group) Do(ctx context.Context, key string, lookup LookupFunc, load LoadFunc) (Result, error) {
+	if key == "" {
+		return Result{}, ErrEmptyKey
+	}
+	if err := ctx.Err(); err != nil {
+		return Result{}, err
+	}
+	for {
+		g.mu.Lock()
+		if g.mu.closed {
+			g.mu.Unlock()
+			return Result{}, ErrClosed
+		}
+		f, shared := g.mu.flights[key]
+		if !shared {
+			f = g.startLocked(key)
+			fctx, cancel := g.flightContext(ctx)
+			go func() {
+				defer g.wg.Done()
+				defer cancel()
+				g.runDo(fctx, f, lookup, load)
+			}()
+		}
+		g.mu.Unlock()
+		if shared {
+			g.stats.sharedWaits.Add(1)
+		}
+		select {
+		case <-f.done:
+		case <-ctx.Done():
+			return Result{}, ctx.Err()
+		}
+		if f.retry {
+			continue
+		}
+		res := f.res
+		res.Shared = shared
+		return res, f.err
+	}
+}
+
+// Refresh starts a background rebuild of key unless one is already running
+// in this process, and never blocks. It reports whether it started one. Use
+// it when XFetch (or ShouldRefresh) says a still-valid value should be
+// refreshed early: callers that see false keep serving the value they have.
+//
+// current is the value the caller holds, as stored in Redis. With a Client
+// the rebuild takes the lease only if the data key still holds exactly
+// current (one script, compared on the server), so across processes one
+// caller refreshes and callers that saw the old value after it was replaced
+// do not refresh again. A nil current skips that check. Without a Client
+// only the in-process check applies.
+func (g *Group) Refresh(key string, current []byte, load LoadFunc) bool {
+	if key == "" {
+		return false
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.mu.closed {
+		return false
+	}
+	if _, busy := g.mu.flights[key]; busy {
+		g.stats.refreshSkipped.Add(1)
+		return false
+	}
+	f := g.startLocked(key)
+	fctx, cancel := g.flightContext(context.Background())
+	go func() {
+		defer g.wg.Done()
+		defer cancel()
+		g.runRefresh(fctx, f, current, load)
+	}()
+	return true
+}
+
+// Wake wakes this process's flight for key if it is waiting for another
+// process's rebuild, so it looks again at once: call it when an invalidation
+// for key arrives (tiered's BCAST tracking). A no-op otherwise.
+func (g *Group) Wake(key string) {
+	g.mu.Lock()
+	f := g.mu.flights[key]
+	g.mu.Unlock()
+	if f != nil {
+		select {
+		case f.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// startLocked registers a new flight for key. REQUIRES: g.mu held, not closed.
+func (g *Group) startLocked(key string) *flight {
+	f := &flight{key: key, done: make(chan struct{}), wake: make(chan struct{}, 1)}
+	g.mu.flights[key] = f
+	g.wg.Add(1)
+	g.stats.flights.Add(1)
+	return f
+}
+
+// flightContext keeps ctx's values, drops its cancellation, bounds it by
+// LoadTimeout and ends it on Close.
+func (g *Group) flightContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	fctx, cancel := context.WithTimeoutCause(context.WithoutCancel(ctx), g.o.LoadTimeout, ErrTimeout)
+	stop := context.AfterFunc(g.ctx, cancel)
+	return fctx, func() { stop(); cancel() }
+}
+
+// finish publishes the flight's outcome and forgets it.
+func (g *Group) finish(f *flight) {
+	g.mu.Lock()
+	if g.mu.flights[f.key] == f {
+		delete(g.mu.flights, f.key)
+	}
+	g.mu.Unlock()
+	close(f.done)
+}
+
+// flightErr turns the end of a flight's context into ErrClosed or ErrTimeout.
+func (g *Group) flightErr(ctx context.Context, key string, err error) error {
+	if err == nil || ctx.Err() == nil {
+		return err
+	}
+	if g.ctx.Err() != nil {
+		return fmt.Errorf("herd: flight for %q cut short: %w", key, ErrClosed)
+	}
+	if errors.Is(context.Cause(ctx), ErrTimeout) {
+		return fmt.Errorf("%w: key %q after %v: %w", ErrTimeout, key, g.o.LoadTimeout, context.DeadlineExceeded)
+	}
+	return err
+}
+
+func (g *Group) runDo(ctx context.Context, f *flight, lookup LookupFunc, load LoadFunc) {
+	defer g.finish(f)
+	if lookup != nil {
+		v, ok, err := lookup(ctx)
+		if err != nil {
+			f.err = fmt.Errorf("herd: lookup %q: %w", f.key, err)
+			return
+		}
+		if ok {
+			g.stats.hits.Add(1)
+			f.res = Result{Value: v}
+			return
+		}
+	}
+	if g.client == nil {
+		r, err := g.load(ctx, f.key, load)
+		f.res, f.err = r.Result, g.flightErr(ctx, f.key, err)
+		return
+	}
+	f.res, f.err = g.shared(ctx, f, modeDo, nil, lookup, load)
+	f.err = g.flightErr(ctx, f.key, f.err)
+}
+
+func (g *Group) runRefresh(ctx context.Context, f *flight, current []byte, load LoadFunc) {
+	defer g.finish(f)
+	if g.client == nil {
+		r, err := g.load(ctx, f.key, load)
+		f.res, f.err = r.Result, g.flightErr(ctx, f.key, err)
+		return
+	}
+	mode := modeRefresh
+	if current == nil {
+		mode = modeLock
+	}
+	f.res, f.err = g.shared(ctx, f, mode, current, nil, load)
+	if errors.Is(f.err, errSkipped) {
+		f.err, f.retry = nil, true
+		g.stats.refreshSkipped.Add(1)
+		return
+	}
+	f.err = g.flightErr(ctx, f.key, f.err)
+	if f.err != nil {
+		g.o.Logger.Warn("herd: refresh failed", "key", f.key, "err", f.err)
+	}
+}
+
+// errSkipped ends a Refresh flight that found the lease held or the value
+// replaced.
+var errSkipped = errors.New("herd: refresh skipped")
+
+// shared is a flight on a Group with a Client: find the value in Redis or
+// take the lease, waiting for the holder when another has it.
+func (g *Group) shared(ctx context.Context, f *flight, mode acquireMode, current []byte, lookup LookupFunc, load LoadFunc) (Result, error) {
+	k := g.keysFor(f.key)
+	token := g.token()
+	var sub *subscription
+	defer func() {
+		if sub != nil {
+			sub.close()
+		}
+	}()
+	waited, notified := false, false
+	for {
+		st, v, pttl, err := g.acquire(ctx, k, mode, token, current)
+		if err != nil {
+			return Result{}, err
+		}
+		switch st {
+		case stHit:
+			g.stats.hits.Add(1)
+			return Result{Value: v}, nil
+		case stChanged:
+			return Result{}, errSkipped
+		case stAcquired:
+			g.stats.lockAcquired.Add(1)
+			if waited && !notified {
+				g.stats.lockSteals.Add(1)
+			}
+			return g.hold(ctx, f, k, token, load)
+		}
+		// stHeld.
+		if mode != modeDo {
+			return Result{}, errSkipped
+		}
+		if !waited {
+			g.stats.lockWaits.Add(1)
+			waited = true
+		}
+		if sub == nil {
+			// Subscribe, then look again: a value published between the
+			// first look and the subscription would otherwise be missed.
+			s, err := g.notify.subscribe(ctx, k.channel)
+			if err != nil {
+				if ctx.Err() != nil {
+					return Result{}, ctx.Err()
+				}
+				g.o.Logger.Warn("herd: cannot subscribe; waiting on timers", "key", f.key, "err", err)
+			} else {
+				sub = s
+				continue
+			}
+		}
+		wait := g.o.WaitTimeout
+		if pttl > 0 {
+			// Look again right after the lease would run out: a dead holder
+			// is replaced about one lease after its last renewal.
+			wait = min(wait, pttl+time.Millisecond)
+		}
+		var subc chan struct{}
+		if sub != nil {
+			subc = sub.c
+		}
+		t := time.NewTimer(wait)
+		notified = false
+		select {
+		case <-subc:
+			notified = true
+		case <-f.wake:
+			notified = true
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return Result{}, ctx.Err()
+		}
+		t.Stop()
+		if notified {
+			g.stats.wakeups.Add(1)
+		}
+		if lookup != nil {
+			v, ok, err := lookup(ctx)
+			if err != nil {
+				return Result{}, fmt.Errorf("herd: lookup %q: %w", f.key, err)
+			}
+			if ok {
+				g.stats.hits.Add(1)
+				return Result{Value: v}, nil
+			}
+		}
+	}
+}
+
+// hold runs load under the lease k.lock/token, renewing it, then stores the
+// value with a fenced write or releases the lease on error.
+func (g *Group) hold(ctx context.Context, f *flight, k keys, token string, load LoadFunc) (Result, error) {
+	stopRenew := g.startRenewer(k, token)
+	res, err := g.load(ctx, f.key, load)
+	lost := stopRenew()
+	if err != nil {
+		// Release with a context of its own: ctx may be the reason we stop.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
+		defer cancel()
+		if _, rerr := g.release(rctx, k, token); rerr != nil {
+			g.o.Logger.Warn("herd: release failed; the lease will expire", "key", f.key, "err", rerr)
+		}
+		return Result{}, err
+	}
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
+	defer cancel()
+	ok, werr := g.writeFenced(wctx, k, token, res.Value, res.ttl)
+	if werr != nil {
+		g.o.Logger.Warn("herd: fenced write failed", "key", f.key, "err", werr)
+		return res.Result, nil
+	}
+	if !ok {
+		g.stats.fencedRefused.Add(1)
+		if !lost {
+			g.stats.lockLosses.Add(1)
+		}
+		return res.Result, nil
+	}
+	g.stats.fencedWrites.Add(1)
+	res.Stored = true
+	return res.Result, nil
+}
+
+// releaseTimeout bounds the fenced write and the release after load.
+const releaseTimeout = 5 * time.Second
+
+type loaded struct {
+	Result
+	ttl time.Duration
+}
+
+// load runs fn, turning a panic into an error wrapping ErrPanic.
+func (g *Group) load(ctx context.Context, key string, fn LoadFunc) (res loaded, err error) {
+	g.stats.loads.Add(1)
+	start := time.Now()
+	defer func() {
+		if r := recover(); r != nil {
+			g.stats.panics.Add(1)
+			err = fmt.Errorf("%w: key %q: %v\n%s", ErrPanic, key, r, debug.Stack())
+		}
+		if err != nil {
+			g.stats.loadErrors.Add(1)
+			res = loaded{}
+		}
+	}()
+	v, ttl, err := fn(ctx)
+	if err != nil {
+		return loaded{}, fmt.Errorf("herd: load %q: %w", key, err)
+	}
+	if ttl < 0 {
+		return loaded{}, fmt.Errorf("%w: key %q: %v", ErrNegativeTTL, key, ttl)
+	}
+	return loaded{Result: Result{Value: v, Loaded: true, Duration: time.Since(start)}, ttl: ttl}, nil
+}
+
+
+// startRenewer renews the lease every LeaseTTL/3 until the returned stop is
+// called; stop waits for it and reports whether the lease was found lost.
+// Renewal stops for good the moment the token no longer holds the lock.
+func (g *Group) startRenewer(k keys, token string) (stop func() bool) {
+	quit := make(chan struct{})
+	var lost atomic.Bool
+	g.wg.Add(1)
+	done := make(chan struct{})
+	go func() {
+		defer g.wg.Done()
+		defer close(done)
+		if g.renewHook != nil && !g.renewHook() {
+			return
+		}
+		t := time.NewTicker(g.o.LeaseTTL / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-quit:
+				return
+			case <-g.ctx.Done():
+				return
+			case <-t.C:
+			}
+			ctx, cancel := context.WithTimeout(g.ctx, g.o.LeaseTTL/3)
+			ok, err := g.renew(ctx, k, token)
+			cancel()
+			switch {
+			case err != nil:
+				g.o.Logger.Warn("herd: lease renewal failed", "lock", k.lock, "err", err)
+			case ok:
+				g.stats.lockRenewals.Add(1)
+			default:
+				g.stats.lockLosses.Add(1)
+				lost.Store(true)
+				return
+			}
+		}
+	}()
+	return func() bool {
+		close(quit)
+		<-done
+		return lost.Load()
+	}
+}
+
+// token returns a fresh random lock token.
+func (g *Group) token() string {
+	var b [16]byte
+	g.randMu.Lock()
+	for i := 0; i < len(b); i += 8 {
+		var u uint64
+		if g.o.Rand != nil {
+			u = g.o.Rand.Uint64()
+		} else {
+			u = rand.Uint64()
+		}
+		for j := range 8 {
+			b[i+j] = byte(u >> (8 * j))
+		}
+	}
+	g.randMu.Unlock()
+	return hex.EncodeToString(b[:])
+}
+
+// float64 returns a uniform draw in (0, 1].
+func (g *Group) float64() float64 {
+	var u uint64
+	if g.o.Rand != nil {
+		g.randMu.Lock()
+		u = g.o.Rand.Uint64()
+		g.randMu.Unlock()
+	} else {
+		u = rand.Uint64()
+	}
+	return float64(u>>11+1) / (1 << 53)
+}

@@ -1,0 +1,364 @@
+package herd
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/rueidis"
+)
+
+// The shared lease lock. Every script and transaction touches only keys of
+// one hash slot (see slotSuffix), so they work on Redis Cluster.
+//
+// A lease is SET lock token NX PX lease: the server's clock times it, and
+// only the holder of the random token may renew, release or write through
+// it. Each operation checks the token and acts in one atomic step (a script,
+// or WATCH/MULTI/EXEC when scripting is refused), so a holder whose lease
+// ran out and was taken by another can never delete the new lease or
+// overwrite the newer value (fencing).
+
+// acquireScript: KEYS = data, lock; ARGV = token, lease ms, mode, current.
+// Mode 'd' (Do) returns the data key's value if present; mode 'r' (Refresh)
+// gives up if the data key no longer holds current; mode 'l' just locks.
+// Returns {0,''} acquired, {1,value} hit, {2,pttl} held, {3,''} changed.
+const acquireSrc = `
+local mode = ARGV[3]
+if mode == 'd' then
+  local v = redis.call('GET', KEYS[1])
+  if v then return {1, v} end
+elseif mode == 'r' then
+  if redis.call('GET', KEYS[1]) ~= ARGV[4] then return {3, ''} end
+end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {0, ''} end
+return {2, redis.call('PTTL', KEYS[2])}
+`
+
+// writeSrc is the fenced write: KEYS = data, lock; ARGV = token, value,
+// ttl ms (0 = none), channel, message. It stores the value, ends the lease
+// and wakes the waiters only while token holds the lock.
+const writeSrc = `
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+if ARGV[3] ~= '0' then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+else
+  redis.call('SET', KEYS[1], ARGV[2])
+end
+redis.call('DEL', KEYS[2])
+redis.call('PUBLISH', ARGV[4], ARGV[5])
+return 1
+`
+
+// releaseSrc is compare-and-delete: KEYS = lock; ARGV = token, channel,
+// message. Waiters are woken so one of them takes over at once.
+const releaseSrc = `
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+return 1
+`
+
+// renewSrc extends the lease: KEYS = lock; ARGV = token, lease ms.
+const renewSrc = `
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+`
+
+type scripts struct {
+	acquire, write, release, renew *rueidis.Lua
+}
+
+func newScripts() scripts {
+	return scripts{
+		acquire: rueidis.NewLuaScript(acquireSrc),
+		write:   rueidis.NewLuaScript(writeSrc),
+		release: rueidis.NewLuaScript(releaseSrc),
+		renew:   rueidis.NewLuaScript(renewSrc),
+	}
+}
+
+// keys are the Redis names one flight uses, all in the data key's slot.
+type keys struct {
+	data, lock, channel string
+}
+
+func (g *Group) keysFor(key string) keys {
+	s := slotSuffix(key)
+	return keys{data: key, lock: g.o.LockPrefix + s, channel: g.o.ChannelPrefix + s}
+}
+
+type acquireMode string
+
+const (
+	modeDo      acquireMode = "d"
+	modeRefresh acquireMode = "r"
+	modeLock    acquireMode = "l"
+)
+
+type acquireState int
+
+const (
+	stAcquired acquireState = iota
+	stHit
+	stHeld
+	stChanged
+)
+
+// maxTxAttempts bounds the retries of a WATCH transaction that keeps being
+// aborted by concurrent writers.
+const maxTxAttempts = 16
+
+// errTxContended is returned when a transaction was aborted maxTxAttempts
+// times in a row.
+var errTxContended = errors.New("herd: transaction aborted by concurrent writes")
+
+// scriptRefused reports whether err says the server will not run scripts:
+// EVAL/EVALSHA renamed away or an ACL without @scripting.
+func scriptRefused(err error) bool {
+	re, ok := rueidis.IsRedisErr(err)
+	if !ok {
+		return false
+	}
+	msg := re.Error()
+	return strings.HasPrefix(msg, "NOPERM") || strings.Contains(strings.ToLower(msg), "unknown command")
+}
+
+// exec runs a script unless scripting is off. It reports false when the
+// caller must use the transaction instead.
+func (g *Group) exec(ctx context.Context, s *rueidis.Lua, keys, args []string) (rueidis.RedisResult, bool) {
+	if g.noScripts.Load() {
+		return rueidis.RedisResult{}, false
+	}
+	r := s.Exec(ctx, g.client, keys, args)
+	if err := r.Error(); err != nil && scriptRefused(err) {
+		if !g.noScripts.Swap(true) {
+			g.o.Logger.Warn("herd: server refuses scripts; using WATCH/MULTI transactions", "err", err)
+		}
+		return rueidis.RedisResult{}, false
+	}
+	return r, true
+}
+
+func ms(d time.Duration) string {
+	return strconv.FormatInt(max(d.Milliseconds(), 1), 10)
+}
+
+// acquire takes the lease for k unless the mode says otherwise; see
+// acquireSrc. pttl is set when the lease is held by another.
+func (g *Group) acquire(ctx context.Context, k keys, mode acquireMode, token string, current []byte) (acquireState, []byte, time.Duration, error) {
+	r, ok := g.exec(ctx, g.scripts.acquire, []string{k.data, k.lock},
+		[]string{token, ms(g.o.LeaseTTL), string(mode), string(current)})
+	if !ok {
+		return g.acquireTx(ctx, k, mode, token, current)
+	}
+	arr, err := r.ToArray()
+	if err != nil {
+		return 0, nil, 0, fmt.Errorf("herd: acquire lease: %w", err)
+	}
+	if len(arr) != 2 {
+		return 0, nil, 0, fmt.Errorf("herd: acquire lease: unexpected reply of %d elements", len(arr))
+	}
+	code, err := arr[0].AsInt64()
+	if err != nil {
+		return 0, nil, 0, fmt.Errorf("herd: acquire lease: %w", err)
+	}
+	switch acquireState(code) {
+	case stHit:
+		v, err := arr[1].AsBytes()
+		if err != nil {
+			return 0, nil, 0, fmt.Errorf("herd: acquire lease: %w", err)
+		}
+		return stHit, v, 0, nil
+	case stHeld:
+		p, err := arr[1].AsInt64()
+		if err != nil {
+			return 0, nil, 0, fmt.Errorf("herd: acquire lease: %w", err)
+		}
+		return stHeld, nil, time.Duration(p) * time.Millisecond, nil
+	case stAcquired, stChanged:
+		return acquireState(code), nil, 0, nil
+	}
+	return 0, nil, 0, fmt.Errorf("herd: acquire lease: unexpected code %d", code)
+}
+
+func (g *Group) acquireTx(ctx context.Context, k keys, mode acquireMode, token string, current []byte) (st acquireState, val []byte, pttl time.Duration, err error) {
+	for range maxTxAttempts {
+		retry := false
+		err = g.client.Dedicated(func(c rueidis.DedicatedClient) error {
+			if mode != modeLock {
+				if err := c.Do(ctx, c.B().Watch().Key(k.data).Build()).Error(); err != nil {
+					return err
+				}
+				v, err := c.Do(ctx, c.B().Get().Key(k.data).Build()).AsBytes()
+				present := err == nil
+				if err != nil && !rueidis.IsRedisNil(err) {
+					return err
+				}
+				if (mode == modeDo && present) || (mode == modeRefresh && (!present || !bytes.Equal(v, current))) {
+					st, val = stChanged, nil
+					if mode == modeDo {
+						st, val = stHit, v
+					}
+					return c.Do(ctx, c.B().Unwatch().Build()).Error()
+				}
+			}
+			resps := c.DoMulti(ctx,
+				c.B().Multi().Build(),
+				c.B().Set().Key(k.lock).Value(token).Nx().PxMilliseconds(max(g.o.LeaseTTL.Milliseconds(), 1)).Build(),
+				c.B().Pttl().Key(k.lock).Build(),
+				c.B().Exec().Build())
+			for _, r := range resps[:3] {
+				if err := r.Error(); err != nil {
+					return err
+				}
+			}
+			arr, err := resps[3].ToArray()
+			if rueidis.IsRedisNil(err) {
+				retry = true // the data key changed under WATCH
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			if len(arr) != 2 {
+				return fmt.Errorf("unexpected EXEC reply of %d elements", len(arr))
+			}
+			if err := arr[0].Error(); err == nil {
+				st = stAcquired
+				return nil
+			} else if !rueidis.IsRedisNil(err) {
+				return err
+			}
+			p, err := arr[1].AsInt64()
+			if err != nil {
+				return err
+			}
+			st, pttl = stHeld, time.Duration(p)*time.Millisecond
+			return nil
+		})
+		if err != nil {
+			return 0, nil, 0, fmt.Errorf("herd: acquire lease (transaction): %w", err)
+		}
+		if !retry {
+			return st, val, pttl, nil
+		}
+	}
+	return 0, nil, 0, fmt.Errorf("herd: acquire lease: %w", errTxContended)
+}
+
+// casTx runs the commands built by ops in a MULTI/EXEC only while token
+// holds lock (WATCH lock, GET, compare). It reports whether they ran.
+func (g *Group) casTx(ctx context.Context, lock, token string, ops func(c rueidis.DedicatedClient) rueidis.Commands) (bool, error) {
+	done := false
+	err := g.client.Dedicated(func(c rueidis.DedicatedClient) error {
+		if err := c.Do(ctx, c.B().Watch().Key(lock).Build()).Error(); err != nil {
+			return err
+		}
+		v, err := c.Do(ctx, c.B().Get().Key(lock).Build()).ToString()
+		if err != nil && !rueidis.IsRedisNil(err) {
+			return err
+		}
+		if v != token || err != nil {
+			return c.Do(ctx, c.B().Unwatch().Build()).Error()
+		}
+		cmds := append(rueidis.Commands{c.B().Multi().Build()}, ops(c)...)
+		cmds = append(cmds, c.B().Exec().Build())
+		resps := c.DoMulti(ctx, cmds...)
+		for _, r := range resps[:len(resps)-1] {
+			if err := r.Error(); err != nil {
+				return err
+			}
+		}
+		_, err = resps[len(resps)-1].ToArray()
+		if rueidis.IsRedisNil(err) {
+			return nil // the lock changed under WATCH: the lease was lost
+		}
+		if err != nil {
+			return err
+		}
+		done = true
+		return nil
+	})
+	return done, err
+}
+
+func wakeMessage() string { return strconv.FormatInt(time.Now().UnixNano(), 10) }
+
+// writeFenced stores value under k.data, ends the lease and wakes waiters,
+// only while token holds the lease. It reports whether the write happened.
+func (g *Group) writeFenced(ctx context.Context, k keys, token string, value []byte, ttl time.Duration) (bool, error) {
+	ttlArg := "0"
+	if ttl > 0 {
+		ttlArg = ms(ttl)
+	}
+	r, ok := g.exec(ctx, g.scripts.write, []string{k.data, k.lock},
+		[]string{token, string(value), ttlArg, k.channel, wakeMessage()})
+	if ok {
+		n, err := r.AsInt64()
+		if err != nil {
+			return false, fmt.Errorf("herd: fenced write: %w", err)
+		}
+		return n == 1, nil
+	}
+	done, err := g.casTx(ctx, k.lock, token, func(c rueidis.DedicatedClient) rueidis.Commands {
+		set := c.B().Set().Key(k.data).Value(string(value))
+		var cmd rueidis.Completed
+		if ttl > 0 {
+			cmd = set.PxMilliseconds(max(ttl.Milliseconds(), 1)).Build()
+		} else {
+			cmd = set.Build()
+		}
+		return rueidis.Commands{cmd,
+			c.B().Del().Key(k.lock).Build(),
+			c.B().Publish().Channel(k.channel).Message(wakeMessage()).Build()}
+	})
+	if err != nil {
+		return false, fmt.Errorf("herd: fenced write (transaction): %w", err)
+	}
+	return done, nil
+}
+
+// release deletes the lease if token still holds it and wakes waiters.
+func (g *Group) release(ctx context.Context, k keys, token string) (bool, error) {
+	r, ok := g.exec(ctx, g.scripts.release, []string{k.lock}, []string{token, k.channel, wakeMessage()})
+	if ok {
+		n, err := r.AsInt64()
+		if err != nil {
+			return false, fmt.Errorf("herd: release lease: %w", err)
+		}
+		return n == 1, nil
+	}
+	done, err := g.casTx(ctx, k.lock, token, func(c rueidis.DedicatedClient) rueidis.Commands {
+		return rueidis.Commands{
+			c.B().Del().Key(k.lock).Build(),
+			c.B().Publish().Channel(k.channel).Message(wakeMessage()).Build()}
+	})
+	if err != nil {
+		return false, fmt.Errorf("herd: release lease (transaction): %w", err)
+	}
+	return done, nil
+}
+
+// renew extends the lease if token still holds it.
+func (g *Group) renew(ctx context.Context, k keys, token string) (bool, error) {
+	r, ok := g.exec(ctx, g.scripts.renew, []string{k.lock}, []string{token, ms(g.o.LeaseTTL)})
+	if ok {
+		n, err := r.AsInt64()
+		if err != nil {
+			return false, fmt.Errorf("herd: renew lease: %w", err)
+		}
+		return n == 1, nil
+	}
+	done, err := g.casTx(ctx, k.lock, token, func(c rueidis.DedicatedClient) rueidis.Commands {
+		return rueidis.Commands{c.B().Pexpire().Key(k.lock).Milliseconds(max(g.o.LeaseTTL.Milliseconds(), 1)).Build()}
+	})
+	if err != nil {
+		return false, fmt.Errorf("herd: renew lease (transaction): %w", err)
+	}
+	return done, nil
+}

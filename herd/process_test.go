@@ -1,0 +1,5 @@
+package herd
+
+const helperModeEnv = "HERD_HELPER_MODE"
+
+func runHelper(mode string) int { return 2 }
