@@ -480,7 +480,6 @@ func (g *Group) load(ctx context.Context, key string, fn LoadFunc) (res loaded, 
 	return loaded{Result: Result{Value: v, Loaded: true, Duration: time.Since(start)}, ttl: ttl}, nil
 }
 
-
 // startRenewer renews the lease every LeaseTTL/3 until the returned stop is
 // called; stop waits for it and reports whether the lease was found lost.
 // Renewal stops for good the moment the token no longer holds the lock.
