@@ -1,0 +1,272 @@
+package bench
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/thermoscache/thermos/internal/bench/trace"
+	"github.com/thermoscache/thermos/internal/bench/workload"
+)
+
+// Scenario names.
+const (
+	ScenarioHitRatio  = "hitratio"
+	ScenarioPeers     = "peers"
+	ScenarioStaleness = "staleness"
+	ScenarioRestart   = "restart"
+	ScenarioStampede  = "stampede"
+)
+
+// Defaults for Config's zero fields.
+const (
+	DefaultKeys      = 100_000
+	DefaultOps       = 500_000
+	DefaultDuration  = 2 * time.Second
+	DefaultValueSize = 128
+	DefaultWriteRate = 2000 // writes per second in the staleness scenario
+	DefaultSeed      = 1
+	// DefaultSizes are the cache sizes of the hit-ratio sweep, as shares of
+	// Keys.
+	DefaultSizes = "0.1%,0.5%,1%,5%,10%,25%"
+	// DefaultTraceDir is where the default trace files live, relative to the
+	// working directory (the module root for go run ./cmd/bench).
+	DefaultTraceDir = "../shared/traces"
+	// DefaultCacheShare is the cache size of the latency and peers
+	// scenarios, as a share of Keys.
+	DefaultCacheShare = 0.1
+)
+
+// Errors of Config.validate, wrapped with the offending value.
+var (
+	// ErrConfig is returned for a flag value that cannot be used.
+	ErrConfig = errors.New("bench: bad configuration")
+	// ErrUnavailable is returned for a scenario that cannot run yet or here
+	// (restart and stampede until the tiered package exists).
+	ErrUnavailable = errors.New("bench: scenario unavailable")
+)
+
+// Config is a benchmark run's settings; cmd/bench fills it from flags. The
+// zero value of each field takes the default named on it.
+type Config struct {
+	// Scenarios to run, in order. Empty means every available scenario.
+	Scenarios []string `json:"scenarios"`
+	// Keys is the number of distinct keys. Zero means DefaultKeys.
+	Keys int `json:"keys"`
+	// Ops is the number of accesses per simulated hit-ratio run. Zero means
+	// DefaultOps.
+	Ops int `json:"ops"`
+	// Duration is how long each timed run (latency, peers, staleness)
+	// lasts. Zero means DefaultDuration.
+	Duration time.Duration `json:"duration_ns"`
+	// Theta is the zipfian skew in (0, 1). Zero means workload.DefaultTheta.
+	Theta float64 `json:"theta"`
+	// Workloads are the key distributions of the hit-ratio sweep
+	// (zipfian, scrambled, uniform, hotspot). Empty means all four.
+	Workloads []string `json:"workloads"`
+	// Mix is the YCSB read/write mix (A, B, C, F) of the latency runs.
+	// Empty means C (read only).
+	Mix string `json:"mix"`
+	// Traces are trace files replayed by the hit-ratio scenario, each
+	// optionally suffixed with ":format" (arc, text, int32, int64). Nil means
+	// the P3 and web07 traces in DefaultTraceDir when present; an empty
+	// non-nil slice means none.
+	Traces []string `json:"traces"`
+	// TraceLimit caps the accesses replayed per trace. Zero means no cap.
+	TraceLimit int `json:"trace_limit"`
+	// Sizes of the hit-ratio sweep: entry counts ("1000") or shares of
+	// Keys ("1%"), comma separated. Empty means DefaultSizes.
+	Sizes string `json:"sizes"`
+	// Goroutines issuing requests in timed runs. Zero means 2×GOMAXPROCS.
+	Goroutines int `json:"goroutines"`
+	// ValueSize is the value length in bytes. Zero means DefaultValueSize.
+	ValueSize int `json:"value_size"`
+	// WriteRate is the staleness scenario's writes per second. Zero means
+	// DefaultWriteRate.
+	WriteRate int `json:"write_rate"`
+	// Redis is the address of an existing Redis server (host:port on
+	// loopback or elsewhere). Empty means start a private redis-server if
+	// the binary is on PATH.
+	Redis string `json:"redis"`
+	// NoRedis skips everything that needs Redis.
+	NoRedis bool `json:"no_redis"`
+	// Out is the directory for report.html and results.json. Empty means
+	// write no files.
+	Out string `json:"out"`
+	// Seed seeds every random stream. Zero means DefaultSeed.
+	Seed uint64 `json:"seed"`
+	// Quick shrinks the defaults (keys, ops, duration, trace accesses) for
+	// a smoke run of a few seconds.
+	Quick bool `json:"quick"`
+}
+
+// Available lists the scenarios that can run today, in default order.
+func Available() []string {
+	return []string{ScenarioHitRatio, ScenarioPeers, ScenarioStaleness}
+}
+
+// pending are scenarios whose parts (tiered, herd) do not exist yet.
+func pending(name string) bool { return name == ScenarioRestart || name == ScenarioStampede }
+
+// withDefaults returns a copy of c with zero fields set.
+func (c Config) withDefaults() Config {
+	if c.Quick {
+		if c.Keys == 0 {
+			c.Keys = 10_000
+		}
+		if c.Ops == 0 {
+			c.Ops = 50_000
+		}
+		if c.Duration == 0 {
+			c.Duration = 300 * time.Millisecond
+		}
+		if c.TraceLimit == 0 {
+			c.TraceLimit = 200_000
+		}
+		if c.Sizes == "" {
+			c.Sizes = "1%,10%,50%"
+		}
+	}
+	if c.Keys == 0 {
+		c.Keys = DefaultKeys
+	}
+	if c.Ops == 0 {
+		c.Ops = DefaultOps
+	}
+	if c.Duration == 0 {
+		c.Duration = DefaultDuration
+	}
+	if c.Theta == 0 {
+		c.Theta = workload.DefaultTheta
+	}
+	if len(c.Workloads) == 0 {
+		c.Workloads = []string{workload.Zipfian, workload.ScrambledZipfian, workload.Uniform, workload.Hotspot}
+	}
+	if c.Mix == "" {
+		c.Mix = "C"
+	}
+	if c.Sizes == "" {
+		c.Sizes = DefaultSizes
+	}
+	if c.ValueSize == 0 {
+		c.ValueSize = DefaultValueSize
+	}
+	if c.WriteRate == 0 {
+		c.WriteRate = DefaultWriteRate
+	}
+	if c.Seed == 0 {
+		c.Seed = DefaultSeed
+	}
+	if len(c.Scenarios) == 0 {
+		c.Scenarios = Available()
+	}
+	c.Scenarios = slices.Clone(c.Scenarios)
+	c.Workloads = slices.Clone(c.Workloads)
+	if c.Traces != nil {
+		c.Traces = slices.Clone(c.Traces)
+	}
+	return c
+}
+
+// validate checks a defaulted Config.
+func (c Config) validate() error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: "+format, append([]any{ErrConfig}, args...)...)
+	}
+	seen := map[string]bool{}
+	for _, s := range c.Scenarios {
+		switch {
+		case seen[s]:
+			return bad("scenario %q listed twice", s)
+		case pending(s):
+			return fmt.Errorf("%w: %s needs the tiered cache and herd packages, which are not built yet", ErrUnavailable, s)
+		case !slices.Contains(Available(), s):
+			return bad("unknown scenario %q (available: %s)", s, strings.Join(Available(), ", "))
+		}
+		seen[s] = true
+	}
+	switch {
+	case c.Keys < 1:
+		return bad("--keys %d must be positive", c.Keys)
+	case c.Ops < 1:
+		return bad("--ops %d must be positive", c.Ops)
+	case c.Duration <= 0:
+		return bad("--duration %v must be positive", c.Duration)
+	case !(c.Theta > 0 && c.Theta < 1):
+		return bad("--zipf-theta %v must be in (0, 1)", c.Theta)
+	case c.Goroutines < 0:
+		return bad("--goroutines %d must not be negative", c.Goroutines)
+	case c.ValueSize < 1 || c.ValueSize > 1<<20:
+		return bad("--value-size %d must be in [1, 1 MiB]", c.ValueSize)
+	case c.WriteRate < 1:
+		return bad("--write-rate %d must be positive", c.WriteRate)
+	case c.TraceLimit < 0:
+		return bad("--trace-limit %d must not be negative", c.TraceLimit)
+	case c.NoRedis && c.Redis != "":
+		return bad("--redis and --no-redis contradict each other")
+	}
+	for _, w := range c.Workloads {
+		if _, err := workload.New(workload.Spec{Distribution: w, Keys: 1, Theta: c.Theta}, workload.Seed(0, 0)); err != nil {
+			return bad("--workload: %v", err)
+		}
+	}
+	if _, err := workload.MixByName(c.Mix); err != nil {
+		return bad("--mix: %v", err)
+	}
+	if _, err := c.sizes(); err != nil {
+		return err
+	}
+	for _, t := range c.Traces {
+		if _, _, err := splitTrace(t); err != nil {
+			return bad("--trace %q: %v", t, err)
+		}
+	}
+	return nil
+}
+
+// sizes parses Sizes into entry counts, ascending and distinct.
+func (c Config) sizes() ([]int, error) {
+	var out []int
+	for f := range strings.SplitSeq(c.Sizes, ",") {
+		f = strings.TrimSpace(f)
+		var n int
+		if p, ok := strings.CutSuffix(f, "%"); ok {
+			v, err := strconv.ParseFloat(p, 64)
+			if err != nil || !(v > 0 && v <= 100) {
+				return nil, fmt.Errorf("%w: --sizes: %q is not a share in (0, 100] %%", ErrConfig, f)
+			}
+			n = max(1, int(v/100*float64(c.Keys)))
+		} else {
+			v, err := strconv.Atoi(f)
+			if err != nil || v < 1 {
+				return nil, fmt.Errorf("%w: --sizes: %q is neither a positive entry count nor a share like 5%%", ErrConfig, f)
+			}
+			n = v
+		}
+		out = append(out, n)
+	}
+	slices.Sort(out)
+	return slices.Compact(out), nil
+}
+
+// splitTrace splits "path[:format]".
+func splitTrace(s string) (string, trace.Format, error) {
+	path, f := s, trace.Auto
+	if i := strings.LastIndexByte(s, ':'); i > 0 {
+		if pf, err := trace.ParseFormat(s[i+1:]); err == nil {
+			path, f = s[:i], pf
+		}
+	}
+	if path == "" {
+		return "", "", errors.New("empty path")
+	}
+	if f == trace.Auto {
+		if _, err := trace.FormatOf(path); err != nil {
+			return "", "", err
+		}
+	}
+	return path, f, nil
+}
