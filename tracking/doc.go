@@ -1,5 +1,71 @@
 // Package tracking is the in-process memory tier, kept consistent with Redis
 // by RESP3 client-side tracking in broadcast (BCAST) mode.
 //
-// Not built yet: see the memory-tier issue.
+// # What it owns
+//
+// A Cache is a sharded set of golang-lru/v2 lists (LRU, or 2Q rebuilt on
+// simplelru with byte-sized queues; see Policy) bounded in bytes across all
+// shards: every entry is charged len(key) + cap(Value) + EntryOverhead, each
+// shard holds at most MaxBytes/Shards (MaxEntryBytes), overwrites are
+// re-charged, and an entry larger than a shard's share is refused with
+// ErrTooLarge. Each shard has its own lock and its own counters, so readers on
+// different cores share nothing on the hit path. Get is local, does no I/O
+// and no allocation, and reads a coarse clock.
+//
+// With Options.Redis set, New opens a rueidis client whose every connection
+// runs CLIENT TRACKING ON BCAST PREFIX … for the minimal non-overlapping cover
+// of Options.Prefixes (CoverPrefixes), checks Redis >= MinRedisVersion, and
+// feeds rueidis's OnInvalidations into the cache. Client returns that client
+// for data commands.
+//
+// # How data moves
+//
+//	Get(key)                      memory only
+//	Fetch(ctx, key)               memory, else Reserve → GET → Decode → Fill
+//	Reserve(key) … Fill(t, …)     guarded fill from any slower tier (disk, Redis)
+//	Reserve(key) … Revalidate(t…) promote an unverified entry whose Version matches
+//	Set(ctx, …) / Delete(ctx, …)  Redis first, then memory (read-your-own-writes)
+//	SetLocal(key, it)             memory-only routes, no Redis
+//	Invalidate / InvalidatePrefix local removal
+//	OnInvalidate(fn)              hear key invalidations and epoch bumps
+//
+// # Guarantees
+//
+// A Cache is safe for concurrent use.
+//
+// Invalidation: an invalidation for key removes its entry and refuses every
+// ticket taken for key before it, so a reply read before a write is never
+// inserted after the write's invalidation (the race is narrated on Fill).
+// Tickets are per-key generations kept in a fixed table per shard indexed by
+// key hash — no shared sentinel and nothing to release; keys that share a slot
+// can only make a fill refuse needlessly.
+//
+// Epochs: a null invalidation — FLUSHALL/FLUSHDB, or rueidis reporting that a
+// tracking connection closed — bumps the epoch. Every entry verified in an
+// older epoch is unverified: dropped at once by default, or, with
+// Options.KeepUnverified, kept and returned by Get with fresh == false until
+// Revalidate promotes it. Outstanding tickets are refused. The connection is
+// re-established (and tracking re-armed) in the background. In Redis Cluster
+// each node's connection is tracked on its own; a drop of any node bumps the
+// one global epoch.
+//
+// Read-your-own-writes: after Set or Delete returns, this Cache never returns
+// the key's previous value.
+//
+// Expiry: an entry lives at most Options.MaxTTL locally, and never past its
+// Item.HardExpiry or its Set ttl.
+//
+// # What it does not promise
+//
+// Staleness is bounded by the invalidation delay while the connection is up,
+// and, when the server freezes silently, by StalenessBound (Dialer.KeepAlive
+// + ConnWriteTimeout): until the connection is declared dead entries are
+// served as fresh. The frozen server cannot acknowledge a write meanwhile.
+//
+// Keys outside the tracked prefixes are never cached from Redis. Writes of
+// tracked keys through Client() are invalidated like any other write, except
+// with Options.NoLoop (see there). Soft expiry and early refresh are the
+// caller's business; the cache returns SoftExpiry untouched. The cache does
+// not check that the Redis user's ACL allows reading every tracked prefix
+// (newer servers filter BCAST invalidations by it).
 package tracking

@@ -1,0 +1,475 @@
+package tracking
+
+import (
+	"context"
+	"fmt"
+	"hash/maphash"
+	"sync"
+	"sync/atomic"
+
+	"github.com/redis/rueidis"
+
+	"github.com/thermoscache/thermos/internal/clock"
+)
+
+// genSlots is the number of generation counters per shard. A key's
+// generation lives in the slot its hash picks; two keys sharing a slot only
+// make a fill refuse needlessly (a later read fills it), never accept a stale
+// one.
+const genSlots = 512
+
+// Lock order: a shard's mu is a leaf. No code holds two shard locks, and no
+// listener or Redis call runs under one.
+
+// entry is one cached key.
+type entry struct {
+	item     Item
+	expireAt int64  // Unix ns: min(insert + MaxTTL, HardExpiry, write ttl)
+	epoch    uint64 // epoch it was verified in; 0 = never (warm start)
+	size     int64  // bytes charged: len(key) + cap(Value) + EntryOverhead
+}
+
+// shard is one independently locked part of the cache.
+type shard struct {
+	mu struct {
+		sync.Mutex
+		pol   policy
+		bytes int64 // sum of entry sizes; <= config.shareBytes
+		// counters, read by Stats under mu; kept here so the hit path
+		// writes only the cache line it already owns.
+		hits, misses, inserts, evictions, expired, unverifiedServes uint64
+		refused, tooLarge, removed                                  uint64
+		// writes holds the start time of Sets awaiting their own
+		// invalidation, for the lag histogram. Bounded by maxPendingWrites.
+		writes map[string]int64
+	}
+	// sgen is bumped by InvalidatePrefix: it refuses every older ticket of
+	// the shard.
+	sgen atomic.Uint64
+	// gens are the per-key generations, indexed by key hash. A key's slot is
+	// bumped by every invalidation and local write of that key.
+	gens [genSlots]atomic.Uint64
+	_    [64]byte // keep neighbouring shards' locks off one cache line
+}
+
+const maxPendingWrites = 1024
+
+// Ticket is a reservation taken before reading a slower tier (disk, Redis).
+// A fill or revalidation presenting it succeeds only if nothing invalidated
+// the key, the key's shard, or the whole cache (epoch bump) since Reserve.
+// The zero Ticket is never valid. Tickets need no release.
+type Ticket struct {
+	hash, gen, sgen, epoch uint64
+}
+
+// Cache is the memory tier. It is safe for concurrent use.
+type Cache struct {
+	cfg    *config
+	seed   maphash.Seed
+	shards []shard
+	mask   uint64
+	epoch  atomic.Uint64 // starts at 1; 0 marks never-verified entries
+
+	ownClock *clock.Coarse                 // set when Options.Clock is nil
+	fastNow  interface{ UnixNano() int64 } // a clock with UnixNano
+	clk      clock.Clock
+
+	client rueidis.Client // nil for a local-only cache
+
+	lmu       sync.Mutex // serialises OnInvalidate
+	listeners atomic.Pointer[[]func(keys []string, epochBump bool)]
+
+	invalidations atomic.Uint64 // keys received from Redis
+	epochBumps    atomic.Uint64
+	lag           lagHistogram
+
+	closed    atomic.Bool
+	closeOnce sync.Once
+	cancel    context.CancelFunc // stops background work
+	wg        sync.WaitGroup
+	rearm     chan struct{}
+
+	// Test-only switches, set by tests in this package before use.
+	testNoGuard    bool             // accept every ticket: reopens the race
+	testBeforeFill func(key string) // runs in Fetch between reply and fill
+}
+
+// New returns a Cache. With opts.Redis set it connects, checks that the server
+// is Redis >= MinRedisVersion (ErrUnsupportedServer) and that it accepts
+// CLIENT TRACKING BCAST for the covered prefixes (ErrTrackingRefused); an
+// unreachable server gives an error wrapping ErrUnavailable. Invalid options
+// give ErrInvalidOptions or ErrUnsupportedPolicy. Close releases everything.
+func New(ctx context.Context, opts *Options) (*Cache, error) {
+	cfg, err := opts.config()
+	if err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("tracking: new: %w", err)
+	}
+	c := &Cache{
+		cfg:    cfg,
+		seed:   maphash.MakeSeed(),
+		shards: make([]shard, cfg.shards),
+		mask:   uint64(cfg.shards - 1),
+		rearm:  make(chan struct{}, 1),
+	}
+	c.epoch.Store(1)
+	for i := range c.shards {
+		s := &c.shards[i]
+		s.mu.pol = newPolicy(cfg.Policy, cfg.shareBytes)
+		s.mu.writes = make(map[string]int64)
+	}
+	switch clk := cfg.Clock.(type) {
+	case nil:
+		c.ownClock = clock.NewCoarse(clock.DefaultResolution)
+		c.clk = c.ownClock
+	case interface{ UnixNano() int64 }:
+		c.fastNow, c.clk = clk, cfg.Clock
+	default:
+		c.clk = cfg.Clock
+	}
+	bg, cancel := context.WithCancel(context.Background())
+	c.cancel = cancel
+	if cfg.Redis != nil {
+		if err := c.connect(ctx); err != nil {
+			c.Close()
+			return nil, err
+		}
+		c.wg.Add(1)
+		go c.rearmLoop(bg)
+	}
+	return c, nil
+}
+
+// Close closes the Redis connection, stops every goroutine the cache started
+// and drops every entry. It is safe to call twice and always returns nil.
+// Afterwards Get misses, Fill refuses, and methods that return errors return
+// ErrClosed.
+func (c *Cache) Close() error {
+	c.closeOnce.Do(func() {
+		c.closed.Store(true)
+		c.cancel()
+		c.wg.Wait()
+		if c.client != nil {
+			c.client.Close()
+		}
+		for i := range c.shards {
+			s := &c.shards[i]
+			s.mu.Lock()
+			s.mu.pol.purge()
+			s.mu.bytes = 0
+			s.mu.Unlock()
+		}
+		if c.ownClock != nil {
+			c.ownClock.Close()
+		}
+	})
+	return nil
+}
+
+// Client returns the tracking-enabled rueidis client, or nil for a
+// local-only cache. Data commands may be sent on it; note that with
+// Options.NoLoop, a tracked key written through it (rather than Set or
+// Delete) is not invalidated locally. The client belongs to the Cache: do
+// not close it.
+func (c *Cache) Client() rueidis.Client { return c.client }
+
+// Epoch returns the current epoch. It starts at 1 and grows by one on every
+// null invalidation (FLUSHALL, FLUSHDB, or a tracking connection closing);
+// entries verified in an older epoch are unverified.
+func (c *Cache) Epoch() uint64 { return c.epoch.Load() }
+
+// MaxEntryBytes returns the largest entry the cache admits: one shard's share
+// of MaxBytes. An entry charges len(key) + cap(Value) + EntryOverhead.
+func (c *Cache) MaxEntryBytes() int64 { return c.cfg.shareBytes }
+
+// Prefixes returns the tracked prefixes (the cover of Options.Prefixes);
+// nil means every key. The caller may modify the returned slice.
+func (c *Cache) Prefixes() []string { return append([]string(nil), c.cfg.prefixes...) }
+
+func (c *Cache) now() int64 {
+	if c.ownClock != nil {
+		return c.ownClock.UnixNano()
+	}
+	if c.fastNow != nil {
+		return c.fastNow.UnixNano()
+	}
+	return c.clk.Now().UnixNano()
+}
+
+func (c *Cache) hash(key string) uint64 { return maphash.String(c.seed, key) }
+
+func (c *Cache) shardOf(h uint64) *shard { return &c.shards[h&c.mask] }
+
+func slotOf(h uint64) uint64 { return (h >> 32) % genSlots }
+
+// Get returns key's cached item without any I/O. ok is false on a miss.
+// fresh is false only with Options.KeepUnverified, for an entry the cache can
+// no longer vouch for (verified before an epoch bump, or filled unverified);
+// without KeepUnverified such entries are misses. An expired entry (MaxTTL or
+// HardExpiry) is a miss and is removed. Get does not allocate.
+func (c *Cache) Get(key string) (it Item, fresh, ok bool) {
+	h := c.hash(key)
+	s := c.shardOf(h)
+	now := c.now()
+	epoch := c.epoch.Load()
+	s.mu.Lock()
+	e, found := s.mu.pol.get(key)
+	switch {
+	case !found:
+		s.mu.misses++
+	case now >= e.expireAt:
+		s.mu.pol.remove(key)
+		s.mu.bytes -= e.size
+		s.mu.expired++
+		s.mu.misses++
+	case e.epoch == epoch:
+		s.mu.hits++
+		it, fresh, ok = e.item, true, true
+	case c.cfg.KeepUnverified:
+		s.mu.hits++
+		s.mu.unverifiedServes++
+		it, ok = e.item, true
+	default:
+		s.mu.misses++
+	}
+	s.mu.Unlock()
+	return it, fresh, ok
+}
+
+// Reserve takes a ticket for key. Take it BEFORE reading a slower tier, then
+// present it to Fill or Revalidate: they refuse if key was invalidated (by
+// Redis or locally), or the epoch bumped, in between. Reserve does not lock.
+func (c *Cache) Reserve(key string) Ticket {
+	h := c.hash(key)
+	s := c.shardOf(h)
+	return Ticket{
+		hash:  h,
+		gen:   s.gens[slotOf(h)].Load(),
+		sgen:  s.sgen.Load(),
+		epoch: c.epoch.Load(),
+	}
+}
+
+// validLocked reports whether t, taken for a key hashing to h, is still
+// valid. REQUIRES: s.mu held (so that a concurrent invalidation either is seen
+// here or removes the entry after this fill).
+func (c *Cache) validLocked(s *shard, h uint64, t Ticket) bool {
+	if c.testNoGuard {
+		return true
+	}
+	return t.hash == h && t.epoch == c.epoch.Load() && t.sgen == s.sgen.Load() &&
+		t.gen == s.gens[slotOf(h)].Load()
+}
+
+// Fill inserts it for key, read from a slower tier after Reserve returned t,
+// and reports whether it did. It refuses (false) if key was invalidated or
+// the epoch bumped since t, if t belongs to another key, if the item is
+// already past its HardExpiry, if the entry exceeds MaxEntryBytes (counted in
+// Stats.TooLarge), if key is empty, after Close, and, on a Redis-backed
+// cache, for a key outside every tracked prefix (no invalidation would ever
+// reach it; use SetLocal for local-only keys).
+//
+// verified=false inserts the entry as unverified (a warm restart from disk):
+// it is served only as Get's fresh == false with KeepUnverified, until
+// Revalidate promotes it.
+//
+// The race Fill closes, in order:
+//  1. a reader misses key and sends GET key to Redis;
+//  2. Redis answers with the current value v1;
+//  3. another client writes v2; Redis pushes the invalidation of key;
+//  4. the connection's reader goroutine applies the invalidation: there is
+//     nothing cached to remove yet;
+//  5. the reader goroutine of step 1, scheduled late, inserts v1.
+//
+// Without a guard v1 is cached and served as fresh forever (no second
+// invalidation is coming). With it, step 1 is preceded by Reserve, step 4
+// bumps key's generation, and step 5 sees the bump and refuses. If instead
+// the fill wins the shard lock before step 4, step 4 removes the entry.
+// TestRaceInvalidationBeforeFill forces exactly this order.
+func (c *Cache) Fill(t Ticket, key string, it Item, verified bool) bool {
+	if key == "" || c.closed.Load() {
+		return false
+	}
+	if c.client != nil && !tracked(c.cfg.prefixes, key) {
+		return false
+	}
+	h := c.hash(key)
+	now := c.now()
+	e := c.newEntry(key, it, now, 0)
+	if e == nil {
+		return false
+	}
+	s := c.shardOf(h)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c.closed.Load() {
+		return false
+	}
+	if !c.validLocked(s, h, t) {
+		s.mu.refused++
+		return false
+	}
+	if e.size > c.cfg.shareBytes {
+		s.mu.tooLarge++
+		c.removeLocked(s, key) // it may hold an older value
+		return false
+	}
+	if verified {
+		e.epoch = t.epoch
+	}
+	c.insertLocked(s, key, e)
+	return true
+}
+
+// newEntry builds key's entry, or returns nil if it is already expired.
+// limit, if positive, is one more expiry (a write's ttl deadline).
+func (c *Cache) newEntry(key string, it Item, now, limit int64) *entry {
+	exp := now + int64(c.cfg.MaxTTL)
+	if it.HardExpiry != 0 && it.HardExpiry < exp {
+		exp = it.HardExpiry
+	}
+	if limit > 0 && limit < exp {
+		exp = limit
+	}
+	if exp <= now {
+		return nil
+	}
+	return &entry{
+		item:     it,
+		expireAt: exp,
+		size:     int64(len(key)) + int64(cap(it.Value)) + EntryOverhead,
+	}
+}
+
+// insertLocked replaces key's entry with e, evicting the policy's victims
+// until the shard fits its share. REQUIRES: s.mu held, e.size <= shareBytes.
+func (c *Cache) insertLocked(s *shard, key string, e *entry) {
+	if old, ok := s.mu.pol.remove(key); ok {
+		s.mu.bytes -= old.size
+	}
+	for s.mu.bytes+e.size > c.cfg.shareBytes {
+		_, old, ok := s.mu.pol.removeOldest()
+		if !ok {
+			break
+		}
+		s.mu.bytes -= old.size
+		s.mu.evictions++
+	}
+	s.mu.pol.add(key, e)
+	s.mu.bytes += e.size
+	s.mu.inserts++
+}
+
+// removeLocked deletes key's entry, if any. REQUIRES: s.mu held.
+func (c *Cache) removeLocked(s *shard, key string) bool {
+	old, ok := s.mu.pol.remove(key)
+	if ok {
+		s.mu.bytes -= old.size
+	}
+	return ok
+}
+
+// Revalidate promotes key's unverified entry to fresh if its Version equals
+// version and nothing invalidated key (or bumped the epoch) since Reserve
+// returned t; it reports whether it did. Take t before asking Redis for the
+// version. An entry that is already fresh with that version also returns
+// true.
+func (c *Cache) Revalidate(t Ticket, key string, version uint64) bool {
+	h := c.hash(key)
+	s := c.shardOf(h)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c.closed.Load() || !c.validLocked(s, h, t) {
+		return false
+	}
+	e, ok := s.mu.pol.peek(key)
+	if !ok || e.item.Version != version {
+		return false
+	}
+	e.epoch = t.epoch
+	return true
+}
+
+// Unverified calls fn with the key and Version of every unverified entry
+// until fn returns false, for batch revalidation. It locks one shard at a
+// time to copy its keys and calls fn with no lock held; entries may change
+// meanwhile, so pair each call with Reserve and Revalidate.
+func (c *Cache) Unverified(fn func(key string, version uint64) bool) {
+	type kv struct {
+		key     string
+		version uint64
+	}
+	var batch []kv
+	for i := range c.shards {
+		s := &c.shards[i]
+		epoch := c.epoch.Load()
+		batch = batch[:0]
+		s.mu.Lock()
+		s.mu.pol.each(func(k string, e *entry) bool {
+			if e.epoch != epoch {
+				batch = append(batch, kv{k, e.item.Version})
+			}
+			return true
+		})
+		s.mu.Unlock()
+		for _, b := range batch {
+			if !fn(b.key, b.version) {
+				return
+			}
+		}
+	}
+}
+
+// SetLocal inserts it for key as fresh, without Redis: for memory-only
+// routes. Like every local write it invalidates outstanding tickets for key,
+// so an older in-flight Fill cannot overwrite it. Errors: ErrEmptyKey,
+// ErrTooLarge (any older entry is removed), ErrClosed. An item already past
+// its HardExpiry removes the entry and returns nil.
+func (c *Cache) SetLocal(key string, it Item) error {
+	if key == "" {
+		return ErrEmptyKey
+	}
+	return c.writeLocal(key, &it, 0, nil)
+}
+
+// writeLocal applies a local write of key: it with deadline limit (Unix ns,
+// 0 = none), or a removal if it is nil. t, if not nil, is the ticket the
+// write took before its Redis command: if it is no longer valid the entry is
+// removed instead of updated (a newer write's invalidation was applied).
+func (c *Cache) writeLocal(key string, it *Item, limit int64, t *Ticket) error {
+	h := c.hash(key)
+	now := c.now()
+	var e *entry
+	if it != nil {
+		e = c.newEntry(key, *it, now, limit)
+	}
+	s := c.shardOf(h)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c.closed.Load() {
+		return ErrClosed
+	}
+	valid := t == nil || c.validLocked(s, h, *t)
+	epoch := c.epoch.Load()
+	if t != nil {
+		epoch = t.epoch
+	}
+	// Every local write refuses the tickets taken before it: a reader that
+	// sent its GET before this write must not overwrite it with the old
+	// value.
+	s.gens[slotOf(h)].Add(1)
+	switch {
+	case e == nil || !valid:
+		c.removeLocked(s, key)
+	case e.size > c.cfg.shareBytes:
+		s.mu.tooLarge++
+		c.removeLocked(s, key)
+		return fmt.Errorf("tracking: cache %q locally: %d bytes > %d: %w", key, e.size, c.cfg.shareBytes, ErrTooLarge)
+	default:
+		e.epoch = epoch
+		c.insertLocked(s, key, e)
+	}
+	return nil
+}

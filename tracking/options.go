@@ -1,0 +1,250 @@
+package tracking
+
+import (
+	"fmt"
+	"log/slog"
+	"runtime"
+	"time"
+
+	"github.com/redis/rueidis"
+
+	"github.com/thermoscache/thermos/internal/clock"
+	"github.com/thermoscache/thermos/internal/envelope"
+)
+
+// Defaults for Options fields left at zero.
+const (
+	// DefaultMaxBytes is the memory budget when Options.MaxBytes is zero.
+	DefaultMaxBytes int64 = 64 << 20
+	// DefaultMaxTTL is the longest an entry lives locally when
+	// Options.MaxTTL is zero, even if Redis gave it no expiry.
+	DefaultMaxTTL = 5 * time.Minute
+	// DefaultConnWriteTimeout bounds how long a silent (frozen) server goes
+	// unnoticed; see Options.ConnWriteTimeout.
+	DefaultConnWriteTimeout = time.Second
+	// DefaultMinShardBytes is the smallest shard share the default shard
+	// count accepts: the default count is halved until each shard gets at
+	// least this much (or there is one shard).
+	DefaultMinShardBytes int64 = 256 << 10
+	// MaxShards is the largest accepted Options.Shards.
+	MaxShards = 1024
+	// EntryOverhead is the number of bytes charged per entry on top of
+	// len(key) + cap(Value): the entry struct, golang-lru's list element and
+	// the map slot, measured on amd64 (see TestHeapWithinBudget).
+	EntryOverhead = 256
+	// MinRedisVersion is the oldest Redis server New accepts: 7.0.5 fixed
+	// NOLOOP in scripts and the ordering of invalidation pushes.
+	MinRedisVersion = "7.0.5"
+)
+
+// Policy selects the eviction policy of every shard.
+//
+// Only policies that can be driven by a byte budget are offered. golang-lru/v2
+// counts entries; this package evicts by bytes itself, so it needs a policy
+// whose oldest entry it can remove on demand. LRU is golang-lru's simplelru;
+// TwoQueue is golang-lru's 2Q algorithm rebuilt from three simplelru lists
+// with byte-sized queues (golang-lru's own TwoQueueCache evicts by count,
+// silently, without a callback, so it cannot honour a byte budget). ARC is not
+// offered: golang-lru/v2 v2.0.7 no longer ships it (it moved to the separate
+// module golang-lru/arc/v2), and its adaptation target counts entries with no
+// eviction callback, so a byte-bounded ARC would be a new algorithm, not
+// golang-lru's.
+type Policy int
+
+const (
+	// PolicyLRU evicts the least recently used entry. The default.
+	PolicyLRU Policy = iota
+	// PolicyTwoQueue keeps entries seen once in a recent queue (a quarter of
+	// the budget) apart from entries seen twice, so a scan does not flush
+	// the frequently used set. About 1.5x the cost of LRU on a hit.
+	PolicyTwoQueue
+	// PolicyARC is not supported: New returns ErrUnsupportedPolicy.
+	PolicyARC
+)
+
+// String returns the policy's name.
+func (p Policy) String() string {
+	switch p {
+	case PolicyLRU:
+		return "lru"
+	case PolicyTwoQueue:
+		return "2q"
+	case PolicyARC:
+		return "arc"
+	}
+	return fmt.Sprintf("policy(%d)", int(p))
+}
+
+// Item is what the cache stores per key. Value is shared: callers must not
+// modify it. The other fields come from the entry envelope.
+type Item struct {
+	Value      []byte         // payload; shared and read-only
+	SoftExpiry int64          // Unix ns after which the value should be refreshed; 0 = none
+	HardExpiry int64          // Unix ns after which it is never served; 0 = none
+	Delta      time.Duration  // duration of the last rebuild (XFetch)
+	Version    uint64         // write version, compared on revalidation
+	Flags      envelope.Flags // e.g. envelope.FlagNegative
+}
+
+// Options configures a Cache. A nil *Options is valid and gives a local-only
+// cache with every default. New works on a copy; *Options is never written.
+type Options struct {
+	// Redis is the connection to track. Nil means a local-only cache: no
+	// connection, no tracking; Fetch, Set and Delete return ErrNoRedis.
+	//
+	// Addresses, credentials (Username, Password, AuthCredentialsFn) and
+	// TLSConfig pass through unchanged. New overrides the fields that make
+	// tracking work and documents each: DisableCache is forced false (with
+	// DisableCache rueidis sends no CLIENT TRACKING at all),
+	// ClientTrackingOptions is set to BCAST with the covered Prefixes,
+	// OnInvalidations is taken, ConnWriteTimeout and Dialer.KeepAlive come
+	// from ConnWriteTimeout below, and PipelineMultiplex, if zero, becomes -1
+	// (one connection per node, so each invalidation arrives once and replies
+	// and invalidations share one ordered stream).
+	Redis *rueidis.ClientOption
+
+	// Prefixes are the key prefixes tracked with CLIENT TRACKING BCAST.
+	// Redis refuses overlapping prefixes on one connection, so New tracks
+	// their minimal non-overlapping cover (see CoverPrefixes). Empty means
+	// every key (BCAST without PREFIX). Keys outside every prefix are never
+	// cached from Redis: no invalidation would reach them.
+	Prefixes []string
+
+	// MaxBytes bounds the bytes counted over all shards: len(key) +
+	// cap(Value) + EntryOverhead per entry. Zero means DefaultMaxBytes.
+	MaxBytes int64
+
+	// Shards is the number of independently locked shards, rounded up to a
+	// power of two, at most MaxShards. Each gets MaxBytes/Shards; an entry
+	// larger than that is refused with ErrTooLarge. Zero means
+	// 8*GOMAXPROCS rounded up, at most 256, halved while a shard's share
+	// would fall below DefaultMinShardBytes.
+	Shards int
+
+	// Policy is the eviction policy. Zero means PolicyLRU.
+	Policy Policy
+
+	// MaxTTL is the longest an entry lives locally, whatever Redis says.
+	// Zero means DefaultMaxTTL; negative is invalid.
+	MaxTTL time.Duration
+
+	// KeepUnverified decides what happens to entries when the cache can no
+	// longer trust them (an epoch bump: FLUSHALL, FLUSHDB, or a dropped
+	// connection). False (the default) drops them all at once. True keeps
+	// them: Get returns them with fresh == false, for the caller to
+	// revalidate (Revalidate) or to serve under an explicit stale policy.
+	KeepUnverified bool
+
+	// NoLoop adds NOLOOP to CLIENT TRACKING: writes sent on this cache's own
+	// connection produce no invalidation for it, so the value Set stores
+	// locally stays cached. Off by default, because with NOLOOP a tracked
+	// key written through Client() without Set or Delete is never
+	// invalidated locally. Without it, Set's local entry is usually removed
+	// again by the write's own invalidation (correct, one extra read later).
+	NoLoop bool
+
+	// ConnWriteTimeout is rueidis's ConnWriteTimeout: replies and the
+	// background PING must arrive within it, or the connection is closed,
+	// which bumps the epoch. rueidis PINGs after Dialer.KeepAlive without
+	// traffic; if Redis.Dialer.KeepAlive is zero New sets it to
+	// min(1s, ConnWriteTimeout). A frozen server (SIGSTOP, silent partition)
+	// therefore goes unnoticed, and entries stay fresh, for at most
+	// KeepAlive + ConnWriteTimeout (Cache.StalenessBound); during that time
+	// no write can be acknowledged by the frozen server either. Zero means
+	// Redis.ConnWriteTimeout if set, else DefaultConnWriteTimeout.
+	ConnWriteTimeout time.Duration
+
+	// Decode turns the bytes Fetch reads from Redis into an Item. Nil means
+	// raw bytes: Value = raw, every other field zero. Decode may keep raw.
+	Decode func(key string, raw []byte) (Item, error)
+
+	// Clock is the time source for expiry. Nil means a coarse clock (one
+	// atomic load per read, refreshed every millisecond by a goroutine the
+	// cache owns and stops in Close). A clock with a UnixNano() int64 method
+	// (clock.Coarse) is read through it.
+	Clock clock.Clock
+
+	// Logger receives background errors (re-arming tracking). Nil means
+	// slog.Default().
+	Logger *slog.Logger
+}
+
+// config is Options after defaults and validation.
+type config struct {
+	Options
+	prefixes   []string // covered, sorted
+	shards     int
+	shareBytes int64
+	keepAlive  time.Duration
+}
+
+func (o *Options) config() (*config, error) {
+	c := &config{}
+	if o != nil {
+		c.Options = *o
+		c.Prefixes = append([]string(nil), o.Prefixes...)
+	}
+	if c.MaxBytes == 0 {
+		c.MaxBytes = DefaultMaxBytes
+	}
+	if c.MaxBytes < 0 {
+		return nil, fmt.Errorf("%w: MaxBytes %d is negative", ErrInvalidOptions, c.MaxBytes)
+	}
+	if c.MaxTTL == 0 {
+		c.MaxTTL = DefaultMaxTTL
+	}
+	if c.MaxTTL < 0 {
+		return nil, fmt.Errorf("%w: MaxTTL %v is negative", ErrInvalidOptions, c.MaxTTL)
+	}
+	switch c.Policy {
+	case PolicyLRU, PolicyTwoQueue:
+	default:
+		return nil, fmt.Errorf("%w: %v", ErrUnsupportedPolicy, c.Policy)
+	}
+	switch {
+	case c.Shards < 0 || c.Shards > MaxShards:
+		return nil, fmt.Errorf("%w: Shards %d not in [0, %d]", ErrInvalidOptions, c.Shards, MaxShards)
+	case c.Shards == 0:
+		c.shards = min(nextPow2(8*runtime.GOMAXPROCS(0)), 256)
+		for c.shards > 1 && c.MaxBytes/int64(c.shards) < DefaultMinShardBytes {
+			c.shards /= 2
+		}
+	default:
+		c.shards = nextPow2(c.Shards)
+	}
+	c.shareBytes = c.MaxBytes / int64(c.shards)
+	if c.shareBytes < EntryOverhead+1 {
+		return nil, fmt.Errorf("%w: MaxBytes %d leaves a shard's share (%d bytes over %d shards) too small for one entry",
+			ErrInvalidOptions, c.MaxBytes, c.shareBytes, c.shards)
+	}
+	if c.ConnWriteTimeout < 0 {
+		return nil, fmt.Errorf("%w: ConnWriteTimeout %v is negative", ErrInvalidOptions, c.ConnWriteTimeout)
+	}
+	if c.Redis != nil {
+		r := *c.Redis
+		c.Redis = &r
+		if c.ConnWriteTimeout == 0 {
+			c.ConnWriteTimeout = r.ConnWriteTimeout
+		}
+		if c.ConnWriteTimeout == 0 {
+			c.ConnWriteTimeout = DefaultConnWriteTimeout
+		}
+		c.keepAlive = r.Dialer.KeepAlive
+		if c.keepAlive <= 0 {
+			c.keepAlive = min(rueidis.DefaultTCPKeepAlive, c.ConnWriteTimeout)
+		}
+	}
+	c.prefixes = CoverPrefixes(c.Prefixes)
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c, nil
+}
+
+func nextPow2(n int) int {
+	p := 1
+	for p < n {
+		p <<= 1
+	}
+	return p
+}

@@ -1,0 +1,225 @@
+package tracking
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/rueidis"
+)
+
+// connect opens the tracking client and checks the server.
+//
+// Why this set-up: rueidis sends CLIENT TRACKING ON only when DisableCache is
+// false, appending ClientTrackingOptions (default OPTIN) — with DisableCache
+// true it sends no CLIENT TRACKING at all and no invalidation ever arrives.
+// So the cache leaves DisableCache false and passes BCAST PREFIX … as
+// ClientTrackingOptions. rueidis sends them in every connection's
+// initialisation, so every reconnect (and every cluster node's connection)
+// re-arms tracking before any command of ours runs on it. rueidis never sends
+// CLIENT CACHING YES in BCAST mode (it checks for OPTIN). Invalidations reach
+// OnInvalidations; rueidis also calls it with nil when a connection exits,
+// which we treat like FLUSHALL: an epoch bump. We never call DoCache, so
+// rueidis's own per-connection cache stays empty.
+func (c *Cache) connect(ctx context.Context) error {
+	ro := *c.cfg.Redis
+	ro.DisableCache = false
+	ro.ClientTrackingOptions = trackingArgs(c.cfg.prefixes, c.cfg.NoLoop)
+	ro.OnInvalidations = c.onInvalidations
+	ro.ConnWriteTimeout = c.cfg.ConnWriteTimeout
+	ro.Dialer.KeepAlive = c.cfg.keepAlive
+	if ro.PipelineMultiplex == 0 {
+		ro.PipelineMultiplex = -1 // one connection: see Options.Redis
+	}
+	client, err := rueidis.NewClient(ro)
+	if err != nil {
+		if errors.Is(err, rueidis.ErrNoCache) {
+			return fmt.Errorf("%w: %v", ErrTrackingRefused, err)
+		}
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	c.client = client
+	info, err := client.Do(ctx, client.B().Info().Section("server").Build()).ToString()
+	if err != nil {
+		return fmt.Errorf("%w: info server: %v", ErrUnavailable, err)
+	}
+	v, ok := infoField(info, "redis_version")
+	if !ok {
+		return fmt.Errorf("%w: no redis_version in INFO server", ErrUnsupportedServer)
+	}
+	if !versionAtLeast(v, MinRedisVersion) {
+		return fmt.Errorf("%w: redis %s < %s", ErrUnsupportedServer, v, MinRedisVersion)
+	}
+	return nil
+}
+
+// infoField returns field's value in an INFO reply.
+func infoField(info, field string) (string, bool) {
+	for line := range strings.Lines(info) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), field+":"); ok {
+			return v, true
+		}
+	}
+	return "", false
+}
+
+// versionAtLeast reports whether dotted version v is >= min. Missing or
+// non-numeric parts count as 0; so "7.0" < "7.0.5".
+func versionAtLeast(v, min string) bool {
+	a, b := strings.Split(v, "."), strings.Split(min, ".")
+	for i := range max(len(a), len(b)) {
+		var x, y int
+		if i < len(a) {
+			x, _ = strconv.Atoi(a[i])
+		}
+		if i < len(b) {
+			y, _ = strconv.Atoi(b[i])
+		}
+		if x != y {
+			return x > y
+		}
+	}
+	return true
+}
+
+// StalenessBound returns how long a frozen server (SIGSTOP, silent
+// partition) can go unnoticed while entries are served as fresh: rueidis
+// sends a PING after Dialer.KeepAlive without traffic and closes the
+// connection if no reply arrives within ConnWriteTimeout; the close bumps the
+// epoch. Zero for a local-only cache.
+func (c *Cache) StalenessBound() time.Duration {
+	if c.client == nil {
+		return 0
+	}
+	return c.cfg.keepAlive + c.cfg.ConnWriteTimeout
+}
+
+// Fetch returns key from memory if fresh, else reads it from Redis (GET),
+// decodes it with Options.Decode, and fills the cache under a ticket taken
+// before the GET was sent. ok is false when Redis has no such key (nothing is
+// cached for it). The returned item is what Redis held when it ran the GET,
+// even if an invalidation since refused the fill. Errors: ErrEmptyKey,
+// ErrClosed, ErrNoRedis, ErrDecode, and Redis errors.
+func (c *Cache) Fetch(ctx context.Context, key string) (it Item, ok bool, err error) {
+	if key == "" {
+		return Item{}, false, ErrEmptyKey
+	}
+	if c.closed.Load() {
+		return Item{}, false, ErrClosed
+	}
+	if it, fresh, ok := c.Get(key); ok && fresh {
+		return it, true, nil
+	}
+	if c.client == nil {
+		return Item{}, false, ErrNoRedis
+	}
+	t := c.Reserve(key)
+	raw, err := c.client.Do(ctx, c.client.B().Get().Key(key).Build()).AsBytes()
+	if rueidis.IsRedisNil(err) {
+		return Item{}, false, nil
+	}
+	if err != nil {
+		return Item{}, false, fmt.Errorf("tracking: fetch %q: %w", key, err)
+	}
+	if c.cfg.Decode != nil {
+		if it, err = c.cfg.Decode(key, raw); err != nil {
+			return Item{}, false, fmt.Errorf("tracking: fetch %q: %w: %w", key, ErrDecode, err)
+		}
+	} else {
+		it = Item{Value: raw}
+	}
+	if hook := c.testBeforeFill; hook != nil {
+		hook(key)
+	}
+	c.Fill(t, key, it, true)
+	return it, true, nil
+}
+
+// Set writes encoded to Redis (SET key encoded, with PX ttl if ttl > 0), then
+// stores it locally as fresh, so that this process reads its own write at
+// once: Redis delivers the write's invalidation only after its reply. If
+// another write's invalidation was applied between the SET and its reply, the
+// local entry is removed instead (the other write may be newer). A key
+// outside the tracked prefixes is written but not cached.
+//
+// Errors: ErrEmptyKey, ErrNegativeTTL, ErrClosed, ErrNoRedis, Redis errors
+// (the local entry is removed: the write may or may not have happened), and
+// ErrTooLarge, which means Redis holds the value but it is not cached
+// locally.
+func (c *Cache) Set(ctx context.Context, key string, it Item, encoded []byte, ttl time.Duration) error {
+	switch {
+	case key == "":
+		return ErrEmptyKey
+	case ttl < 0:
+		return fmt.Errorf("tracking: set %q: %w", key, ErrNegativeTTL)
+	case c.closed.Load():
+		return ErrClosed
+	case c.client == nil:
+		return ErrNoRedis
+	}
+	isTracked := tracked(c.cfg.prefixes, key)
+	t := c.Reserve(key)
+	var limit int64
+	if ttl > 0 {
+		limit = c.now() + int64(ttl)
+	}
+	if isTracked && !c.cfg.NoLoop {
+		c.noteWrite(key)
+	}
+	cmd := c.client.B().Set().Key(key).Value(rueidis.BinaryString(encoded))
+	var err error
+	if ttl > 0 {
+		ms := max(ttl.Milliseconds(), 1)
+		err = c.client.Do(ctx, cmd.PxMilliseconds(ms).Build()).Error()
+	} else {
+		err = c.client.Do(ctx, cmd.Build()).Error()
+	}
+	if err != nil || !isTracked {
+		_ = c.writeLocal(key, nil, 0, nil)
+		if err != nil {
+			return fmt.Errorf("tracking: set %q: %w", key, err)
+		}
+		return nil
+	}
+	if err := c.writeLocal(key, &it, limit, &t); err != nil {
+		return fmt.Errorf("tracking: set %q: stored in redis: %w", key, err)
+	}
+	return nil
+}
+
+// noteWrite records when a Set of key started, to measure how long its own
+// invalidation takes to come back (Stats.Lag).
+func (c *Cache) noteWrite(key string) {
+	s := c.shardOf(c.hash(key))
+	now := time.Now().UnixNano()
+	s.mu.Lock()
+	if len(s.mu.writes) < maxPendingWrites {
+		s.mu.writes[key] = now
+	}
+	s.mu.Unlock()
+}
+
+// Delete removes key from Redis (DEL) and from memory. The local entry goes
+// before the DEL is sent and again after its reply, so a read that raced
+// with the DEL cannot leave the old value behind. Errors: ErrEmptyKey,
+// ErrClosed, ErrNoRedis, Redis errors.
+func (c *Cache) Delete(ctx context.Context, key string) error {
+	switch {
+	case key == "":
+		return ErrEmptyKey
+	case c.closed.Load():
+		return ErrClosed
+	case c.client == nil:
+		return ErrNoRedis
+	}
+	_ = c.writeLocal(key, nil, 0, nil)
+	err := c.client.Do(ctx, c.client.B().Del().Key(key).Build()).Error()
+	_ = c.writeLocal(key, nil, 0, nil)
+	if err != nil {
+		return fmt.Errorf("tracking: delete %q: %w", key, err)
+	}
+	return nil
+}
