@@ -78,6 +78,9 @@ type Group struct {
 	// renewHook, when set by a test, runs as a renewer starts; false stops
 	// the renewer, simulating a holder paused past its lease.
 	renewHook func() bool
+	// beforeWait, when set by a test, runs when a flight is about to sleep
+	// waiting for another holder, subscribed and having looked again.
+	beforeWait func(key string)
 }
 
 // flight is one rebuild attempt for one key in this process.
@@ -334,7 +337,7 @@ func (g *Group) shared(ctx context.Context, f *flight, mode acquireMode, current
 			sub.close()
 		}
 	}()
-	waited, notified := false, false
+	waited, timedOut := false, false
 	for {
 		st, v, pttl, err := g.acquire(ctx, k, mode, token, current)
 		if err != nil {
@@ -348,7 +351,7 @@ func (g *Group) shared(ctx context.Context, f *flight, mode acquireMode, current
 			return Result{}, errSkipped
 		case stAcquired:
 			g.stats.lockAcquired.Add(1)
-			if waited && !notified {
+			if timedOut {
 				g.stats.lockSteals.Add(1)
 			}
 			return g.hold(ctx, f, k, token, load)
@@ -385,22 +388,23 @@ func (g *Group) shared(ctx context.Context, f *flight, mode acquireMode, current
 		if sub != nil {
 			subc = sub.c
 		}
+		if g.beforeWait != nil {
+			g.beforeWait(f.key)
+		}
 		t := time.NewTimer(wait)
-		notified = false
+		timedOut = false
 		select {
 		case <-subc:
-			notified = true
+			g.stats.wakeups.Add(1)
 		case <-f.wake:
-			notified = true
+			g.stats.wakeups.Add(1)
 		case <-t.C:
+			timedOut = true
 		case <-ctx.Done():
 			t.Stop()
 			return Result{}, ctx.Err()
 		}
 		t.Stop()
-		if notified {
-			g.stats.wakeups.Add(1)
-		}
 		if lookup != nil {
 			v, ok, err := lookup(ctx)
 			if err != nil {

@@ -25,7 +25,8 @@ import (
 // acquireScript: KEYS = data, lock; ARGV = token, lease ms, mode, current.
 // Mode 'd' (Do) returns the data key's value if present; mode 'r' (Refresh)
 // gives up if the data key no longer holds current; mode 'l' just locks.
-// Returns {0,”} acquired, {1,value} hit, {2,pttl} held, {3,”} changed.
+// Returns {0, empty} acquired, {1, value} hit, {2, pttl} held, {3, empty}
+// changed.
 const acquireSrc = `
 local mode = ARGV[3]
 if mode == 'd' then
