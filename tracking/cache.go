@@ -461,12 +461,15 @@ func (c *Cache) writeLocal(key string, it *Item, limit int64, t *Ticket) error {
 	// value.
 	s.gens[slotOf(h)].Add(1)
 	switch {
-	case e == nil || !valid:
-		c.removeLocked(s, key)
-	case e.size > c.cfg.shareBytes:
+	case e != nil && e.size > c.cfg.shareBytes:
 		s.mu.tooLarge++
 		c.removeLocked(s, key)
 		return fmt.Errorf("tracking: cache %q locally: %d bytes > %d: %w", key, e.size, c.cfg.shareBytes, ErrTooLarge)
+	case e == nil || !valid:
+		if !valid {
+			s.mu.refused++
+		}
+		c.removeLocked(s, key)
 	default:
 		e.epoch = epoch
 		c.insertLocked(s, key, e)
