@@ -58,7 +58,7 @@
 // # What it does not promise
 //
 // Staleness is bounded by the invalidation delay while the connection is up,
-// and, when the server freezes silently, by StalenessBound (Dialer.KeepAlive
+// and, when the server freezes silently, by StalenessBound (2*Dialer.KeepAlive
 // + ConnWriteTimeout): until the connection is declared dead entries are
 // served as fresh. The frozen server cannot acknowledge a write meanwhile.
 //

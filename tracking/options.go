@@ -149,7 +149,7 @@ type Options struct {
 	// traffic; if Redis.Dialer.KeepAlive is zero New sets it to
 	// min(1s, ConnWriteTimeout). A frozen server (SIGSTOP, silent partition)
 	// therefore goes unnoticed, and entries stay fresh, for at most
-	// KeepAlive + ConnWriteTimeout (Cache.StalenessBound); during that time
+	// 2*KeepAlive + ConnWriteTimeout (Cache.StalenessBound); during that time
 	// no write can be acknowledged by the frozen server either. Zero means
 	// Redis.ConnWriteTimeout if set, else DefaultConnWriteTimeout.
 	ConnWriteTimeout time.Duration

@@ -86,15 +86,17 @@ func versionAtLeast(v, min string) bool {
 }
 
 // StalenessBound returns how long a frozen server (SIGSTOP, silent
-// partition) can go unnoticed while entries are served as fresh: rueidis
-// sends a PING after Dialer.KeepAlive without traffic and closes the
-// connection if no reply arrives within ConnWriteTimeout; the close bumps the
-// epoch. Zero for a local-only cache.
+// partition) can go unnoticed while entries are served as fresh:
+// 2*Dialer.KeepAlive + ConnWriteTimeout. rueidis checks every KeepAlive
+// whether anything arrived since its last check; the first check after the
+// freeze may still see traffic from just before it, the next one sends a PING,
+// and the connection is closed if no reply comes within ConnWriteTimeout. The
+// close bumps the epoch. Zero for a local-only cache.
 func (c *Cache) StalenessBound() time.Duration {
 	if c.client == nil {
 		return 0
 	}
-	return c.cfg.keepAlive + c.cfg.ConnWriteTimeout
+	return 2*c.cfg.keepAlive + c.cfg.ConnWriteTimeout
 }
 
 // Fetch returns key from memory if fresh, else reads it from Redis (GET),
