@@ -1,15 +1,138 @@
-// Command bench measures thermos's tiers: hit ratios, latencies, warm
-// restarts, stampedes and staleness, side by side with other caches.
+// Command bench measures cache layouts: hit ratios by size and eviction
+// policy on synthetic workloads and real traces, read latency and
+// throughput beside other Go caches (rueidis's client-side cache,
+// golang-lru, otter, plain Redis), and invalidation lag under an external
+// writer. Run it with no flags for the default suite:
+//
+//	go run ./cmd/bench
+//
+// It starts a private redis-server on a free loopback port when the binary
+// is on PATH (or uses --redis ADDR), prints aligned tables and Go benchmark
+// lines (compare two runs with benchstat) on stdout, and writes report.html
+// and results.json to --out. All the work is in internal/bench.
 package main
 
 import (
+	"context"
+	"errors"
+	"flag"
 	"fmt"
+	"io"
 	"os"
+	"os/signal"
+	"strings"
+
+	"github.com/thermoscache/thermos/internal/bench"
+	"github.com/thermoscache/thermos/internal/bench/workload"
 )
 
 func main() {
-	// The benchmark suite is not built yet; say so instead of printing
-	// figures that were never measured.
-	fmt.Fprintln(os.Stderr, "bench: the benchmark suite is not built yet (see the cmd/bench issue)")
-	os.Exit(2)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		os.Exit(0)
+	case errors.Is(err, errUsage):
+		os.Exit(2)
+	case err != nil:
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+// errUsage marks a flag parsing error already reported by the flag package.
+var errUsage = errors.New("usage")
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cfg, err := parse(args, stderr)
+	if err != nil {
+		return err
+	}
+	return bench.Run(ctx, cfg, stdout, stderr)
+}
+
+// parse turns command-line flags into a bench.Config.
+func parse(args []string, stderr io.Writer) (bench.Config, error) {
+	var cfg bench.Config
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var scenarios, workloads, traces string
+	var noTraces bool
+	fs.StringVar(&scenarios, "scenarios", "", "comma-separated scenarios to run: "+strings.Join(bench.Available(), ", ")+
+		" (default all available; restart and stampede need the tiered package)")
+	fs.IntVar(&cfg.Keys, "keys", bench.DefaultKeys, "distinct keys in the synthetic workloads")
+	fs.IntVar(&cfg.Ops, "ops", bench.DefaultOps, "accesses per simulated hit-ratio run")
+	fs.DurationVar(&cfg.Duration, "duration", bench.DefaultDuration, "length of each timed run (latency, peers, staleness)")
+	fs.Float64Var(&cfg.Theta, "zipf-theta", workload.DefaultTheta, "zipfian skew θ, in (0, 1)")
+	fs.StringVar(&workloads, "workload", "", "comma-separated key distributions of the hit-ratio sweep: zipfian, scrambled, uniform, hotspot (default all)")
+	fs.StringVar(&cfg.Mix, "mix", "C", "YCSB read/write mix of the memory-only latency runs: A (50/50), B (95/5), C (read only), F (read-modify-write)")
+	fs.StringVar(&traces, "trace", "", "comma-separated trace files to replay, each path[:format] with format arc, text, int32 or int64\n"+
+		"(default the P3 and web07 traces in "+bench.DefaultTraceDir+" when present)")
+	fs.BoolVar(&noTraces, "no-traces", false, "replay no trace")
+	fs.IntVar(&cfg.TraceLimit, "trace-limit", 0, "replay at most this many accesses per trace (0: all)")
+	fs.StringVar(&cfg.Sizes, "sizes", bench.DefaultSizes, "cache sizes of the hit-ratio sweep: entry counts (1000) or shares of --keys (5%)")
+	fs.IntVar(&cfg.Goroutines, "goroutines", 0, "request goroutines in timed runs (default 2×GOMAXPROCS)")
+	fs.IntVar(&cfg.ValueSize, "value-size", bench.DefaultValueSize, "value length in bytes")
+	fs.IntVar(&cfg.WriteRate, "write-rate", bench.DefaultWriteRate, "writes per second of the staleness scenario's external writer")
+	fs.StringVar(&cfg.Redis, "redis", "", "address of an existing Redis to use (default: start a private redis-server if it is on PATH)")
+	fs.BoolVar(&cfg.NoRedis, "no-redis", false, "run only the parts that need no Redis")
+	fs.StringVar(&cfg.Out, "out", "bench-out", "directory for report.html and results.json (empty: write no files)")
+	seed := fs.Uint64("seed", bench.DefaultSeed, "seed of every random stream")
+	fs.BoolVar(&cfg.Quick, "quick", false, "small sizes for a smoke run of a few seconds")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "Usage: go run ./cmd/bench [flags]\n\nMeasures cache layouts: hit ratio, latency, staleness, and peers. Flags:")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return cfg, err
+		}
+		return cfg, errUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "bench: unexpected arguments %q\n", fs.Args())
+		fs.Usage()
+		return cfg, errUsage
+	}
+	cfg.Seed = *seed
+	cfg.Scenarios = splitList(scenarios)
+	cfg.Workloads = splitList(workloads)
+	switch {
+	case noTraces && traces != "":
+		return cfg, fmt.Errorf("%w: --trace and --no-traces contradict each other", bench.ErrConfig)
+	case noTraces:
+		cfg.Traces = []string{}
+	case traces != "":
+		cfg.Traces = splitList(traces)
+	}
+	// --quick shrinks the defaults, so leave a flag at its zero value unless
+	// it was given.
+	if cfg.Quick {
+		given := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+		if !given["keys"] {
+			cfg.Keys = 0
+		}
+		if !given["ops"] {
+			cfg.Ops = 0
+		}
+		if !given["duration"] {
+			cfg.Duration = 0
+		}
+		if !given["sizes"] {
+			cfg.Sizes = ""
+		}
+	}
+	return cfg, nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for f := range strings.SplitSeq(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
 }

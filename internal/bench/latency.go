@@ -71,6 +71,8 @@ func (r *Recorder) Summary() Summary {
 // fmtDur formats d compactly for tables: 850ns, 12.3µs, 4.56ms, 1.2s.
 func fmtDur(d time.Duration) string {
 	switch {
+	case d <= minLatency:
+		return "0" // recorded as 0 and clamped to the histogram's floor
 	case d < time.Microsecond:
 		return fmt.Sprintf("%dns", d.Nanoseconds())
 	case d < time.Millisecond:

@@ -137,6 +137,14 @@ func writeTable(w io.Writer, t Table) error {
 // WriteText prints every section's notes and tables, then all benchmark
 // lines, to w.
 func (r *Results) WriteText(w io.Writer) error {
+	if err := r.writeSections(w); err != nil {
+		return err
+	}
+	return r.WriteBench(w)
+}
+
+// writeSections prints every section's notes and tables.
+func (r *Results) writeSections(w io.Writer) error {
 	for _, s := range r.Sections {
 		if _, err := fmt.Fprintf(w, "\n== %s ==\n", s.Title); err != nil {
 			return err
@@ -150,7 +158,7 @@ func (r *Results) WriteText(w io.Writer) error {
 			}
 		}
 	}
-	return r.WriteBench(w)
+	return nil
 }
 
 // WriteBench prints the Go benchmark-format lines, with the goos/goarch/pkg

@@ -1,0 +1,267 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	"github.com/thermoscache/thermos/internal/bench/workload"
+)
+
+// DefaultTraceSizes are the cache sizes, in entries, of trace replays; they
+// include 32,768, the ARC paper's anchor for P3.
+const DefaultTraceSizes = "1024,4096,16384,32768,131072"
+
+// paperAnchor is a published hit ratio for a trace at one size.
+type paperAnchor struct {
+	file   string
+	size   int
+	policy string
+	pct    float64
+	source string
+}
+
+// anchors are the published figures a replay is checked against.
+func anchors() []paperAnchor {
+	return []paperAnchor{
+		{"P3.lis.zst", 32768, PolicyLRU, 3.57, "ARC paper (Megiddo & Modha, FAST 2003)"},
+		{"P3.lis.zst", 32768, PolicyARC, 17.12, "ARC paper; golang-lru's ARC is its own implementation"},
+	}
+}
+
+// defaultTraces returns the shared traces that exist under DefaultTraceDir.
+func defaultTraces() []string {
+	var out []string
+	for _, n := range []string{"P3.lis.zst", "web07.trace.xz"} {
+		p := filepath.Join(DefaultTraceDir, n)
+		if _, err := os.Stat(p); err == nil {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// hitRatio runs the size sweep and the policy comparison on synthetic
+// workloads and traces, then a timed read-through run per policy for
+// latency. thermos's layouts (memory-only, memory+Redis,
+// memory+disk+Redis) join layoutSpecs once the tiered package exists.
+func hitRatio(ctx context.Context, c Config, e *env, p *progress) (*Section, error) {
+	sec := &Section{Scenario: ScenarioHitRatio, Title: "hitratio: hit ratio by cache size and eviction policy"}
+	sizes, err := c.sizes()
+	if err != nil {
+		return nil, err
+	}
+	for wi, w := range c.Workloads {
+		gen, err := workload.New(c.spec(w), workload.Seed(c.Seed, 100+wi))
+		if err != nil {
+			return nil, err
+		}
+		stream := make([]uint64, c.Ops)
+		for i := range stream {
+			stream[i] = gen.Next()
+		}
+		title, bname := fmt.Sprintf("%s (θ=%g)", w, c.Theta), fmt.Sprintf("%s_theta%g", w, c.Theta)
+		if w == workload.Uniform || w == workload.Hotspot {
+			title, bname = w, w
+		}
+		sims, err := sweep(ctx, sizes, func(s []*sim) error {
+			for _, k := range stream {
+				for _, x := range s {
+					x.step(k)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		p.Printf("hitratio: %s done", w)
+		addSweep(sec, "workload "+title, bname, fmt.Sprintf("%d accesses over %d keys", c.Ops, c.Keys), sizes, c.Keys, sims)
+	}
+
+	traces := c.Traces
+	if traces == nil {
+		traces = defaultTraces()
+		if len(traces) == 0 {
+			sec.Notes = append(sec.Notes, "no trace replayed: "+DefaultTraceDir+" has none of the shared traces (use --trace FILE)")
+		}
+	}
+	tsizes, err := Config{Keys: 1, Sizes: DefaultTraceSizes}.sizes()
+	if err != nil {
+		return nil, err
+	}
+	for _, t := range traces {
+		path, f, err := splitTrace(t)
+		if err != nil {
+			return nil, fmt.Errorf("%w: --trace %q: %v", ErrConfig, t, err)
+		}
+		var n int
+		sims, err := sweep(ctx, tsizes, func(s []*sim) error {
+			var err error
+			n, err = replayTrace(path, f, c.TraceLimit, s, func(n int) {
+				p.Printf("hitratio: replaying %s: %d accesses", filepath.Base(path), n)
+			})
+			return err
+		})
+		if err != nil {
+			return nil, fmt.Errorf("bench: trace %s: %w", path, err)
+		}
+		what := fmt.Sprintf("%d accesses", n)
+		if c.TraceLimit > 0 && n == c.TraceLimit {
+			what += fmt.Sprintf(" (first %d only: --trace-limit)", c.TraceLimit)
+		}
+		addSweep(sec, "trace "+filepath.Base(path), filepath.Base(path), what, tsizes, 0, sims)
+		for _, a := range anchors() {
+			if a.file != filepath.Base(path) || c.TraceLimit > 0 && n == c.TraceLimit {
+				continue
+			}
+			for _, s := range sims {
+				if s.policy == a.policy && s.size == a.size {
+					sec.Notes = append(sec.Notes, fmt.Sprintf("%s %s at %d entries: %.2f %% measured, %.2f %% published (%s)",
+						a.file, a.policy, a.size, 100*s.ratio(), a.pct, a.source))
+				}
+			}
+		}
+	}
+
+	if err := policyLatency(ctx, c, sec, p); err != nil {
+		return nil, err
+	}
+	sec.Notes = append(sec.Notes, "thermos layouts (memory-only, memory+Redis, memory+disk+Redis) with per-tier hit ratios: pending the tiered package")
+	return sec, nil
+}
+
+// sizedSim is a sim with its policy and size.
+type sizedSim struct {
+	*sim
+	policy string
+	size   int
+}
+
+// sweep builds a sim for every policy × size, lets feed drive them all, and
+// closes them.
+func sweep(ctx context.Context, sizes []int, feed func([]*sim) error) ([]sizedSim, error) {
+	var all []sizedSim
+	var raw []*sim
+	defer func() {
+		for _, s := range raw {
+			s.close()
+		}
+	}()
+	for _, pol := range policies() {
+		for _, sz := range sizes {
+			s, err := newSim(pol, sz)
+			if err != nil {
+				return nil, err
+			}
+			all = append(all, sizedSim{s, pol, sz})
+			raw = append(raw, s)
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return all, feed(raw)
+}
+
+// addSweep adds a hit-ratio table, curve and benchmark lines for one
+// workload or trace. keys > 0 adds a column with each size as a share.
+func addSweep(sec *Section, name, bname, what string, sizes []int, keys int, sims []sizedSim) {
+	cols := []string{"entries"}
+	if keys > 0 {
+		cols = append(cols, "of keys")
+	}
+	cols = append(cols, policies()...)
+	t := Table{Title: fmt.Sprintf("hit ratio, %s: %s", name, what), Columns: cols}
+	ch := Chart{Title: "hit ratio, " + name, Kind: LineChart, XLabel: "cache size (entries, log scale)", YLabel: "hit ratio (%)", LogX: true}
+	byPolicy := map[string]*Series{}
+	for _, pol := range policies() {
+		ch.Series = append(ch.Series, Series{Name: pol})
+		byPolicy[pol] = &ch.Series[len(ch.Series)-1]
+	}
+	for _, sz := range sizes {
+		row := []string{strconv.Itoa(sz)}
+		if keys > 0 {
+			row = append(row, fmtPct(float64(sz)/float64(keys)))
+		}
+		for _, pol := range policies() {
+			for _, s := range sims {
+				if s.policy == pol && s.size == sz {
+					row = append(row, fmtPct(s.ratio()))
+					sr := byPolicy[pol]
+					sr.Points = append(sr.Points, Point{X: float64(sz), Y: 100 * s.ratio()})
+					sec.Bench = append(sec.Bench, Bench{
+						Name:    fmt.Sprintf("HitRatio/%s/%s/size=%d", benchName(bname), pol, sz),
+						N:       s.n,
+						Metrics: []Metric{{s.ratio(), "hit-ratio"}},
+					})
+				}
+			}
+		}
+		t.Rows = append(t.Rows, row)
+	}
+	sec.Tables = append(sec.Tables, t)
+	sec.Charts = append(sec.Charts, ch)
+}
+
+// benchName makes s usable inside a benchmark name (no spaces).
+func benchName(s string) string {
+	out := []rune{}
+	for _, r := range s {
+		switch r {
+		case ' ', '\t', '(', ')', '=', '/':
+			if len(out) > 0 && out[len(out)-1] != '_' {
+				out = append(out, '_')
+			}
+		default:
+			out = append(out, r)
+		}
+	}
+	for len(out) > 0 && out[len(out)-1] == '_' {
+		out = out[:len(out)-1]
+	}
+	return string(out)
+}
+
+// policyLatency measures each policy as a read-through cache in front of an
+// in-process origin (the memory-only layout of today's caches): hit ratio,
+// origin loads and latency percentiles under concurrency.
+func policyLatency(ctx context.Context, c Config, sec *Section, p *progress) error {
+	mix, err := workload.MixByName(c.Mix)
+	if err != nil {
+		return err
+	}
+	size := max(1, int(DefaultCacheShare*float64(c.Keys)))
+	keys := keyNames(c.Keys)
+	t := Table{
+		Title:   fmt.Sprintf("memory-only read-through, zipfian θ=%g, YCSB %s, %d entries (%s of keys), %d goroutines, %v each", c.Theta, mix.Name, size, fmtPct(DefaultCacheShare), c.goroutines(), c.Duration),
+		Columns: append(latencyColumns("policy"), "origin loads"),
+	}
+	ch := Chart{Title: "memory-only read-through latency", Kind: BarChart, XLabel: "policy", YLabel: "latency (µs)"}
+	p50, p99 := Series{Name: "p50"}, Series{Name: "p99"}
+	for i, pol := range policies() {
+		o := &origin{size: c.ValueSize}
+		l, closeFn, err := newLocal(pol, size)
+		if err != nil {
+			return err
+		}
+		tg := &readThrough{name: pol, l: l, b: o, closeFn: closeFn}
+		p.Printf("hitratio: timing %s", pol)
+		st, err := runTimed(ctx, tg, keys, c, c.spec(workload.Zipfian), mix, c.Duration, 10+i)
+		tg.Close()
+		if err != nil {
+			return err
+		}
+		t.Rows = append(t.Rows, append(latencyRow([]string{pol}, st), strconv.FormatInt(o.loads.Load(), 10)))
+		sum := st.lat.Summary()
+		p50.Points = append(p50.Points, Point{Label: pol, Y: float64(sum.P50) / 1e3})
+		p99.Points = append(p99.Points, Point{Label: pol, Y: float64(sum.P99) / 1e3})
+		sec.Bench = append(sec.Bench, benchOf("MemoryOnly/"+pol, st))
+	}
+	ch.Series = []Series{p50, p99}
+	sec.Tables = append(sec.Tables, t)
+	sec.Charts = append(sec.Charts, ch)
+	return nil
+}

@@ -1,0 +1,129 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/thermoscache/thermos/internal/bench/workload"
+)
+
+// peerSpecs lists the caches compared by the peers scenario, thermos first.
+// The thermos entry is pending until the tiered package exists: it is
+// listed, never measured, and no ratio to it is computed.
+func peerSpecs(c Config, e *env) []targetSpec {
+	redisLocal := func(pol string) func(int) (Target, error) {
+		return func(size int) (Target, error) {
+			l, closeLocal, err := newLocal(pol, size)
+			if err != nil {
+				return nil, err
+			}
+			if e.redisAddr == "" {
+				return &readThrough{name: pol, l: l, b: &origin{size: c.ValueSize}, closeFn: closeLocal}, nil
+			}
+			cl, err := newRedisClient(e.redisAddr, redisNoCache())
+			if err != nil {
+				return nil, err
+			}
+			return &readThrough{name: pol, l: l, b: &redisBackend{c: cl}, closeFn: func() error {
+				cl.Close()
+				if closeLocal != nil {
+					return closeLocal()
+				}
+				return nil
+			}}, nil
+		}
+	}
+	rueidisCache := func(name string, bcast bool) func(int) (Target, error) {
+		return func(size int) (Target, error) {
+			return newRueidisTarget(name, e.redisAddr, bcast, false, size, c.ValueSize, nil)
+		}
+	}
+	return []targetSpec{
+		{name: "thermos memory+redis", consistency: "BCAST tracking", needsRedis: true,
+			pending: "the tiered package is not built yet"},
+		{name: "rueidis-optin", consistency: "OPTIN tracking", needsRedis: true, build: rueidisCache("rueidis-optin", false)},
+		{name: "rueidis-bcast", consistency: "BCAST tracking", needsRedis: true, build: rueidisCache("rueidis-bcast", true)},
+		{name: "golang-lru", consistency: "none", build: redisLocal(PolicyLRU)},
+		{name: "otter", consistency: "none", build: redisLocal(PolicyOtter)},
+		{name: "redis-only", consistency: "no local tier", needsRedis: true, build: func(int) (Target, error) {
+			cl, err := newRedisClient(e.redisAddr, redisNoCache())
+			if err != nil {
+				return nil, err
+			}
+			return &readThrough{name: "redis-only", l: nopLocal{}, b: &redisBackend{c: cl}, closeFn: func() error { cl.Close(); return nil }}, nil
+		}},
+	}
+}
+
+// nopLocal caches nothing.
+type nopLocal struct{}
+
+func (nopLocal) get(string) ([]byte, bool) { return nil, false }
+func (nopLocal) add(string, []byte)        {}
+
+// peers runs the same zipfian read-only workload against every peer, in
+// one run, and reports each as a ratio to thermos once thermos is measured.
+func peers(ctx context.Context, c Config, e *env, p *progress) (*Section, error) {
+	sec := &Section{Scenario: ScenarioPeers, Title: "peers: thermos beside the caches people use today"}
+	size := max(1, int(DefaultCacheShare*float64(c.Keys)))
+	keys := keyNames(c.Keys)
+	read, err := workload.MixByName("C")
+	if err != nil {
+		return nil, err
+	}
+	backend := "Redis"
+	if e.redisAddr == "" {
+		backend = "an in-process origin (no Redis)"
+		sec.Notes = append(sec.Notes, "no Redis ("+e.redisDesc+"): rueidis and redis-only skipped; golang-lru and otter read through to an in-process origin")
+	} else {
+		p.Printf("peers: loading %d keys into Redis", len(keys))
+		if err := e.load(ctx, keys, c.ValueSize); err != nil {
+			return nil, err
+		}
+	}
+	t := Table{
+		Title: fmt.Sprintf("zipfian θ=%g reads over %d keys in %s, local caches of %d entries, %d goroutines, %v after %v warm-up",
+			c.Theta, c.Keys, backend, size, c.goroutines(), c.Duration, c.Duration/2),
+		Columns: append(latencyColumns("cache", "consistency"), "p50 vs thermos", "ops/s vs thermos"),
+	}
+	ch := Chart{Title: "peers: read latency", Kind: BarChart, XLabel: "cache", YLabel: "latency (µs)"}
+	p50, p99 := Series{Name: "p50"}, Series{Name: "p99"}
+	hit := Chart{Title: "peers: hit ratio of the local tier", Kind: BarChart, XLabel: "cache", YLabel: "hit ratio (%)"}
+	hr := Series{Name: "hit ratio"}
+	for i, s := range peerSpecs(c, e) {
+		switch {
+		case s.pending != "":
+			t.Rows = append(t.Rows, []string{s.name, s.consistency, "pending", "", "", "", "", "", "", ""})
+			sec.Notes = append(sec.Notes, fmt.Sprintf("%s: pending (%s); ratios to thermos appear once it is measured", s.name, s.pending))
+			continue
+		case s.needsRedis && e.redisAddr == "":
+			continue
+		}
+		p.Printf("peers: %s", s.name)
+		tg, err := s.build(size)
+		if err != nil {
+			return nil, err
+		}
+		// Warm the local tier so the measured part is the steady state.
+		if _, err := runTimed(ctx, tg, keys, c, c.spec(workload.Zipfian), read, c.Duration/2, 20+i); err != nil {
+			tg.Close()
+			return nil, err
+		}
+		st, err := runTimed(ctx, tg, keys, c, c.spec(workload.Zipfian), read, c.Duration, 40+i)
+		tg.Close()
+		if err != nil {
+			return nil, err
+		}
+		t.Rows = append(t.Rows, append(latencyRow([]string{s.name, s.consistency}, st), "pending", "pending"))
+		sum := st.lat.Summary()
+		p50.Points = append(p50.Points, Point{Label: s.name, Y: float64(sum.P50) / 1e3})
+		p99.Points = append(p99.Points, Point{Label: s.name, Y: float64(sum.P99) / 1e3})
+		hr.Points = append(hr.Points, Point{Label: s.name, Y: 100 * st.hitRatio()})
+		sec.Bench = append(sec.Bench, benchOf("Peers/"+s.name, st))
+	}
+	ch.Series = []Series{p50, p99}
+	hit.Series = []Series{hr}
+	sec.Tables = append(sec.Tables, t)
+	sec.Charts = append(sec.Charts, ch, hit)
+	return sec, nil
+}

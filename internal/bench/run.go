@@ -1,0 +1,104 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"time"
+)
+
+// scenarioFunc runs one scenario and returns its section.
+type scenarioFunc func(ctx context.Context, c Config, e *env, p *progress) (*Section, error)
+
+// scenarios maps the available scenario names to their code. restart and
+// stampede join once tiered and herd exist (they need a cache that can be
+// closed and reopened warm, and the herd lock).
+func scenarios() map[string]scenarioFunc {
+	return map[string]scenarioFunc{
+		ScenarioHitRatio:  hitRatio,
+		ScenarioPeers:     peers,
+		ScenarioStaleness: staleness,
+	}
+}
+
+// Run validates cfg, runs its scenarios and writes the tables and Go
+// benchmark lines to stdout, progress to stderr when stderr is a terminal,
+// and report.html and results.json to cfg.Out when it is set. A missing
+// redis-server is reported on stderr and the Redis-free parts still run.
+// It returns the first error; ctx cancels the run.
+func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) error {
+	_, err := run(ctx, cfg, stdout, stderr)
+	return err
+}
+
+func run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (*Results, error) {
+	c := cfg.withDefaults()
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	if c.Out != "" {
+		if err := os.MkdirAll(c.Out, 0o755); err != nil {
+			return nil, fmt.Errorf("bench: --out: %w", err)
+		}
+	}
+	p := newProgress(stderr)
+	defer p.Done()
+	e, err := openEnv(ctx, c, stderr)
+	if err != nil {
+		return nil, err
+	}
+	defer e.Close()
+
+	res := &Results{
+		Started: time.Now(),
+		Host: Host{GOOS: runtime.GOOS, GOARCH: runtime.GOARCH, CPUs: runtime.GOMAXPROCS(0),
+			GoVersion: runtime.Version(), Redis: e.redisDesc},
+		Config: c,
+	}
+	fns := scenarios()
+	for _, name := range c.Scenarios {
+		sec, err := fns[name](ctx, c, e, p)
+		if err != nil {
+			return nil, fmt.Errorf("bench: %s: %w", name, err)
+		}
+		res.Sections = append(res.Sections, sec)
+		p.Done()
+		one := &Results{Host: res.Host, Sections: []*Section{sec}}
+		if err := one.writeSections(stdout); err != nil {
+			return nil, err
+		}
+	}
+	res.Duration = time.Since(res.Started)
+	if err := res.WriteBench(stdout); err != nil {
+		return nil, err
+	}
+	if c.Out != "" {
+		if err := writeFile(filepath.Join(c.Out, "report.html"), res.WriteHTML); err != nil {
+			return nil, err
+		}
+		if err := writeFile(filepath.Join(c.Out, "results.json"), res.WriteJSON); err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(stdout, "\nreport: %s\nresults: %s\n", filepath.Join(c.Out, "report.html"), filepath.Join(c.Out, "results.json"))
+	}
+	return res, nil
+}
+
+// writeFile writes path with fn, reporting the first error of either.
+func writeFile(path string, fn func(io.Writer) error) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("bench: %w", err)
+	}
+	if err := fn(f); err != nil {
+		f.Close()
+		return fmt.Errorf("bench: write %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("bench: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,211 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/thermoscache/thermos/internal/redistest"
+)
+
+// smallConfig is a reduced suite: every scenario, tiny sizes, a small ARC
+// trace written by the test.
+func smallConfig(t *testing.T) Config {
+	t.Helper()
+	tr := filepath.Join(t.TempDir(), "small.lis")
+	var b strings.Builder
+	for i := range 3000 {
+		// A looping scan over 600 blocks plus a hot block: LRU at 1024
+		// entries holds it all after the first pass.
+		b.WriteString(strings.Join([]string{itoa(i % 600 * 2), "2", "0", itoa(i)}, " ") + "\n")
+		b.WriteString("99999 1 0 0\n")
+	}
+	if err := os.WriteFile(tr, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return Config{
+		Keys:     2000,
+		Ops:      20_000,
+		Duration: 100 * time.Millisecond,
+		Sizes:    "1%,10%,50%",
+		Traces:   []string{tr + ":arc"},
+		Out:      t.TempDir(),
+		Seed:     7,
+	}
+}
+
+func itoa(i int) string { return strconv.Itoa(i) }
+
+// TestRunReducedSuite runs every available scenario at a reduced size with
+// a private redis-server started by Run itself (the default path), and
+// checks that every table is printed, the JSON parses and every chart in
+// the HTML report is drawn.
+func TestRunReducedSuite(t *testing.T) {
+	redistest.Binary(t) // fail (or skip on request) with the usual message when redis-server is missing
+	cfg := smallConfig(t)
+	var out, errOut bytes.Buffer
+	res, err := run(context.Background(), cfg, &out, &errOut)
+	if err != nil {
+		t.Fatalf("run: %v\nstderr: %s", err, errOut.String())
+	}
+	if !strings.HasPrefix(res.Host.Redis, "private redis-server") {
+		t.Errorf("Host.Redis = %q, want a private redis-server", res.Host.Redis)
+	}
+	if errOut.Len() != 0 {
+		t.Errorf("stderr is not a terminal but got %q", errOut.String())
+	}
+	text := out.String()
+	if len(res.Sections) != len(Available()) {
+		t.Fatalf("%d sections, want %d", len(res.Sections), len(Available()))
+	}
+	for _, s := range res.Sections {
+		if len(s.Tables) == 0 || len(s.Charts) == 0 {
+			t.Errorf("section %s has %d tables and %d charts, want some of each", s.Scenario, len(s.Tables), len(s.Charts))
+		}
+		for _, tb := range s.Tables {
+			if !strings.Contains(text, tb.Title) {
+				t.Errorf("table %q not printed", tb.Title)
+			}
+			if len(tb.Rows) == 0 {
+				t.Errorf("table %q has no rows", tb.Title)
+			}
+		}
+	}
+	// Each measured peer and staleness row appears with figures.
+	for _, want := range []string{"rueidis-optin", "rueidis-bcast", "golang-lru", "otter", "redis-only", "thermos memory+redis"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("stdout lacks %q", want)
+		}
+	}
+	if !regexp.MustCompile(`(?m)^BenchmarkPeers/otter-\d+\t\d+\t\d+ ns/op`).MatchString(text) {
+		t.Errorf("no benchstat line for otter in stdout")
+	}
+	// Stale reads beyond the invalidation lag must be 0 for rueidis.
+	for _, s := range res.Sections {
+		for _, b := range s.Bench {
+			for _, m := range b.Metrics {
+				if m.Unit == "stale-beyond-lag" && m.Value != 0 {
+					t.Errorf("%s: %v reads stale beyond the invalidation lag", b.Name, m.Value)
+				}
+			}
+		}
+	}
+
+	raw, err := os.ReadFile(filepath.Join(cfg.Out, "results.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back Results
+	if err := json.Unmarshal(raw, &back); err != nil {
+		t.Fatalf("results.json: %v", err)
+	}
+	if len(back.Sections) != len(res.Sections) {
+		t.Errorf("results.json has %d sections, want %d", len(back.Sections), len(res.Sections))
+	}
+
+	page, err := os.ReadFile(filepath.Join(cfg.Out, "report.html"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	svgs := regexp.MustCompile(`(?s)<svg.*?</svg>`).FindAllString(string(page), -1)
+	charts := 0
+	for _, s := range res.Sections {
+		charts += len(s.Charts)
+	}
+	if len(svgs) != charts {
+		t.Errorf("report has %d SVG charts, want %d", len(svgs), charts)
+	}
+	for i, s := range svgs {
+		// A drawn chart has a polyline with points or a bar taller than 0.5.
+		if !regexp.MustCompile(`<polyline[^>]*points="[0-9]|<rect x="[^"]*" y="[^"]*" width="[^"]*" height="([1-9]|0\.[6-9])`).MatchString(s) {
+			t.Errorf("chart %d is empty: %.300s", i, s)
+		}
+	}
+}
+
+// TestRunExistingRedisAndNoRedis covers --redis ADDR and --no-redis: with
+// no Redis the Redis-free parts still run.
+func TestRunExistingRedisAndNoRedis(t *testing.T) {
+	srv := redistest.Start(t, nil)
+	cfg := smallConfig(t)
+	cfg.Scenarios = []string{ScenarioPeers}
+	cfg.Redis = srv.Addr()
+	cfg.Out = ""
+	var out bytes.Buffer
+	res, err := run(context.Background(), cfg, &out, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Host.Redis != "existing server at "+srv.Addr() {
+		t.Errorf("Host.Redis = %q", res.Host.Redis)
+	}
+	if got, err := srv.Do("EXISTS", keyName(0)); err != nil || got != "1" {
+		t.Errorf("EXISTS %s on --redis server = %q, %v; want the preloaded key", keyName(0), got, err)
+	}
+
+	cfg.Redis, cfg.NoRedis = "", true
+	cfg.Scenarios = []string{ScenarioPeers, ScenarioStaleness}
+	out.Reset()
+	res, err = run(context.Background(), cfg, &out, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	peersTable := res.Sections[0].Tables[0]
+	var names []string
+	for _, r := range peersTable.Rows {
+		names = append(names, r[0])
+	}
+	if got := strings.Join(names, ","); got != "thermos memory+redis,golang-lru,otter" {
+		t.Errorf("peers without Redis = %s, want thermos (pending), golang-lru, otter", got)
+	}
+	if n := res.Sections[1].Notes; len(n) == 0 || !strings.Contains(n[0], "skipped") {
+		t.Errorf("staleness without Redis notes = %q, want a skip note", n)
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  Config
+		want error
+	}{
+		{"unknown scenario", Config{Scenarios: []string{"latency"}}, ErrConfig},
+		{"restart pending", Config{Scenarios: []string{ScenarioRestart}}, ErrUnavailable},
+		{"stampede pending", Config{Scenarios: []string{ScenarioStampede}}, ErrUnavailable},
+		{"twice", Config{Scenarios: []string{ScenarioPeers, ScenarioPeers}}, ErrConfig},
+		{"negative keys", Config{Keys: -1}, ErrConfig},
+		{"theta 1", Config{Theta: 1}, ErrConfig},
+		{"bad workload", Config{Workloads: []string{"pareto"}}, ErrConfig},
+		{"bad mix", Config{Mix: "E"}, ErrConfig},
+		{"bad size", Config{Sizes: "10,abc"}, ErrConfig},
+		{"share over 100", Config{Sizes: "150%"}, ErrConfig},
+		{"redis and no-redis", Config{Redis: "127.0.0.1:1", NoRedis: true}, ErrConfig},
+		{"trace format unguessable", Config{Traces: []string{"x.csv"}}, ErrConfig},
+		{"negative duration", Config{Duration: -time.Second}, ErrConfig},
+	}
+	for _, tt := range tests {
+		err := Run(context.Background(), tt.cfg, &bytes.Buffer{}, &bytes.Buffer{})
+		if !errors.Is(err, tt.want) {
+			t.Errorf("%s: Run error = %v, want %v", tt.name, err, tt.want)
+		}
+	}
+}
+
+func TestSizes(t *testing.T) {
+	got, err := Config{Keys: 1000, Sizes: "10%, 5,10%,0.05%"}.sizes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []int{1, 5, 100}; !slices.Equal(got, want) {
+		t.Errorf("sizes = %v, want %v", got, want)
+	}
+}
