@@ -1,13 +1,106 @@
 package tiered
 
-import "sync/atomic"
+import (
+	"sync/atomic"
+	"time"
+)
 
 // routeStats are one route's counters. Typed atomics only; each route has
-// its own, so routes do not contend.
+// its own, so routes do not contend with each other.
 type routeStats struct {
 	memHits, diskHits, redisHits atomic.Int64
 	misses, loads, loadErrors    atomic.Int64
 	staleServes, earlyRefreshes  atomic.Int64
-	unverifiedReads, negHits     atomic.Int64
+	unverifiedReads              atomic.Int64
+	revalidated, dropped         atomic.Int64
 	integrityFailures            atomic.Int64
+}
+
+// cacheStats are the cache-wide counters.
+type cacheStats struct {
+	warmed, revalidated, dropped atomic.Int64
+	epochBumps                   atomic.Int64
+	lastRevalidation             atomic.Int64 // ns
+}
+
+// RouteStats are one route's counters since Open.
+type RouteStats struct {
+	Prefix string
+	Tiers  Tier
+
+	MemoryHits, DiskHits, RedisHits int64
+	Misses                          int64
+	Loads, LoadErrors               int64
+	StaleServes                     int64 // stale-on-error and stale-while-revalidate
+	EarlyRefreshes                  int64 // XFetch refreshes started
+	UnverifiedReads                 int64 // reads that met an unverified entry
+	Revalidated, Dropped            int64 // unverified entries confirmed / dropped
+	IntegrityFailures               int64 // undecodable or unverifiable values refused
+}
+
+// Hits is the sum of every tier's hits.
+func (s RouteStats) Hits() int64 { return s.MemoryHits + s.DiskHits + s.RedisHits }
+
+// HitRatio is hits over hits plus misses and loads; 0 with no reads.
+func (s RouteStats) HitRatio() float64 {
+	n := s.Hits() + s.Misses + s.Loads
+	if n == 0 {
+		return 0
+	}
+	return float64(s.Hits()) / float64(n)
+}
+
+// Stats is a snapshot of a Cache's counters.
+type Stats struct {
+	Routes []RouteStats // longest prefix first
+	// Warmed is how many entries were loaded from disk into memory at Open.
+	Warmed int64
+	// Revalidated and Dropped count unverified entries checked against
+	// Redis in the background (after a restart or a reconnect).
+	Revalidated, Dropped int64
+	// EpochBumps counts tracking-connection losses and FLUSHALLs seen.
+	EpochBumps int64
+	// LastRevalidation is how long the last complete background
+	// revalidation pass took.
+	LastRevalidation time.Duration
+	// DiskWritesDropped counts write-behind writes dropped because the
+	// queue was full (the key was deleted from disk instead).
+	DiskWritesDropped int64
+	// DiskWriteErrors counts disk writes that failed.
+	DiskWriteErrors int64
+	// Memory-tier totals.
+	MemoryBytes   int64
+	MemoryEntries int
+}
+
+// Stats returns a snapshot of the counters.
+func (c *Cache) Stats() Stats {
+	st := Stats{
+		Warmed:           c.stats.warmed.Load(),
+		Revalidated:      c.stats.revalidated.Load(),
+		Dropped:          c.stats.dropped.Load(),
+		EpochBumps:       c.stats.epochBumps.Load(),
+		LastRevalidation: time.Duration(c.stats.lastRevalidation.Load()),
+	}
+	for _, r := range c.router.routes {
+		s := &r.stats
+		st.Routes = append(st.Routes, RouteStats{
+			Prefix: r.Prefix, Tiers: r.Tiers,
+			MemoryHits: s.memHits.Load(), DiskHits: s.diskHits.Load(), RedisHits: s.redisHits.Load(),
+			Misses: s.misses.Load(), Loads: s.loads.Load(), LoadErrors: s.loadErrors.Load(),
+			StaleServes: s.staleServes.Load(), EarlyRefreshes: s.earlyRefreshes.Load(),
+			UnverifiedReads: s.unverifiedReads.Load(),
+			Revalidated:     s.revalidated.Load(), Dropped: s.dropped.Load(),
+			IntegrityFailures: s.integrityFailures.Load(),
+		})
+	}
+	if c.wb != nil {
+		st.DiskWritesDropped = c.wb.dropped.Load()
+		st.DiskWriteErrors = c.wb.failed.Load()
+	}
+	if c.mem != nil {
+		ms := c.mem.Stats()
+		st.MemoryBytes, st.MemoryEntries = ms.Bytes, ms.Entries
+	}
+	return st
 }

@@ -1,0 +1,15 @@
+package tiered
+
+import "context"
+
+// Loader fetches a value from the origin after every tier has missed. It
+// returns ErrNotFound if the origin has no value for key.
+type Loader interface {
+	Load(ctx context.Context, key string) ([]byte, error)
+}
+
+// LoaderFunc lets an ordinary function act as a Loader.
+type LoaderFunc func(ctx context.Context, key string) ([]byte, error)
+
+// Load calls f.
+func (f LoaderFunc) Load(ctx context.Context, key string) ([]byte, error) { return f(ctx, key) }

@@ -1,0 +1,248 @@
+package tiered
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/rueidis"
+
+	"github.com/thermoscache/thermos/internal/envelope"
+	"github.com/thermoscache/thermos/internal/keyslot"
+	"github.com/thermoscache/thermos/tracking"
+)
+
+// revalidateScript compares, server-side, what each key holds with what the
+// cache holds, and returns 1 (same) or 0 (changed or gone) per key: only a
+// small version crosses the network, never the values. ARGV[i] is 'v' and
+// the 8-byte write version (compared with the envelope's version field,
+// read with GETRANGE), or 'd' and the first 16 hex digits of the SHA-1 of a
+// raw value. All keys of one call share a hash slot.
+var revalidateScript = rueidis.NewLuaScript(`
+local out = {}
+for i = 1, #KEYS do
+  local want = ARGV[i]
+  local ok = 0
+  if string.sub(want, 1, 1) == 'v' then
+    local h = redis.call('GETRANGE', KEYS[i], 0, 33)
+    if #h == 34 and string.byte(h, 1) == ` + strconv.Itoa(int(envelope.Magic)) + ` and string.sub(h, 27, 34) == string.sub(want, 2) then ok = 1 end
+  else
+    local v = redis.call('GET', KEYS[i])
+    if v and string.sub(redis.sha1hex(v), 1, 16) == string.sub(want, 2) then ok = 1 end
+  end
+  out[i] = ok
+end
+return out
+`)
+
+// check is one key to revalidate.
+type check struct {
+	key     string
+	version uint64
+	r       *route
+	t       tracking.Ticket // memory ticket, taken before the script is sent
+	tt      trustTicket     // disk trust ticket
+	inMem   bool
+}
+
+func expected(r *route, version uint64) string {
+	if r.Raw {
+		return fmt.Sprintf("d%016x", version)
+	}
+	var b [9]byte
+	b[0] = 'v'
+	binary.BigEndian.PutUint64(b[1:], version)
+	return string(b[:])
+}
+
+// revalidateOne checks one key: one round trip.
+func (c *Cache) revalidateOne(ctx context.Context, r *route, key string, version uint64) (bool, error) {
+	res, err := revalidateScript.Exec(ctx, c.rdb, []string{key}, []string{expected(r, version)}).AsIntSlice()
+	if err != nil {
+		return false, fmt.Errorf("tiered: revalidate %q: %w", key, err)
+	}
+	return len(res) == 1 && res[0] == 1, nil
+}
+
+// revalidateBatch checks keys in one script call per hash slot and applies
+// the answers: a match makes the entry fresh (memory) and trusted (disk), a
+// mismatch drops it from every local tier.
+func (c *Cache) revalidateBatch(ctx context.Context, batch []check) error {
+	bySlot := make(map[uint16][]int)
+	for i := range batch {
+		s := keyslot.Of(batch[i].key)
+		bySlot[s] = append(bySlot[s], i)
+	}
+	for _, idx := range bySlot {
+		keys := make([]string, len(idx))
+		args := make([]string, len(idx))
+		for j, i := range idx {
+			keys[j] = batch[i].key
+			args[j] = expected(batch[i].r, batch[i].version)
+		}
+		res, err := revalidateScript.Exec(ctx, c.rdb, keys, args).AsIntSlice()
+		if err != nil {
+			return fmt.Errorf("tiered: revalidate %d keys: %w", len(keys), err)
+		}
+		for j, i := range idx {
+			ch := &batch[i]
+			if j < len(res) && res[j] == 1 {
+				ok := true
+				if ch.inMem {
+					ok = c.mem.Revalidate(ch.t, ch.key, ch.version)
+				}
+				if ok {
+					c.stats.revalidated.Add(1)
+					ch.r.stats.revalidated.Add(1)
+					if ch.r.Tiers&Disk != 0 {
+						c.trust.add(ch.tt)
+					}
+				}
+				continue
+			}
+			c.stats.dropped.Add(1)
+			c.drop(ch.r, ch.key)
+		}
+	}
+	return nil
+}
+
+func (c *Cache) kickRevalidation() {
+	select {
+	case c.reval <- struct{}{}:
+	default:
+	}
+}
+
+// revalidationRetry is how long the revalidator waits before trying again
+// when Redis could not answer.
+const revalidationRetry = 250 * time.Millisecond
+
+// revalidator checks unverified entries against Redis in the background:
+// after a warm start, after every epoch bump, and again while Redis cannot
+// answer.
+func (c *Cache) revalidator() {
+	defer c.wg.Done()
+	var retry <-chan time.Time
+	for {
+		select {
+		case <-c.done:
+			return
+		case <-c.reval:
+		case <-retry:
+		}
+		retry = nil
+		if c.rdb == nil {
+			continue
+		}
+		start := time.Now()
+		if err := c.revalidateAll(); err != nil {
+			if !errors.Is(err, context.Canceled) {
+				c.o.Logger.Debug("tiered: revalidation incomplete", "err", err)
+			}
+			retry = time.After(revalidationRetry)
+			continue
+		}
+		c.stats.lastRevalidation.Store(int64(time.Since(start)))
+	}
+}
+
+// revalidateAll revalidates every unverified memory entry and every
+// untrusted disk entry of Redis-backed routes.
+func (c *Cache) revalidateAll() error {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-c.done:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	var batch []check
+	var err error
+	flush := func() bool {
+		if len(batch) == 0 {
+			return true
+		}
+		err = c.revalidateBatch(ctx, batch)
+		batch = batch[:0]
+		return err == nil
+	}
+	c.mem.Unverified(func(key string, version uint64) bool {
+		r := c.router.find(key)
+		if r.Tiers&Redis == 0 {
+			return true
+		}
+		batch = append(batch, check{key: key, version: version, r: r, t: c.mem.Reserve(key), tt: c.trustTicket(r, key), inMem: true})
+		if len(batch) >= DefaultRevalidateSize {
+			return flush()
+		}
+		return ctx.Err() == nil
+	})
+	if !flush() {
+		return err
+	}
+	if c.disk == nil {
+		return ctx.Err()
+	}
+	// Disk entries of Redis routes that memory does not hold.
+	serr := c.disk.Scan(ctx, "", func(key string, e envelope.Entry) error {
+		r := c.router.find(key)
+		if r.Tiers&Redis == 0 || r.Tiers&Disk == 0 || c.trust.has(key) {
+			return nil
+		}
+		if r.Tiers&Memory != 0 {
+			if _, _, ok := c.mem.Get(key); ok {
+				return nil // memory's pass covered it
+			}
+		}
+		batch = append(batch, check{key: key, version: c.versionOf(r, &e), r: r, tt: c.trust.ticket(key)})
+		if len(batch) >= DefaultRevalidateSize && !flush() {
+			return err
+		}
+		return nil
+	})
+	if serr != nil {
+		return serr
+	}
+	if !flush() {
+		return err
+	}
+	return nil
+}
+
+// warm loads the disk tier into memory after a restart, as unverified for
+// Redis-backed routes (the revalidator checks them) and as fresh for local
+// routes. It stops when the memory budget is full.
+func (c *Cache) warm(ctx context.Context) error {
+	var budget int64
+	err := c.disk.Scan(ctx, "", func(key string, e envelope.Entry) error {
+		r := c.router.find(key)
+		if r.Tiers&Disk == 0 || r.Tiers&Memory == 0 {
+			return nil
+		}
+		budget += int64(len(key)+len(e.Payload)) + tracking.EntryOverhead
+		if budget > c.o.MemoryBytes {
+			return errWarmFull
+		}
+		it := itemOf(r, &e)
+		t := c.mem.Reserve(key)
+		if r.Tiers&Redis != 0 {
+			c.mem.Fill(t, key, it, false)
+		} else {
+			c.mem.FillLocal(t, key, it)
+		}
+		c.stats.warmed.Add(1)
+		return nil
+	})
+	if err != nil && !errors.Is(err, errWarmFull) {
+		return fmt.Errorf("tiered: warm from disk: %w", err)
+	}
+	return nil
+}
+
+var errWarmFull = errors.New("memory budget full")
