@@ -25,20 +25,20 @@ type Cache struct {
 	o      Options
 	router *router
 
-	mem   *tracking.Cache  // memory tier; tracks Redis when a route needs it
-	rdb   rueidis.Client   // Redis; nil without Redis routes
-	ownRd bool             // rdb is ours to close (not mem's client)
-	disk  *store.DB        // nil without disk routes
-	wb    *writeBehind     // disk writes; nil without disk routes
-	trust *trust           // disk entries known to match Redis
-	herd  *herd.Group      // shared rebuilds for Redis routes
-	local *herd.Group      // in-process rebuilds for local routes
-	clk   clock.Clock      // expiry and XFetch
-	fast  *clock.Coarse    // owned coarse clock when Options.Clock is nil
-	nowFn func() int64     // Unix ns, cheap
-	reval chan struct{}    // wakes the revalidator
-	done  chan struct{}    // closed by Close
-	wg    sync.WaitGroup   // background goroutines
+	mem   *tracking.Cache // memory tier; tracks Redis when a route needs it
+	rdb   rueidis.Client  // Redis; nil without Redis routes
+	ownRd bool            // rdb is ours to close (not mem's client)
+	disk  *store.DB       // nil without disk routes
+	wb    *writeBehind    // disk writes; nil without disk routes
+	trust *trust          // disk entries known to match Redis
+	herd  *herd.Group     // shared rebuilds for Redis routes
+	local *herd.Group     // in-process rebuilds for local routes
+	clk   clock.Clock     // expiry and XFetch
+	fast  *clock.Coarse   // owned coarse clock when Options.Clock is nil
+	nowFn func() int64    // Unix ns, cheap
+	reval chan struct{}   // wakes the revalidator
+	done  chan struct{}   // closed by Close
+	wg    sync.WaitGroup  // background goroutines
 	rnd   struct {
 		sync.Mutex
 		r *rand.Rand

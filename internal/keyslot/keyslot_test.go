@@ -12,7 +12,7 @@ func TestOf(t *testing.T) {
 		{"foo", 12182},
 		{"bar", 5061},
 		{"{user1000}.following", Of("user1000")},
-		{"123456789", 0x31C3 % Slots},    // CRC16/XMODEM check value
+		{"123456789", 0x31C3 % Slots}, // CRC16/XMODEM check value
 	}
 	for _, tt := range tests {
 		if got := Of(tt.key); got != tt.want {
