@@ -21,6 +21,7 @@ type policy interface {
 	removeOldest() (string, *entry, bool)
 	// each calls fn for every entry until fn returns false.
 	each(fn func(key string, e *entry) bool)
+	len() int
 	purge()
 }
 
@@ -52,7 +53,8 @@ func (p *lruPolicy) add(key string, e *entry)       { p.l.Add(key, e) }
 func (p *lruPolicy) removeOldest() (string, *entry, bool) {
 	return p.l.RemoveOldest()
 }
-func (p *lruPolicy) purge() { p.l.Purge() }
+func (p *lruPolicy) purge()   { p.l.Purge() }
+func (p *lruPolicy) len() int { return p.l.Len() }
 
 func (p *lruPolicy) remove(key string) (*entry, bool) {
 	e, ok := p.l.Peek(key)
@@ -164,6 +166,8 @@ func (q *twoQueue) each(fn func(string, *entry) bool) {
 		}
 	}
 }
+
+func (q *twoQueue) len() int { return q.recent.Len() + q.frequent.Len() }
 
 func (q *twoQueue) purge() {
 	q.recent.Purge()

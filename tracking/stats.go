@@ -50,7 +50,7 @@ func (c *Cache) Stats() Stats {
 		st.TooLarge += s.mu.tooLarge
 		st.Removed += s.mu.removed
 		st.Bytes += s.mu.bytes
-		s.mu.pol.each(func(string, *entry) bool { st.Entries++; return true })
+		st.Entries += s.mu.pol.len()
 		s.mu.Unlock()
 	}
 	return st
