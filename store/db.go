@@ -227,6 +227,7 @@ func (db *DB) abandon(why string) error {
 	err := fmt.Errorf("store: close %s: %s within %v; pebble abandoned: %w", db.dir, why, db.opts.CloseTimeout, ErrDiskFault)
 	db.fault.set(err)
 	db.log.Error("store: abandoning pebble instance", "dir", db.dir, "reason", why)
+	db.gfs.dead.Store(true)
 	db.gfs.releaseLock()
 	return err
 }

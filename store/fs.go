@@ -38,7 +38,18 @@ type guardFS struct {
 	disk  bool // the root filesystem is the real disk
 
 	lock atomic.Pointer[fileLock] // the directory lock taken through Lock, if ours
+
+	// dead is set when Close abandons the Pebble instance: from then on it
+	// may not create, rename or remove anything, so it cannot disturb a new
+	// store opened in the same (wiped) directory.
+	dead atomic.Bool
 }
+
+// faultBackoff delays file creation in the error state, throttling Pebble's
+// immediate retries of failed flushes and compactions.
+const faultBackoff = 50 * time.Millisecond
+
+var errDeadFS = fmt.Errorf("%w: pebble instance abandoned by Close", ErrDiskFault)
 
 func newGuardFS(fs vfs.FS, fault *faultState) *guardFS {
 	return &guardFS{FS: fs, fault: fault, disk: vfs.Root(fs) == vfs.Default}
@@ -70,6 +81,17 @@ func (fs *guardFS) wrap(name string, f vfs.File) vfs.File {
 
 // Create implements vfs.FS.
 func (fs *guardFS) Create(name string, category vfs.DiskWriteCategory) (vfs.File, error) {
+	if fs.dead.Load() {
+		if isWAL(name) {
+			return discardFile{}, nil
+		}
+		time.Sleep(faultBackoff)
+		return nil, errDeadFS
+	}
+	if !isWAL(name) && fs.fault.get() != nil {
+		// Pebble retries a failed flush at once, forever: throttle it.
+		time.Sleep(faultBackoff)
+	}
 	f, err := fs.FS.Create(name, category)
 	if err != nil {
 		if isWAL(name) {
@@ -84,6 +106,9 @@ func (fs *guardFS) Create(name string, category vfs.DiskWriteCategory) (vfs.File
 
 // OpenReadWrite implements vfs.FS.
 func (fs *guardFS) OpenReadWrite(name string, category vfs.DiskWriteCategory, opts ...vfs.OpenOption) (vfs.File, error) {
+	if fs.dead.Load() {
+		return nil, errDeadFS
+	}
 	f, err := fs.FS.OpenReadWrite(name, category, opts...)
 	if err != nil {
 		return nil, err
@@ -94,6 +119,9 @@ func (fs *guardFS) OpenReadWrite(name string, category vfs.DiskWriteCategory, op
 
 // ReuseForWrite implements vfs.FS.
 func (fs *guardFS) ReuseForWrite(oldname, newname string, category vfs.DiskWriteCategory) (vfs.File, error) {
+	if fs.dead.Load() {
+		return discardFile{}, nil
+	}
 	f, err := fs.FS.ReuseForWrite(oldname, newname, category)
 	if err != nil {
 		if isWAL(newname) {
@@ -117,7 +145,42 @@ func (fs *guardFS) OpenDir(name string) (vfs.File, error) {
 
 // MkdirAll implements vfs.FS; directories are always created owner-only.
 func (fs *guardFS) MkdirAll(dir string, _ os.FileMode) error {
+	if fs.dead.Load() {
+		return errDeadFS
+	}
 	return fs.FS.MkdirAll(dir, 0o700)
+}
+
+// Link implements vfs.FS.
+func (fs *guardFS) Link(oldname, newname string) error {
+	if fs.dead.Load() {
+		return errDeadFS
+	}
+	return fs.FS.Link(oldname, newname)
+}
+
+// Remove implements vfs.FS.
+func (fs *guardFS) Remove(name string) error {
+	if fs.dead.Load() {
+		return errDeadFS
+	}
+	return fs.FS.Remove(name)
+}
+
+// RemoveAll implements vfs.FS.
+func (fs *guardFS) RemoveAll(name string) error {
+	if fs.dead.Load() {
+		return errDeadFS
+	}
+	return fs.FS.RemoveAll(name)
+}
+
+// Rename implements vfs.FS.
+func (fs *guardFS) Rename(oldname, newname string) error {
+	if fs.dead.Load() {
+		return errDeadFS
+	}
+	return fs.FS.Rename(oldname, newname)
 }
 
 // Lock implements vfs.FS.
