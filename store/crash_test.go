@@ -27,7 +27,9 @@ const (
 )
 
 // crashValue is the value the child writes under key i in run r.
-func crashValue(run, i int) string { return fmt.Sprintf("run%d-value%d-%s", run, i, strings.Repeat("x", i%97)) }
+func crashValue(run, i int) string {
+	return fmt.Sprintf("run%d-value%d-%s", run, i, strings.Repeat("x", i%97))
+}
 
 // TestCrashChild is the child half of TestCrash: it performs up to
 // crashWrites synced writes, mixing single Sets and batches, and prints each
