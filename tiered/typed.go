@@ -1,0 +1,111 @@
+package tiered
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// DefaultMaxDecodedBytes caps what a compressed typed value may decompress
+// to when TypedOptions.MaxDecodedBytes is zero.
+const DefaultMaxDecodedBytes = 64 << 20
+
+// TypedOptions configures a Typed front. A nil *TypedOptions is valid.
+type TypedOptions[T any] struct {
+	// Codec turns values into bytes and back. Nil means JSON.
+	Codec Codec[T]
+	// CompressAbove compresses (S2) encoded values of at least this many
+	// bytes. Zero means never.
+	CompressAbove int
+	// MaxDecodedBytes refuses a compressed value whose decoded size, which
+	// it carries, exceeds this, before decompressing anything. Zero means
+	// DefaultMaxDecodedBytes.
+	MaxDecodedBytes int
+}
+
+// Typed is a typed front over a Cache: values of T go through a Codec, and
+// optionally compression, on their way in and out. Signing, if configured,
+// happens in the Cache, so a value that fails verification never reaches
+// the codec.
+type Typed[T any] struct {
+	c          *Cache
+	codec      Codec[T]
+	compress   int
+	maxDecoded int
+}
+
+// NewTyped returns a typed front over c.
+func NewTyped[T any](c *Cache, opts *TypedOptions[T]) *Typed[T] {
+	t := &Typed[T]{c: c, codec: JSON[T]{}, maxDecoded: DefaultMaxDecodedBytes}
+	if opts != nil {
+		if opts.Codec != nil {
+			t.codec = opts.Codec
+		}
+		t.compress = opts.CompressAbove
+		if opts.MaxDecodedBytes > 0 {
+			t.maxDecoded = opts.MaxDecodedBytes
+		}
+	}
+	return t
+}
+
+// Get returns key's value. A miss is (zero, false, nil). A stored value the
+// codec cannot decode returns an error wrapping ErrDecode.
+func (t *Typed[T]) Get(ctx context.Context, key string) (T, bool, error) {
+	var zero T
+	b, ok, err := t.c.Get(ctx, key)
+	if err != nil || !ok {
+		return zero, false, err
+	}
+	return t.decode(key, b)
+}
+
+// Set stores v under key for ttl (zero: the route's TTL).
+func (t *Typed[T]) Set(ctx context.Context, key string, v T, ttl time.Duration) error {
+	b, err := t.encode(key, v)
+	if err != nil {
+		return err
+	}
+	return t.c.Set(ctx, key, b, ttl)
+}
+
+// GetOrLoad is Cache.GetOrLoad for typed values; load returns ErrNotFound
+// when the origin has none.
+func (t *Typed[T]) GetOrLoad(ctx context.Context, key string, load func(ctx context.Context, key string) (T, error)) (T, bool, error) {
+	var zero T
+	b, ok, err := t.c.GetOrLoad(ctx, key, LoaderFunc(func(ctx context.Context, key string) ([]byte, error) {
+		v, err := load(ctx, key)
+		if err != nil {
+			return nil, err
+		}
+		return t.encode(key, v)
+	}))
+	if err != nil || !ok {
+		return zero, false, err
+	}
+	return t.decode(key, b)
+}
+
+// Delete removes key.
+func (t *Typed[T]) Delete(ctx context.Context, key string) error { return t.c.Delete(ctx, key) }
+
+func (t *Typed[T]) encode(key string, v T) ([]byte, error) {
+	b, err := t.codec.Marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("tiered: encode %q: %w", key, err)
+	}
+	return frame(b, t.compress), nil
+}
+
+func (t *Typed[T]) decode(key string, b []byte) (T, bool, error) {
+	var v T
+	p, err := unframe(b, t.maxDecoded)
+	if err != nil {
+		return v, false, fmt.Errorf("tiered: decode %q: %w: %w", key, ErrDecode, err)
+	}
+	if err := t.codec.Unmarshal(p, &v); err != nil {
+		var zero T
+		return zero, false, fmt.Errorf("tiered: decode %q: %w: %w", key, ErrDecode, err)
+	}
+	return v, true, nil
+}

@@ -1,0 +1,119 @@
+package tiered
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/klauspost/compress/s2"
+)
+
+type profile struct {
+	Name  string   `json:"name" cbor:"name"`
+	Age   int      `json:"age" cbor:"age"`
+	Roles []string `json:"roles" cbor:"roles"`
+}
+
+func TestTypedRoundTrip(t *testing.T) {
+	cb, err := NewCBOR[profile]()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		opts *TypedOptions[profile]
+	}{
+		{"json", nil},
+		{"cbor", &TypedOptions[profile]{Codec: cb}},
+		{"json compressed", &TypedOptions[profile]{CompressAbove: 1}},
+		{"cbor compressed", &TypedOptions[profile]{Codec: cb, CompressAbove: 1}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := openT(t, nil)
+			ty := NewTyped(c, tt.opts)
+			ctx := context.Background()
+			want := profile{Name: "ada", Age: 36, Roles: []string{"admin", "ops", "ops", "ops", "ops", "ops", "ops"}}
+			if err := ty.Set(ctx, "p:1", want, 0); err != nil {
+				t.Fatal(err)
+			}
+			got, ok, err := ty.Get(ctx, "p:1")
+			if err != nil || !ok || got.Name != want.Name || got.Age != want.Age || len(got.Roles) != len(want.Roles) {
+				t.Fatalf("Get = %+v, %v, %v; want %+v", got, ok, err, want)
+			}
+			loaded, ok, err := ty.GetOrLoad(ctx, "p:2", func(context.Context, string) (profile, error) { return want, nil })
+			if err != nil || !ok || loaded.Name != "ada" {
+				t.Fatalf("GetOrLoad = %+v, %v, %v", loaded, ok, err)
+			}
+			_, ok, err = ty.GetOrLoad(ctx, "p:3", func(context.Context, string) (profile, error) { return profile{}, ErrNotFound })
+			if err != nil || ok {
+				t.Fatalf("GetOrLoad of a missing value = %v, %v; want a miss", ok, err)
+			}
+		})
+	}
+}
+
+// A compressed value that claims a huge decoded size is refused before any
+// decompression.
+func TestUnframeRefusesBomb(t *testing.T) {
+	big := bytes.Repeat([]byte{'a'}, 1<<20)
+	framed := frame(big, 1)
+	if framed[0] != frameS2 || len(framed) > len(big)/10 {
+		t.Fatalf("1 MiB of 'a' framed to %d bytes with frame %d; want compressed", len(framed), framed[0])
+	}
+	if _, err := unframe(framed, 1<<10); !errors.Is(err, errDecodedCap) {
+		t.Fatalf("unframe with 1 KiB cap = %v, want errDecodedCap", err)
+	}
+	got, err := unframe(framed, 2<<20)
+	if err != nil || !bytes.Equal(got, big) {
+		t.Fatalf("unframe within cap: %v", err)
+	}
+	c := openT(t, nil)
+	raw := NewTyped[string](c, &TypedOptions[string]{MaxDecodedBytes: 1 << 10})
+	if err := c.Set(context.Background(), "bomb", append([]byte{frameS2}, s2.Encode(nil, bytes.Repeat([]byte{'"'}, 1<<20))...), 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := raw.Get(context.Background(), "bomb"); !errors.Is(err, ErrDecode) {
+		t.Fatalf("typed Get of a bomb = %v, want ErrDecode", err)
+	}
+}
+
+func FuzzUnframe(f *testing.F) {
+	f.Add(frame([]byte("hello"), 0))
+	f.Add(frame(bytes.Repeat([]byte("xyz"), 100), 1))
+	f.Add([]byte{frameS2, 0xff, 0xff, 0xff, 0xff, 0x0f})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		const limit = 1 << 16
+		p, err := unframe(b, limit)
+		if err != nil {
+			return
+		}
+		if len(p) > limit && b[0] != framePlain {
+			t.Fatalf("decoded %d bytes past the %d cap", len(p), limit)
+		}
+		// Re-framing plain gives back the same payload.
+		if q, err := unframe(frame(p, 0), limit+len(b)); err != nil || !bytes.Equal(p, q) {
+			t.Fatalf("round trip changed the payload: %v", err)
+		}
+	})
+}
+
+func FuzzCBORDecode(f *testing.F) {
+	cb, err := NewCBOR[profile]()
+	if err != nil {
+		f.Fatal(err)
+	}
+	b, _ := cb.Marshal(profile{Name: "x", Age: 1, Roles: []string{"a"}})
+	f.Add(b)
+	f.Add([]byte{0x9f, 0x9f, 0x9f, 0x9f}) // nested indefinite arrays
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var p profile
+		if err := cb.Unmarshal(b, &p); err != nil {
+			return
+		}
+		if len(p.Roles) > cborMaxElements {
+			t.Fatalf("decoded %d elements past the cap", len(p.Roles))
+		}
+	})
+}
