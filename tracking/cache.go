@@ -1,6 +1,7 @@
 package tracking
 
 import (
+	"errors"
 	"context"
 	"fmt"
 	"hash/maphash"
@@ -74,7 +75,9 @@ type Cache struct {
 	fastNow  interface{ UnixNano() int64 } // a clock with UnixNano
 	clk      clock.Clock
 
-	client rueidis.Client // nil for a local-only cache
+	// client is the Redis client; nil for a local-only cache, and until the
+	// first connection with Options.ConnectInBackground.
+	client atomic.Pointer[rueidis.Client]
 
 	lmu       sync.Mutex // serialises OnInvalidate
 	listeners atomic.Pointer[[]func(keys []string, epochBump bool)]
@@ -132,12 +135,19 @@ func New(ctx context.Context, opts *Options) (*Cache, error) {
 	bg, cancel := context.WithCancel(context.Background())
 	c.cancel = cancel
 	if cfg.Redis != nil {
-		if err := c.connect(ctx); err != nil {
+		err := c.connect(ctx)
+		switch {
+		case err == nil:
+			c.wg.Add(1)
+			go c.rearmLoop(bg)
+		case cfg.ConnectInBackground && errors.Is(err, ErrUnavailable):
+			cfg.Logger.Warn("tracking: redis unavailable; connecting in the background", "err", err)
+			c.wg.Add(1)
+			go c.connectLoop(bg)
+		default:
 			c.Close()
 			return nil, err
 		}
-		c.wg.Add(1)
-		go c.rearmLoop(bg)
 	}
 	return c, nil
 }
@@ -151,8 +161,8 @@ func (c *Cache) Close() error {
 		c.closed.Store(true)
 		c.cancel()
 		c.wg.Wait()
-		if c.client != nil {
-			c.client.Close()
+		if cl := c.redis(); cl != nil {
+			cl.Close()
 		}
 		for i := range c.shards {
 			s := &c.shards[i]
@@ -173,7 +183,15 @@ func (c *Cache) Close() error {
 // Options.NoLoop, a tracked key written through it (rather than Set or
 // Delete) is not invalidated locally. The client belongs to the Cache: do
 // not close it.
-func (c *Cache) Client() rueidis.Client { return c.client }
+func (c *Cache) Client() rueidis.Client { return c.redis() }
+
+// redis returns the client, or nil when there is none (yet).
+func (c *Cache) redis() rueidis.Client {
+	if p := c.client.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
 
 // Epoch returns the current epoch. It starts at 1 and grows by one on every
 // null invalidation (FLUSHALL, FLUSHDB, or a tracking connection closing);
@@ -292,7 +310,7 @@ func (c *Cache) Fill(t Ticket, key string, it Item, verified bool) bool {
 	if key == "" || c.closed.Load() {
 		return false
 	}
-	if c.client != nil && !tracked(c.cfg.prefixes, key) {
+	if c.cfg.Redis != nil && !tracked(c.cfg.prefixes, key) {
 		return false
 	}
 	h := c.hash(key)

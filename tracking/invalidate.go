@@ -1,6 +1,7 @@
 package tracking
 
 import (
+	"errors"
 	"context"
 	"strings"
 	"time"
@@ -159,7 +160,8 @@ func (c *Cache) rearmLoop(ctx context.Context) {
 		backoff := 5 * time.Millisecond
 		for {
 			pctx, cancel := context.WithTimeout(ctx, c.cfg.ConnWriteTimeout)
-			err := c.client.Do(pctx, c.client.B().Ping().Build()).Error()
+			cl := c.redis()
+			err := cl.Do(pctx, cl.B().Ping().Build()).Error()
 			cancel()
 			if err == nil || ctx.Err() != nil {
 				break
@@ -173,4 +175,39 @@ func (c *Cache) rearmLoop(ctx context.Context) {
 			backoff = min(2*backoff, maxBackoff)
 		}
 	}
+}
+
+// connectLoop dials Redis until it answers, for a cache started with
+// Options.ConnectInBackground while Redis was down. Once connected it bumps
+// the epoch, so listeners revalidate what was cached meanwhile, and hands
+// over to rearmLoop. A server that answers but is refused (too old, no
+// tracking) is logged and not retried.
+func (c *Cache) connectLoop(ctx context.Context) {
+	defer c.wg.Done()
+	const maxBackoff = time.Second
+	backoff := 10 * time.Millisecond
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, maxBackoff)
+		err := c.connect(ctx)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, ErrUnavailable) {
+			c.cfg.Logger.Error("tracking: redis refused; staying local-only", "err", err)
+			return
+		}
+		c.cfg.Logger.Debug("tracking: redis still unavailable", "err", err)
+	}
+	if c.closed.Load() {
+		return
+	}
+	c.bumpEpoch()
+	c.notify(nil, true)
+	c.wg.Add(1)
+	go c.rearmLoop(ctx)
 }

@@ -103,6 +103,15 @@ type Options struct {
 	// and invalidations share one ordered stream).
 	Redis *rueidis.ClientOption
 
+	// ConnectInBackground makes New succeed when Redis cannot be reached
+	// (the cause would be ErrUnavailable): the cache starts without a
+	// connection and dials in the background, backing off up to a second.
+	// Until it connects, Client returns nil and Fetch, Set and Delete return
+	// an error wrapping ErrUnavailable. On connecting, the epoch bumps, so
+	// listeners hear an epoch bump and revalidate what was cached meanwhile.
+	// Off by default: New fails.
+	ConnectInBackground bool
+
 	// Prefixes are the key prefixes tracked with CLIENT TRACKING BCAST.
 	// Redis refuses overlapping prefixes on one connection, so New tracks
 	// their minimal non-overlapping cover (see CoverPrefixes). Empty means

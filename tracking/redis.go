@@ -41,9 +41,9 @@ func (c *Cache) connect(ctx context.Context) error {
 		}
 		return fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
-	c.client = client
 	info, err := client.Do(ctx, client.B().Info().Section("server").Build()).ToString()
 	if err != nil {
+		client.Close()
 		return fmt.Errorf("%w: info server: %v", ErrUnavailable, err)
 	}
 	v, ok := infoField(info, "redis_version")
@@ -51,7 +51,15 @@ func (c *Cache) connect(ctx context.Context) error {
 		return fmt.Errorf("%w: no redis_version in INFO server", ErrUnsupportedServer)
 	}
 	if !versionAtLeast(v, MinRedisVersion) {
+		client.Close()
 		return fmt.Errorf("%w: redis %s < %s", ErrUnsupportedServer, v, MinRedisVersion)
+	}
+	// Closed is checked under no lock: a Close racing with a background
+	// connect is caught here or by Close seeing the stored client.
+	c.client.Store(&client)
+	if c.closed.Load() {
+		client.Close()
+		return ErrClosed
 	}
 	return nil
 }
@@ -93,7 +101,7 @@ func versionAtLeast(v, min string) bool {
 // and the connection is closed if no reply comes within ConnWriteTimeout. The
 // close bumps the epoch. Zero for a local-only cache.
 func (c *Cache) StalenessBound() time.Duration {
-	if c.client == nil {
+	if c.cfg.Redis == nil {
 		return 0
 	}
 	return 2*c.cfg.keepAlive + c.cfg.ConnWriteTimeout
@@ -115,11 +123,12 @@ func (c *Cache) Fetch(ctx context.Context, key string) (it Item, ok bool, err er
 	if it, fresh, ok := c.Get(key); ok && fresh {
 		return it, true, nil
 	}
-	if c.client == nil {
-		return Item{}, false, ErrNoRedis
+	cl, err := c.redisOrErr()
+	if err != nil {
+		return Item{}, false, err
 	}
 	t := c.Reserve(key)
-	raw, err := c.client.Do(ctx, c.client.B().Get().Key(key).Build()).AsBytes()
+	raw, err := cl.Do(ctx, cl.B().Get().Key(key).Build()).AsBytes()
 	if rueidis.IsRedisNil(err) {
 		return Item{}, false, nil
 	}
@@ -159,8 +168,10 @@ func (c *Cache) Set(ctx context.Context, key string, it Item, encoded []byte, tt
 		return fmt.Errorf("tracking: set %q: %w", key, ErrNegativeTTL)
 	case c.closed.Load():
 		return ErrClosed
-	case c.client == nil:
-		return ErrNoRedis
+	}
+	cl, err := c.redisOrErr()
+	if err != nil {
+		return err
 	}
 	isTracked := tracked(c.cfg.prefixes, key)
 	t := c.Reserve(key)
@@ -171,13 +182,12 @@ func (c *Cache) Set(ctx context.Context, key string, it Item, encoded []byte, tt
 	if isTracked && !c.cfg.NoLoop {
 		c.noteWrite(key)
 	}
-	cmd := c.client.B().Set().Key(key).Value(rueidis.BinaryString(encoded))
-	var err error
+	cmd := cl.B().Set().Key(key).Value(rueidis.BinaryString(encoded))
 	if ttl > 0 {
 		ms := max(ttl.Milliseconds(), 1)
-		err = c.client.Do(ctx, cmd.PxMilliseconds(ms).Build()).Error()
+		err = cl.Do(ctx, cmd.PxMilliseconds(ms).Build()).Error()
 	} else {
-		err = c.client.Do(ctx, cmd.Build()).Error()
+		err = cl.Do(ctx, cmd.Build()).Error()
 	}
 	if err != nil || !isTracked {
 		_ = c.writeLocal(key, nil, 0, nil)
@@ -214,14 +224,28 @@ func (c *Cache) Delete(ctx context.Context, key string) error {
 		return ErrEmptyKey
 	case c.closed.Load():
 		return ErrClosed
-	case c.client == nil:
-		return ErrNoRedis
+	}
+	cl, err := c.redisOrErr()
+	if err != nil {
+		return err
 	}
 	_ = c.writeLocal(key, nil, 0, nil)
-	err := c.client.Do(ctx, c.client.B().Del().Key(key).Build()).Error()
+	err = cl.Do(ctx, cl.B().Del().Key(key).Build()).Error()
 	_ = c.writeLocal(key, nil, 0, nil)
 	if err != nil {
 		return fmt.Errorf("tracking: delete %q: %w", key, err)
 	}
 	return nil
+}
+
+// redisOrErr returns the client, ErrNoRedis for a local-only cache, or
+// ErrUnavailable while a background connection is still being made.
+func (c *Cache) redisOrErr() (rueidis.Client, error) {
+	if c.cfg.Redis == nil {
+		return nil, ErrNoRedis
+	}
+	if cl := c.redis(); cl != nil {
+		return cl, nil
+	}
+	return nil, fmt.Errorf("%w: not connected yet", ErrUnavailable)
 }
