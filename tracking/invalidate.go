@@ -1,8 +1,8 @@
 package tracking
 
 import (
-	"errors"
 	"context"
+	"errors"
 	"strings"
 	"time"
 
