@@ -20,6 +20,7 @@ type faultState struct {
 	ch      chan struct{}         // closed when err is set
 	once    sync.Once
 	closing atomic.Bool // set by Close: background errors during shutdown are expected
+	stalled atomic.Bool // a Pebble write stall is in progress
 	log     *slog.Logger
 }
 
@@ -98,9 +99,11 @@ func eventListener(log *slog.Logger, f *faultState) *pebble.EventListener {
 			log.Warn("store: disk slow", "op", info.OpType.String(), "path", info.Path, "duration", info.Duration)
 		},
 		WriteStallBegin: func(info pebble.WriteStallBeginInfo) {
+			f.stalled.Store(true)
 			log.Warn("store: pebble write stall begins", "reason", info.Reason)
 		},
 		WriteStallEnd: func() {
+			f.stalled.Store(false)
 			log.Info("store: pebble write stall ends")
 		},
 		LowDiskSpace: func(info pebble.LowDiskSpaceInfo) {
