@@ -28,6 +28,12 @@ var (
 	// policy.
 	ErrUnavailable = errors.New("tracking: redis unavailable")
 
+	// ErrRefused is returned by New when Redis answers but refuses the
+	// connection: wrong credentials, a user without the needed rights, or a
+	// certificate that does not verify. New does not retry it, even with
+	// ConnectInBackground.
+	ErrRefused = errors.New("tracking: redis refused the connection")
+
 	// ErrNoRedis is returned by Fetch, Set and Delete on a local-only cache
 	// (Options.Redis == nil).
 	ErrNoRedis = errors.New("tracking: no redis configured")

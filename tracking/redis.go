@@ -2,6 +2,8 @@ package tracking
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"strconv"
@@ -38,6 +40,9 @@ func (c *Cache) connect(ctx context.Context) error {
 	if err != nil {
 		if errors.Is(err, rueidis.ErrNoCache) {
 			return fmt.Errorf("%w: %v", ErrTrackingRefused, err)
+		}
+		if refused(err) {
+			return fmt.Errorf("%w: %v", ErrRefused, err)
 		}
 		return fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
@@ -248,4 +253,20 @@ func (c *Cache) redisOrErr() (rueidis.Client, error) {
 		return cl, nil
 	}
 	return nil, fmt.Errorf("%w: not connected yet", ErrUnavailable)
+}
+
+// refused reports whether a connection error is the server (or its
+// certificate) saying no, rather than the server being unreachable: such an
+// error will not go away by retrying.
+func refused(err error) bool {
+	if _, ok := rueidis.IsRedisErr(err); ok {
+		return true
+	}
+	var unknownCA x509.UnknownAuthorityError
+	var hostname x509.HostnameError
+	var invalid x509.CertificateInvalidError
+	var verify *tls.CertificateVerificationError
+	var alert tls.AlertError
+	return errors.As(err, &unknownCA) || errors.As(err, &hostname) || errors.As(err, &invalid) ||
+		errors.As(err, &verify) || errors.As(err, &alert)
 }
