@@ -25,20 +25,19 @@ type Cache struct {
 	o      Options
 	router *router
 
-	mem   *tracking.Cache // memory tier; tracks Redis when a route needs it
-	rdb   rueidis.Client  // Redis; nil without Redis routes
-	ownRd bool            // rdb is ours to close (not mem's client)
-	disk  *store.DB       // nil without disk routes
-	wb    *writeBehind    // disk writes; nil without disk routes
-	trust *trust          // disk entries known to match Redis
-	herd  *herd.Group     // shared rebuilds for Redis routes
-	local *herd.Group     // in-process rebuilds for local routes
-	clk   clock.Clock     // expiry and XFetch
-	fast  *clock.Coarse   // owned coarse clock when Options.Clock is nil
-	nowFn func() int64    // Unix ns, cheap
-	reval chan struct{}   // wakes the revalidator
-	done  chan struct{}   // closed by Close
-	wg    sync.WaitGroup  // background goroutines
+	mem   *tracking.Cache            // memory tier; its client is the Redis tier
+	disk  *store.DB                  // nil without disk routes
+	wb    *writeBehind               // disk writes; nil without disk routes
+	trust *trust                     // disk entries known to match Redis
+	herdp atomic.Pointer[herd.Group] // shared rebuilds, once Redis is connected
+	herdM sync.Mutex                 // serialises creating herdp
+	local *herd.Group                // in-process rebuilds for local routes
+	clk   clock.Clock                // expiry and XFetch
+	fast  *clock.Coarse              // owned coarse clock when Options.Clock is nil
+	nowFn func() int64               // Unix ns, cheap
+	reval chan struct{}              // wakes the revalidator
+	done  chan struct{}              // closed by Close
+	wg    sync.WaitGroup             // background goroutines
 	rnd   struct {
 		sync.Mutex
 		r *rand.Rand
@@ -93,36 +92,30 @@ func Open(ctx context.Context, opts *Options) (*Cache, error) {
 		return nil, err
 	}
 
-	cover := trackedPrefixes(o.Routes)
 	to := &tracking.Options{
-		MaxBytes:       o.MemoryBytes,
-		KeepUnverified: true, // revalidated, not flushed, after a reconnect
-		NoLoop:         true, // our writes update the local entry themselves
-		Clock:          o.Clock,
-		Logger:         o.Logger,
+		MaxBytes:            o.MemoryBytes,
+		KeepUnverified:      true, // revalidated, not flushed, after a reconnect
+		NoLoop:              true, // our writes update the local entry themselves
+		ConnectInBackground: true, // Redis down at Open: serve by policy, recover
+		Clock:               o.Clock,
+		Logger:              o.Logger,
 	}
-	if needRedis && len(cover) > 0 {
+	if needRedis {
+		// One client serves every Redis route. When no route combines a
+		// local tier with Redis nothing needs tracking; a prefix no key
+		// starts with keeps the connection quiet (BCAST without a prefix
+		// would track every key).
 		to.Redis = o.Redis
-		to.Prefixes = cover
+		to.Prefixes = trackedPrefixes(o.Routes)
+		if len(to.Prefixes) == 0 {
+			to.Prefixes = []string{untrackedPrefix}
+		}
 	}
 	mem, err := tracking.New(ctx, to)
 	if err != nil {
 		return fail(fmt.Errorf("tiered: open memory tier: %w", err))
 	}
 	c.mem = mem
-	c.rdb = mem.Client()
-	if needRedis && c.rdb == nil {
-		// Only Redis-only routes use Redis: no tracking needed.
-		ro := *o.Redis
-		ro.DisableCache = true
-		if c.rdb, err = rueidis.NewClient(ro); err != nil {
-			return fail(fmt.Errorf("tiered: connect to redis: %w", err))
-		}
-		c.ownRd = true
-	}
-	if c.herd, err = herd.New(&herd.Options{Client: c.rdb, LeaseTTL: o.LeaseTTL, LoadTimeout: o.LoadTimeout, Logger: o.Logger}); err != nil {
-		return fail(fmt.Errorf("tiered: %w", err))
-	}
 	if c.local, err = herd.New(&herd.Options{LoadTimeout: o.LoadTimeout, Logger: o.Logger}); err != nil {
 		return fail(fmt.Errorf("tiered: %w", err))
 	}
@@ -174,7 +167,9 @@ func (c *Cache) onInvalidate(keys []string, epochBump bool) {
 				c.wb.put(k, nil)
 			}
 		}
-		c.herd.Wake(k)
+		if g := c.herdp.Load(); g != nil {
+			g.Wake(k)
+		}
 	}
 }
 
@@ -192,8 +187,8 @@ func (c *Cache) shutdown() error {
 	close(c.done)
 	c.wg.Wait()
 	var errs []error
-	if c.herd != nil {
-		errs = append(errs, c.herd.Close())
+	if g := c.herdp.Load(); g != nil {
+		errs = append(errs, g.Close())
 	}
 	if c.local != nil {
 		errs = append(errs, c.local.Close())
@@ -203,9 +198,6 @@ func (c *Cache) shutdown() error {
 	}
 	if c.disk != nil {
 		errs = append(errs, c.disk.Close())
-	}
-	if c.ownRd && c.rdb != nil {
-		c.rdb.Close()
 	}
 	if c.mem != nil {
 		errs = append(errs, c.mem.Close())
@@ -320,7 +312,11 @@ func (c *Cache) read(ctx context.Context, r *route, key string) ([]byte, bool, f
 	}
 	if r.Tiers&Redis != 0 {
 		tt := c.trustTicket(r, key)
-		raw, err := c.rdb.Do(ctx, c.rdb.B().Get().Key(key).Build()).AsBytes()
+		cl, err := c.redis()
+		if err != nil {
+			return nil, false, f, fmt.Errorf("tiered: get %q: %w", key, err)
+		}
+		raw, err := cl.Do(ctx, cl.B().Get().Key(key).Build()).AsBytes()
 		if rueidis.IsRedisNil(err) {
 			r.stats.misses.Add(1)
 			return nil, false, f, nil
@@ -513,9 +509,9 @@ func (c *Cache) load(ctx context.Context, r *route, key string, load Loader, f f
 		t = c.mem.Reserve(key)
 	}
 	tt := c.trustTicket(r, key)
-	g := c.local
-	if r.Tiers&Redis != 0 && byp&BypassWrites == 0 {
-		g = c.herd
+	g, shared := c.group(r)
+	if byp&BypassWrites != 0 {
+		g, shared = c.local, false
 	}
 	res, err := g.Do(ctx, key, nil, c.loadFunc(r, key, load))
 	if err != nil {
@@ -533,7 +529,7 @@ func (c *Cache) load(ctx context.Context, r *route, key string, load Loader, f f
 	}
 	var it tracking.Item
 	var ok bool
-	if g == c.herd && !res.Loaded {
+	if shared && !res.Loaded {
 		// Another process's value, read from Redis: check it.
 		it, ok, err = c.decodeRemote(r, key, res.Value)
 	} else {
@@ -573,10 +569,7 @@ func (c *Cache) maybeRefresh(r *route, key string, it tracking.Item, now int64, 
 
 // refresh rebuilds key in the background, once across the herd.
 func (c *Cache) refresh(r *route, key string, remote []byte, load Loader) {
-	g := c.local
-	if r.Tiers&Redis != 0 {
-		g = c.herd
-	}
+	g, _ := c.group(r)
 	var t tracking.Ticket
 	if r.Tiers&Memory != 0 {
 		t = c.mem.Reserve(key)
@@ -657,7 +650,10 @@ func (c *Cache) Set(ctx context.Context, key string, value []byte, ttl time.Dura
 				err = nil // stored in Redis; too big to cache locally
 			}
 		} else {
-			err = c.rdb.Do(ctx, c.rdb.B().Set().Key(key).Value(rueidis.BinaryString(enc)).PxMilliseconds(max(hardTTL.Milliseconds(), 1)).Build()).Error()
+			var cl rueidis.Client
+			if cl, err = c.redis(); err == nil {
+				err = cl.Do(ctx, cl.B().Set().Key(key).Value(rueidis.BinaryString(enc)).PxMilliseconds(max(hardTTL.Milliseconds(), 1)).Build()).Error()
+			}
 		}
 		if err != nil {
 			// Redis may or may not hold the new value: forget the local one.
@@ -714,7 +710,11 @@ func (c *Cache) Delete(ctx context.Context, key string) error {
 	}
 	c.forgetLocal(r, key)
 	if r.Tiers&Redis != 0 {
-		if err := c.rdb.Do(ctx, c.rdb.B().Del().Key(key).Build()).Error(); err != nil {
+		cl, err := c.redis()
+		if err == nil {
+			err = cl.Do(ctx, cl.B().Del().Key(key).Build()).Error()
+		}
+		if err != nil {
 			return fmt.Errorf("tiered: delete %q: %w", key, err)
 		}
 		c.forgetLocal(r, key) // a read that raced with the DEL
@@ -921,11 +921,18 @@ func (c *Cache) GetMany(ctx context.Context, keys []string) []Result {
 	if len(rest) == 0 {
 		return out
 	}
+	cl, err := c.redis()
+	if err != nil {
+		for _, x := range rest {
+			out[x.i].Err = fmt.Errorf("tiered: get %q: %w", keys[x.i], err)
+		}
+		return out
+	}
 	cmds := make(rueidis.Commands, len(rest))
 	for j, x := range rest {
-		cmds[j] = c.rdb.B().Get().Key(keys[x.i]).Build()
+		cmds[j] = cl.B().Get().Key(keys[x.i]).Build()
 	}
-	for j, res := range c.rdb.DoMulti(ctx, cmds...) {
+	for j, res := range cl.DoMulti(ctx, cmds...) {
 		x := rest[j]
 		key := keys[x.i]
 		raw, err := res.AsBytes()
@@ -983,12 +990,16 @@ func (c *Cache) InvalidatePrefix(ctx context.Context, prefix string) (int, error
 			return 0, fmt.Errorf("tiered: invalidate prefix %q on disk: %w", prefix, err)
 		}
 	}
-	if c.rdb == nil {
+	cl, err := c.redis()
+	if errors.Is(err, errNoRedis) {
 		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("tiered: invalidate prefix %q: %w", prefix, err)
 	}
 	n := 0
 	pattern := globEscape(prefix) + "*"
-	for _, client := range c.primaries() {
+	for _, client := range primaries(cl) {
 		var cursor uint64
 		for {
 			e, err := client.Do(ctx, client.B().Scan().Cursor(cursor).Match(pattern).Count(invalidateBatch).Build()).AsScanEntry()
@@ -1029,10 +1040,10 @@ func (c *Cache) dropDisk(keys []string) {
 }
 
 // primaries returns a client per Redis primary, so a SCAN covers them all.
-func (c *Cache) primaries() []rueidis.Client {
-	nodes := c.rdb.Nodes()
+func primaries(cl rueidis.Client) []rueidis.Client {
+	nodes := cl.Nodes()
 	if len(nodes) <= 1 {
-		return []rueidis.Client{c.rdb}
+		return []rueidis.Client{cl}
 	}
 	out := make([]rueidis.Client, 0, len(nodes))
 	for _, n := range nodes {
@@ -1052,4 +1063,54 @@ func globEscape(s string) string {
 		b = append(b, s[i])
 	}
 	return string(b)
+}
+
+// untrackedPrefix is tracked when no route needs tracking but Redis is
+// used: no key is expected to start with it.
+const untrackedPrefix = "\xffthermos:untracked\xff"
+
+var errNoRedis = errors.New("tiered: no redis configured")
+
+// redis returns the Redis client: ErrUnavailable while it is not connected
+// (Redis was down at Open), errNoRedis when no route uses Redis.
+func (c *Cache) redis() (rueidis.Client, error) {
+	if cl := c.mem.Client(); cl != nil {
+		return cl, nil
+	}
+	if c.o.Redis == nil {
+		return nil, errNoRedis
+	}
+	return nil, ErrUnavailable
+}
+
+// group returns the herd for r: shared through Redis when r uses Redis and
+// Redis is connected, else in-process only (a value loaded while Redis is
+// down is not written there).
+func (c *Cache) group(r *route) (g *herd.Group, shared bool) {
+	if r.Tiers&Redis == 0 {
+		return c.local, false
+	}
+	if g := c.herdp.Load(); g != nil {
+		return g, true
+	}
+	cl := c.mem.Client()
+	if cl == nil {
+		return c.local, false
+	}
+	c.herdM.Lock()
+	defer c.herdM.Unlock()
+	if g := c.herdp.Load(); g != nil {
+		return g, true
+	}
+	if c.closed.Load() {
+		return c.local, false
+	}
+	g, err := herd.New(&herd.Options{Client: cl, LeaseTTL: c.o.LeaseTTL, LoadTimeout: c.o.LoadTimeout, Logger: c.o.Logger})
+	if err != nil {
+		// Options were validated at Open; this cannot happen.
+		c.o.Logger.Error("tiered: shared herd", "err", err)
+		return c.local, false
+	}
+	c.herdp.Store(g)
+	return g, true
 }

@@ -28,6 +28,9 @@ var (
 	// ErrIntegrity is returned by typed reads of a value that failed
 	// signature verification; untyped reads treat such a value as a miss.
 	ErrIntegrity = errors.New("tiered: value failed integrity check")
+	// ErrUnavailable is returned (wrapped) by operations that need Redis
+	// while it is not connected: it was down at Open and has not come back.
+	ErrUnavailable = errors.New("tiered: redis unavailable")
 	// ErrDecode wraps a codec failure on a stored value.
 	ErrDecode = errors.New("tiered: cannot decode value")
 )

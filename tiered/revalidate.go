@@ -60,7 +60,11 @@ func expected(r *route, version uint64) string {
 
 // revalidateOne checks one key: one round trip.
 func (c *Cache) revalidateOne(ctx context.Context, r *route, key string, version uint64) (bool, error) {
-	res, err := revalidateScript.Exec(ctx, c.rdb, []string{key}, []string{expected(r, version)}).AsIntSlice()
+	cl, err := c.redis()
+	if err != nil {
+		return false, err
+	}
+	res, err := revalidateScript.Exec(ctx, cl, []string{key}, []string{expected(r, version)}).AsIntSlice()
 	if err != nil {
 		return false, fmt.Errorf("tiered: revalidate %q: %w", key, err)
 	}
@@ -71,6 +75,10 @@ func (c *Cache) revalidateOne(ctx context.Context, r *route, key string, version
 // the answers: a match makes the entry fresh (memory) and trusted (disk), a
 // mismatch drops it from every local tier.
 func (c *Cache) revalidateBatch(ctx context.Context, batch []check) error {
+	cl, err := c.redis()
+	if err != nil {
+		return err
+	}
 	bySlot := make(map[uint16][]int)
 	for i := range batch {
 		s := keyslot.Of(batch[i].key)
@@ -83,7 +91,7 @@ func (c *Cache) revalidateBatch(ctx context.Context, batch []check) error {
 			keys[j] = batch[i].key
 			args[j] = expected(batch[i].r, batch[i].version)
 		}
-		res, err := revalidateScript.Exec(ctx, c.rdb, keys, args).AsIntSlice()
+		res, err := revalidateScript.Exec(ctx, cl, keys, args).AsIntSlice()
 		if err != nil {
 			return fmt.Errorf("tiered: revalidate %d keys: %w", len(keys), err)
 		}
@@ -135,7 +143,10 @@ func (c *Cache) revalidator() {
 		case <-retry:
 		}
 		retry = nil
-		if c.rdb == nil {
+		if _, err := c.redis(); err != nil {
+			if !errors.Is(err, errNoRedis) {
+				retry = time.After(revalidationRetry)
+			}
 			continue
 		}
 		start := time.Now()
