@@ -136,8 +136,10 @@ func Open(dir string, opts *Options) (*DB, error) {
 		db.bg.Add(1)
 		go db.syncLoop()
 	}
-	db.bg.Add(1)
-	go db.maintainLoop()
+	if o.SweepInterval > 0 || o.MaxBytes > 0 {
+		db.bg.Add(1)
+		go db.maintainLoop()
+	}
 	return db, nil
 }
 

@@ -30,7 +30,8 @@
 //
 // # Expiry and eviction
 //
-// A maintenance pass runs at Open, every Options.SweepInterval (1 min by
+// A maintenance pass runs at Open (unless sweeping is off and there is no
+// budget), every Options.SweepInterval (1 min by
 // default), on Sweep, and when writes push the estimated size over
 // Options.MaxBytes. It deletes expired and corrupt entries, recounts the
 // logical size (keys plus encoded envelopes) of live entries exactly and, if

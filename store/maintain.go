@@ -48,7 +48,8 @@ func (db *DB) syncWAL(ctx context.Context) error {
 
 // maintainLoop runs a maintenance pass at start (to measure the store), every
 // SweepInterval (if positive) and whenever a write pushes the byte estimate
-// over MaxBytes. It stops when Close cancels bgCtx.
+// over MaxBytes. It runs only if sweeping is on or MaxBytes is set, and stops
+// when Close cancels bgCtx.
 func (db *DB) maintainLoop() {
 	defer db.bg.Done()
 	var tick <-chan time.Time

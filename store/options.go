@@ -76,9 +76,10 @@ type Options struct {
 	MaxBytes int64
 
 	// SweepInterval is how often a maintenance pass deletes expired entries.
-	// Zero means DefaultSweepInterval (1 min). Negative turns the periodic
-	// sweep off; Get and Scan still never return an expired entry, and a
-	// pass still runs when MaxBytes is exceeded.
+	// Zero means DefaultSweepInterval (1 min). Negative turns background
+	// passes off (unless MaxBytes is set: then a pass runs at Open and
+	// whenever the budget is exceeded); Get and Scan still never return an
+	// expired entry, and Sweep runs a pass on demand.
 	SweepInterval time.Duration
 
 	// MaxKeyBytes is the longest key accepted. Zero means DefaultMaxKeyBytes
