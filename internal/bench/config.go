@@ -24,14 +24,14 @@ const (
 // Defaults for Config's zero fields.
 const (
 	DefaultKeys      = 100_000
-	DefaultOps       = 500_000
+	DefaultOps       = 400_000
 	DefaultDuration  = 2 * time.Second
 	DefaultValueSize = 128
 	DefaultWriteRate = 2000 // writes per second in the staleness scenario
 	DefaultSeed      = 1
 	// DefaultSizes are the cache sizes of the hit-ratio sweep, as shares of
 	// Keys.
-	DefaultSizes = "0.1%,0.5%,1%,5%,10%,25%"
+	DefaultSizes = "0.1%,1%,5%,10%,25%"
 	// DefaultTraceDir is where the default trace files live, relative to the
 	// working directory (the module root for go run ./cmd/bench).
 	DefaultTraceDir = "../shared/traces"

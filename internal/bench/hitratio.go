@@ -12,7 +12,7 @@ import (
 
 // DefaultTraceSizes are the cache sizes, in entries, of trace replays; they
 // include 32,768, the ARC paper's anchor for P3.
-const DefaultTraceSizes = "1024,4096,16384,32768,131072"
+const DefaultTraceSizes = "4096,16384,32768,131072"
 
 // paperAnchor is a published hit ratio for a trace at one size.
 type paperAnchor struct {
@@ -67,12 +67,7 @@ func hitRatio(ctx context.Context, c Config, e *env, p *progress) (*Section, err
 			title, bname = w, w
 		}
 		sims, err := sweep(ctx, sizes, func(s []*sim) error {
-			for _, k := range stream {
-				for _, x := range s {
-					x.step(k)
-				}
-			}
-			return nil
+			return feed(s, sliceSource(stream))
 		})
 		if err != nil {
 			return nil, err
