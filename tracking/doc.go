@@ -46,8 +46,11 @@
 // Options.KeepUnverified, kept and returned by Get with fresh == false until
 // Revalidate promotes it. Outstanding tickets are refused. The connection is
 // re-established (and tracking re-armed) in the background. In Redis Cluster
-// each node's connection is tracked on its own; a drop of any node bumps the
-// one global epoch.
+// (rueidis detects it from the addresses) each node's connection is tracked
+// on its own and armed on every primary; a drop of any node's connection, or
+// a change of the slot → primary map seen by the periodic CLUSTER SLOTS check
+// (Options.TopologyInterval: failover, slot moved), bumps the one global
+// epoch.
 //
 // Read-your-own-writes: after Set or Delete returns, this Cache never returns
 // the key's previous value.
@@ -65,7 +68,13 @@
 // Keys outside the tracked prefixes are never cached from Redis. Writes of
 // tracked keys through Client() are invalidated like any other write, except
 // with Options.NoLoop (see there). Soft expiry and early refresh are the
-// caller's business; the cache returns SoftExpiry untouched. The cache does
-// not check that the Redis user's ACL allows reading every tracked prefix
-// (newer servers filter BCAST invalidations by it).
+// caller's business; the cache returns SoftExpiry untouched.
+//
+// Newer servers deliver a BCAST invalidation only to users allowed to read
+// the key, so New refuses (ErrACL, naming the prefix) a Redis user that may
+// not GET keys under a tracked prefix, asking with ACL DRYRUN or, when the
+// user may not run ACL commands, with a GET of the probe keys. Key
+// permissions are glob patterns and the check asks about a few sample keys
+// per prefix: a pattern that admits those samples but not every key under
+// the prefix is not caught.
 package tracking

@@ -59,6 +59,9 @@ func (c *Cache) connect(ctx context.Context) error {
 		client.Close()
 		return fmt.Errorf("%w: redis %s < %s", ErrUnsupportedServer, v, MinRedisVersion)
 	}
+	if err := c.checkACL(ctx, client); err != nil {
+		return err
+	}
 	// Closed is checked under no lock: a Close racing with a background
 	// connect is caught here or by Close seeing the stored client.
 	c.client.Store(&client)
