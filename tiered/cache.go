@@ -564,6 +564,20 @@ func (c *Cache) maybeRefresh(r *route, key string, it tracking.Item, now int64, 
 	if !herd.ShouldRefresh(time.Unix(0, now), time.Unix(0, it.SoftExpiry), it.Delta, r.Beta, u) {
 		return
 	}
+	if remote == nil && r.Tiers&Redis != 0 {
+		// The herd takes the lease only if Redis still holds the value we
+		// saw, so across processes one caller refreshes each value. The
+		// envelope encodes deterministically, so the bytes can be rebuilt;
+		// a signed one cannot (the tag is not kept in memory): then any
+		// caller whose lease attempt comes first refreshes.
+		switch {
+		case r.Raw:
+			remote = it.Value
+		case c.o.Signing == nil:
+			e := entryOf(r, it)
+			remote = e.Append(nil)
+		}
+	}
 	c.refresh(r, key, remote, load)
 }
 
