@@ -171,10 +171,11 @@ func addSweep(sec *Section, name, bname, what string, sizes []int, keys int, sim
 	cols = append(cols, policies()...)
 	t := Table{Title: fmt.Sprintf("hit ratio, %s: %s", name, what), Columns: cols}
 	ch := Chart{Title: "hit ratio, " + name, Kind: LineChart, XLabel: "cache size (entries, log scale)", YLabel: "hit ratio (%)", LogX: true}
+	ch.Series = make([]Series, len(policies()))
 	byPolicy := map[string]*Series{}
-	for _, pol := range policies() {
-		ch.Series = append(ch.Series, Series{Name: pol})
-		byPolicy[pol] = &ch.Series[len(ch.Series)-1]
+	for i, pol := range policies() {
+		ch.Series[i].Name = pol
+		byPolicy[pol] = &ch.Series[i] // ch.Series is never appended to again
 	}
 	for _, sz := range sizes {
 		row := []string{strconv.Itoa(sz)}

@@ -18,7 +18,7 @@ table{border-collapse:collapse;font-size:12px;margin-bottom:12px}
 th,td{border:1px solid #ddd;padding:3px 8px;text-align:right}th{background:#f3f3f3}
 td:first-child,th:first-child{text-align:left}
 .note{color:#555;font-size:13px;margin:4px 0}.meta{color:#555;font-size:13px}
-.charts{display:flex;flex-wrap:wrap;gap:12px}svg{border:1px solid #eee}
+.charts{display:flex;flex-wrap:wrap;gap:12px}svg{border:1px solid #eee;max-width:100%;height:auto}
 </style></head><body>
 <h1>thermos benchmark</h1>
 <p class="meta">{{.R.Started.Format "2006-01-02 15:04:05 MST"}} · {{.R.Host.GOOS}}/{{.R.Host.GOARCH}} · {{.R.Host.CPUs}} CPUs · {{.R.Host.GoVersion}} · Redis: {{.R.Host.Redis}} · took {{.R.Duration}}</p>

@@ -71,7 +71,7 @@ func run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (*Results, e
 			return nil, err
 		}
 	}
-	res.Duration = time.Since(res.Started)
+	res.Duration = time.Since(res.Started).Round(time.Millisecond)
 	if err := res.WriteBench(stdout); err != nil {
 		return nil, err
 	}

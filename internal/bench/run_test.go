@@ -124,6 +124,23 @@ func TestRunReducedSuite(t *testing.T) {
 	if len(svgs) != charts {
 		t.Errorf("report has %d SVG charts, want %d", len(svgs), charts)
 	}
+	// Every series of every chart has points, and every line series is drawn.
+	lines := 0
+	for _, s := range res.Sections {
+		for _, c := range s.Charts {
+			for _, sr := range c.Series {
+				if len(sr.Points) == 0 {
+					t.Errorf("chart %q: series %q has no points", c.Title, sr.Name)
+				}
+				if c.Kind == LineChart {
+					lines++
+				}
+			}
+		}
+	}
+	if n := len(regexp.MustCompile(`<polyline[^>]*points="[0-9]`).FindAllString(string(page), -1)); n != lines {
+		t.Errorf("report draws %d lines, want one per line series (%d)", n, lines)
+	}
 	for i, s := range svgs {
 		// A drawn chart has a polyline with points or a bar taller than 0.5.
 		if !regexp.MustCompile(`<polyline[^>]*points="[0-9]|<rect x="[^"]*" y="[^"]*" width="[^"]*" height="([1-9]|0\.[6-9])`).MatchString(s) {

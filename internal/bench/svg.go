@@ -10,14 +10,15 @@ import (
 
 // Chart geometry, in SVG user units.
 const (
-	svgW, svgH                 = 760, 340
-	padL, padR, padT, padB     = 70, 180, 34, 50
+	svgW, svgH                 = 540, 330
+	padL, padR, padT, padB     = 62, 16, 52, 64
 	plotW, plotH               = svgW - padL - padR, svgH - padT - padB
-	legendX                    = svgW - padR + 14
+	legendY                    = 38
 	tickCount                  = 5
 	barGap                     = 0.2 // share of a group's width left empty
 	strokeWidth, markerRadius  = 2, 3
 	titleSize, labelSize, tick = 14, 12, 11
+	charWidth                  = 6.5 // rough width of one tick-size character
 )
 
 // palette is a colour-blind-friendly set (Okabe–Ito), cycled per series.
@@ -81,12 +82,13 @@ func (b *svgBuf) frame(c Chart, ylo, yhi float64) func(float64) float64 {
 	}
 	fmt.Fprintf(b, `<line x1="%d" x2="%d" y1="%d" y2="%d" stroke="#333"/>`, padL, padL+plotW, padT+plotH, padT+plotH)
 	fmt.Fprintf(b, `<line x1="%d" x2="%d" y1="%d" y2="%d" stroke="#333"/>`, padL, padL, padT, padT+plotH)
-	b.text(padL+plotW/2, svgH-10, "middle", labelSize, c.XLabel, "")
+	b.text(padL+plotW/2, svgH-8, "middle", labelSize, c.XLabel, "")
 	b.text(16, padT+plotH/2, "middle", labelSize, c.YLabel, fmt.Sprintf(`transform="rotate(-90 16 %d)"`, padT+plotH/2))
+	lx := float64(padL)
 	for i, s := range c.Series {
-		ly := float64(padT + 10 + 18*i)
-		fmt.Fprintf(b, `<rect x="%d" y="%.1f" width="12" height="12" fill="%s"/>`, legendX, ly-10, colour(i))
-		b.text(legendX+18, ly, "start", tick, s.Name, "")
+		fmt.Fprintf(b, `<rect x="%.1f" y="%d" width="12" height="12" fill="%s"/>`, lx, legendY-10, colour(i))
+		b.text(lx+16, legendY, "start", tick, s.Name, "")
+		lx += 16 + charWidth*float64(len([]rune(s.Name))) + 14
 	}
 	return y
 }
@@ -189,8 +191,19 @@ func barSVG(c Chart) template.HTML {
 	}
 	gw := float64(plotW) / float64(len(groups))
 	bw := gw * (1 - barGap) / float64(len(c.Series))
+	longest := 0
+	for _, name := range groups {
+		longest = max(longest, len([]rune(name)))
+	}
 	for g, name := range groups {
-		b.text(padL+gw*(float64(g)+0.5), padT+plotH+16, "middle", tick, name, "")
+		x := padL + gw*(float64(g)+0.5)
+		if charWidth*float64(longest) < gw {
+			b.text(x, padT+plotH+16, "middle", tick, name, "")
+			continue
+		}
+		// Too long to sit side by side: slant them.
+		y := float64(padT + plotH + 14)
+		b.text(x, y, "end", tick, name, fmt.Sprintf(`transform="rotate(-20 %.1f %.1f)"`, x, y))
 	}
 	for i, s := range c.Series {
 		for _, p := range s.Points {
