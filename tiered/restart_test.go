@@ -1,0 +1,279 @@
+package tiered
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/thermoscache/thermos/internal/redistest"
+)
+
+// origin is the test's source of truth: what a loader returns for a key.
+// Absent keys return ErrNotFound. It records which keys were loaded.
+type origin struct {
+	mu     sync.Mutex
+	vals   map[string]string
+	loaded map[string]int
+}
+
+func newOrigin() *origin {
+	return &origin{vals: make(map[string]string), loaded: make(map[string]int)}
+}
+
+func (o *origin) set(key, v string) {
+	o.mu.Lock()
+	o.vals[key] = v
+	o.mu.Unlock()
+}
+
+func (o *origin) del(key string) {
+	o.mu.Lock()
+	delete(o.vals, key)
+	o.mu.Unlock()
+}
+
+func (o *origin) Load(_ context.Context, key string) ([]byte, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.loaded[key]++
+	v, ok := o.vals[key]
+	if !ok {
+		return nil, ErrNotFound
+	}
+	return []byte(v), nil
+}
+
+func (o *origin) loads() map[string]int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	m := make(map[string]int, len(o.loaded))
+	for k, v := range o.loaded {
+		m[k] = v
+	}
+	return m
+}
+
+func restartKey(i int) string  { return fmt.Sprintf("rs:%05d", i) }
+func oldValue(key string) string { return "old:" + key }
+func newValue(key string) string { return "new:" + key }
+
+// TestRestartNeverServesChangedKeys is issue 5's restart acceptance test.
+// Instance A warms 10,000 keys and closes. While it is down another cache
+// rewrites 700 and deletes 400 of them, and redis-cli overwrites 300 with
+// raw, undecodable bytes and deletes 100 more. A reopens on the same
+// directory: none of the 1,500 is ever served with its old value, and the
+// 8,500 others are served from memory or disk without calling the loader.
+func TestRestartNeverServesChangedKeys(t *testing.T) {
+	const (
+		keys       = 10_000
+		setByCache = 700
+		setRaw     = 300
+		delByCache = 400
+		delByCLI   = 100
+	)
+	s := redistest.Start(t, nil)
+	ctx := context.Background()
+	dir := t.TempDir()
+	opts := func(dir string) *Options {
+		return &Options{
+			Redis:  redisOpts(s),
+			Dir:    dir,
+			Logger: quietLog,
+			Routes: []Route{{Prefix: "rs:", Tiers: Memory | Disk | Redis, TTL: time.Hour, Beta: -1}},
+		}
+	}
+
+	// A warms every key. (Set, not GetOrLoad: a value a shared load writes
+	// to Redis is not kept locally, see TestLoadedValueCachedLocally.)
+	org := newOrigin()
+	a := openT(t, opts(dir))
+	parallel(t, keys, 8, func(i int) error {
+		k := restartKey(i)
+		org.set(k, oldValue(k))
+		return a.Set(ctx, k, []byte(oldValue(k)), 0)
+	})
+	if err := a.Close(); err != nil {
+		t.Fatalf("close A: %v", err)
+	}
+
+	// While A is down: choose 1,500 keys at random and change them.
+	rng := rand.New(rand.NewPCG(1, 2))
+	perm := rng.Perm(keys)
+	changed := make(map[string]string, 1500) // key → what Redis/origin now hold ("" = deleted)
+	var rawSet, cliDel []string
+	b := openT(t, &Options{Redis: redisOpts(s), Logger: quietLog, Routes: []Route{{Prefix: "rs:", Tiers: Memory | Redis, TTL: time.Hour}}})
+	for n, i := range perm[:setByCache+setRaw+delByCache+delByCLI] {
+		k := restartKey(i)
+		switch {
+		case n < setByCache:
+			if err := b.Set(ctx, k, []byte(newValue(k)), 0); err != nil {
+				t.Fatalf("B.Set: %v", err)
+			}
+			changed[k] = newValue(k)
+			org.set(k, newValue(k))
+		case n < setByCache+setRaw:
+			rawSet = append(rawSet, k, "raw-bytes-from-another-program:"+k)
+			changed[k] = newValue(k)
+			org.set(k, newValue(k)) // the other program also updated the origin
+		case n < setByCache+setRaw+delByCache:
+			if err := b.Delete(ctx, k); err != nil {
+				t.Fatalf("B.Delete: %v", err)
+			}
+			changed[k] = ""
+			org.del(k)
+		default:
+			cliDel = append(cliDel, k)
+			changed[k] = ""
+			org.del(k)
+		}
+	}
+	if out := s.CLI(append([]string{"MSET"}, rawSet...)...); out != "OK" {
+		t.Fatalf("redis-cli MSET: %s", out)
+	}
+	if out := s.CLI(append([]string{"DEL"}, cliDel...)...); out != fmt.Sprint(delByCLI) {
+		t.Fatalf("redis-cli DEL = %s, want %d", out, delByCLI)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// check is what every read of A must satisfy.
+	var violations sync.Map
+	check := func(k string, v []byte, ok bool) {
+		want, isChanged := changed[k]
+		switch {
+		case ok && string(v) == oldValue(k) && isChanged:
+			violations.Store(k, "served its old value after it changed while A was down")
+		case ok && isChanged && string(v) != want:
+			violations.Store(k, fmt.Sprintf("served %q, want %q", v, want))
+		case ok && !isChanged && string(v) != oldValue(k):
+			violations.Store(k, fmt.Sprintf("served %q, want %q", v, oldValue(k)))
+		case !isChanged && !ok:
+			violations.Store(k, "unchanged key missed")
+		}
+	}
+
+	// A reopens. For one second a reader goes through the keys in a
+	// random order with GetOrLoad while the background revalidation runs.
+	warmOpen := time.Now()
+	a = openT(t, opts(dir))
+	openTook := time.Since(warmOpen)
+	warm := firstSecond(t, a, org, perm, check)
+
+	// Then every key is read once more, after the background pass.
+	waitFor(t, 60*time.Second, func() bool { return a.Stats().LastRevalidation > 0 }, "the first revalidation pass")
+	st := a.Stats()
+	t.Logf("warm restart: Open took %v (warmed %d entries); background revalidation pass %v (revalidated %d, dropped %d)",
+		openTook, st.Warmed, st.LastRevalidation, st.Revalidated, st.Dropped)
+	loadsBefore := org.loads()
+	det := &Detector{}
+	dctx := WithDetector(ctx, det)
+	for i := range keys {
+		k := restartKey(i)
+		v, ok, err := a.GetOrLoad(dctx, k, org)
+		if err != nil {
+			t.Fatalf("GetOrLoad(%s): %v", k, err)
+		}
+		check(k, v, ok)
+		if _, isChanged := changed[k]; !isChanged {
+			if src, _ := det.Source(k); src != SourceMemory && src != SourceDisk {
+				t.Errorf("unchanged %s served from %v, want memory or disk", k, src)
+			}
+		}
+	}
+	for k, n := range org.loads() {
+		if _, isChanged := changed[k]; !isChanged && n > loadsBefore[k] {
+			t.Errorf("loader called for unchanged key %s after the restart", k)
+		}
+	}
+	violations.Range(func(k, why any) bool {
+		t.Errorf("%s: %s", k, why)
+		return true
+	})
+	if st.Warmed != keys {
+		t.Errorf("Warmed = %d, want %d", st.Warmed, keys)
+	}
+	rs := a.Stats().Routes[0]
+	if rs.Dropped < int64(len(changed)) {
+		t.Errorf("route Dropped = %d, want >= %d changed keys", rs.Dropped, len(changed))
+	}
+
+	// Cold start for comparison: the same reader, an empty directory.
+	cold := openT(t, opts(t.TempDir()))
+	coldRes := firstSecond(t, cold, org, perm, check)
+	t.Logf("first second after open: warm restart %d reads, local hit ratio %.3f, loader calls %d; cold start %d reads, local hit ratio %.3f, loader calls %d",
+		warm.reads, warm.localRatio(), warm.loads, coldRes.reads, coldRes.localRatio(), coldRes.loads)
+	if warm.localRatio() <= coldRes.localRatio() {
+		t.Errorf("warm restart's local hit ratio %.3f is not above a cold start's %.3f", warm.localRatio(), coldRes.localRatio())
+	}
+}
+
+type firstSecondResult struct {
+	reads, local, loads int64
+}
+
+func (r firstSecondResult) localRatio() float64 {
+	if r.reads == 0 {
+		return 0
+	}
+	return float64(r.local) / float64(r.reads)
+}
+
+// firstSecond reads keys in perm's order with GetOrLoad for one second and
+// counts the reads answered by memory or disk.
+func firstSecond(t *testing.T, c *Cache, org *origin, perm []int, check func(string, []byte, bool)) firstSecondResult {
+	t.Helper()
+	ctx := context.Background()
+	before := org.loads()
+	var res firstSecondResult
+	end := time.Now().Add(time.Second)
+	for n := 0; time.Now().Before(end); n++ {
+		k := restartKey(perm[n%len(perm)])
+		det := &Detector{}
+		v, ok, err := c.GetOrLoad(WithDetector(ctx, det), k, org)
+		if err != nil {
+			t.Fatalf("GetOrLoad(%s): %v", k, err)
+		}
+		check(k, v, ok)
+		res.reads++
+		if src, _ := det.Source(k); src == SourceMemory || src == SourceDisk {
+			res.local++
+		}
+	}
+	for k, n := range org.loads() {
+		res.loads += int64(n - before[k])
+	}
+	return res
+}
+
+// parallel runs fn(0..n-1) on workers goroutines and fails t on the first
+// error.
+func parallel(t testing.TB, n, workers int, fn func(i int) error) {
+	t.Helper()
+	var wg sync.WaitGroup
+	var once sync.Once
+	var first error
+	next := make(chan int)
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				if err := fn(i); err != nil {
+					once.Do(func() { first = err })
+				}
+			}
+		}()
+	}
+	for i := range n {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	if first != nil {
+		t.Fatal(first)
+	}
+}
