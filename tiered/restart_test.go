@@ -56,7 +56,7 @@ func (o *origin) loads() map[string]int {
 	return m
 }
 
-func restartKey(i int) string  { return fmt.Sprintf("rs:%05d", i) }
+func restartKey(i int) string    { return fmt.Sprintf("rs:%05d", i) }
 func oldValue(key string) string { return "old:" + key }
 func newValue(key string) string { return "new:" + key }
 
