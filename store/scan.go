@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"hash/maphash"
+	"unsafe"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/thermoscache/thermos/internal/envelope"
@@ -90,10 +91,16 @@ func (db *DB) scan(ctx context.Context, prefix string, fn func(string, envelope.
 		if h.Expired(now) {
 			continue
 		}
-		p := make([]byte, len(val)-h.Size())
-		copy(p, val[h.Size():])
+		// One allocation holds both the key and the payload copy; the key's
+		// bytes are never written again, so viewing them as a string is safe.
+		k := it.Key()
+		buf := make([]byte, len(k)+len(val)-h.Size())
+		copy(buf, k)
+		copy(buf[len(k):], val[h.Size():])
+		key := unsafe.String(unsafe.SliceData(buf), len(k))
+		p := buf[len(k):len(buf):len(buf)]
 		inFn = true
-		err := fn(string(it.Key()), envelope.Entry{Header: h, Payload: p})
+		err := fn(key, envelope.Entry{Header: h, Payload: p})
 		inFn = false
 		if err != nil {
 			return err
