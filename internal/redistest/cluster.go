@@ -552,3 +552,19 @@ func (c *Cluster) runningPrimaries() []*ClusterNode {
 	}
 	return ps
 }
+
+// SlotMap returns, once the cluster has settled, the owner of every slot:
+// SlotMap()[slot] is the primary serving it.
+func (c *Cluster) SlotMap() []*ClusterNode {
+	c.tb.Helper()
+	v := c.wait("the cluster to settle", nil)
+	m := make([]*ClusterNode, 16384)
+	for id, l := range v.lines {
+		for _, r := range l.slots {
+			for s := r[0]; s <= r[1]; s++ {
+				m[s] = c.nodeByID(id)
+			}
+		}
+	}
+	return m
+}
