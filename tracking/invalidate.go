@@ -150,6 +150,7 @@ func (c *Cache) onInvalidations(msgs []rueidis.RedisMessage) {
 // our prefixes, so a PING is enough. It stops when ctx is cancelled (Close).
 func (c *Cache) rearmLoop(ctx context.Context) {
 	defer c.wg.Done()
+	c.startTopologyWatch(ctx) // Redis Cluster only: see cluster.go
 	const maxBackoff = 250 * time.Millisecond
 	for {
 		select {
@@ -160,8 +161,7 @@ func (c *Cache) rearmLoop(ctx context.Context) {
 		backoff := 5 * time.Millisecond
 		for {
 			pctx, cancel := context.WithTimeout(ctx, c.cfg.ConnWriteTimeout)
-			cl := c.redis()
-			err := cl.Do(pctx, cl.B().Ping().Build()).Error()
+			err := c.ping(pctx) // on a cluster, every primary
 			cancel()
 			if err == nil || ctx.Err() != nil {
 				break

@@ -32,6 +32,9 @@ const (
 	// len(key) + cap(Value): the entry struct, golang-lru's list element and
 	// the map slot, measured on amd64 (see TestHeapWithinBudget).
 	EntryOverhead = 256
+	// DefaultTopologyInterval is how often a cache on Redis Cluster checks
+	// the slot map when Options.TopologyInterval is zero.
+	DefaultTopologyInterval = time.Second
 	// MinRedisVersion is the oldest Redis server New accepts: 7.0.5 fixed
 	// NOLOOP in scripts and the ordering of invalidation pushes.
 	MinRedisVersion = "7.0.5"
@@ -163,6 +166,18 @@ type Options struct {
 	// Redis.ConnWriteTimeout if set, else DefaultConnWriteTimeout.
 	ConnWriteTimeout time.Duration
 
+	// TopologyInterval is, on Redis Cluster, how often the cache reads
+	// CLUSTER SLOTS: when the slot → primary map changed (a failover, a slot
+	// moved) the epoch bumps, so entries served by a node that changed
+	// become unverified; every check also arms CLIENT TRACKING on every
+	// primary. It bounds how long a failover that closes no connection of
+	// ours (a partition, a coordinated failover) goes unnoticed. If
+	// Redis.ClusterOption.ShardsRefreshInterval is zero it is set to this
+	// too, so rueidis's slot map is as fresh. Zero means
+	// DefaultTopologyInterval; negative turns the check off. Ignored on a
+	// single server.
+	TopologyInterval time.Duration
+
 	// Decode turns the bytes Fetch reads from Redis into an Item. Nil means
 	// raw bytes: Value = raw, every other field zero. Decode may keep raw.
 	Decode func(key string, raw []byte) (Item, error)
@@ -237,6 +252,12 @@ func (o *Options) config() (*config, error) {
 		}
 		if c.ConnWriteTimeout == 0 {
 			c.ConnWriteTimeout = DefaultConnWriteTimeout
+		}
+		if c.TopologyInterval == 0 {
+			c.TopologyInterval = DefaultTopologyInterval
+		}
+		if c.TopologyInterval > 0 && r.ClusterOption.ShardsRefreshInterval == 0 {
+			c.Redis.ClusterOption.ShardsRefreshInterval = c.TopologyInterval
 		}
 		c.keepAlive = r.Dialer.KeepAlive
 		if c.keepAlive <= 0 {
