@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strconv"
 	"sync/atomic"
@@ -275,10 +274,6 @@ func (r *rueidisTarget) Set(ctx context.Context, key string, v []byte) error {
 }
 
 func (r *rueidisTarget) Close() error { r.c.Close(); return nil }
-
-// errNoRedis is returned by a spec's build when it needs Redis and the run
-// has none.
-var errNoRedis = errors.New("bench: no redis for this target")
 
 // redisNoCache is a client option without client-side caching (no CLIENT
 // TRACKING at all).

@@ -8,9 +8,9 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 
 	"github.com/klauspost/compress/zstd"
@@ -178,16 +178,17 @@ func (r *Reader) nextARC() (uint64, error) {
 		if err != nil {
 			return 0, err
 		}
-		f := bytes.Fields(b)
-		if len(f) == 0 {
+		f0, rest := nextField(b)
+		f1, _ := nextField(rest)
+		if f0 == nil {
 			continue
 		}
-		if len(f) < 2 {
+		if f1 == nil {
 			return 0, fmt.Errorf("%w: ARC line %d: want \"start nblocks ignore reqno\", got %q", ErrFormat, r.line, b)
 		}
-		start, err1 := strconv.ParseUint(string(f[0]), 10, 64)
-		n, err2 := strconv.ParseUint(string(f[1]), 10, 64)
-		if err1 != nil || err2 != nil {
+		start, ok0 := parseUint(f0)
+		n, ok1 := parseUint(f1)
+		if !ok0 || !ok1 {
 			return 0, fmt.Errorf("%w: ARC line %d: start and nblocks must be unsigned integers, got %q", ErrFormat, r.line, b)
 		}
 		r.block, r.left = start, n
@@ -208,7 +209,7 @@ func (r *Reader) nextText() (uint64, error) {
 		if len(b) == 0 {
 			continue
 		}
-		if k, err := strconv.ParseUint(string(b), 10, 64); err == nil {
+		if k, ok := parseUint(b); ok {
 			return k, nil
 		}
 		h := fnv.New64a()
@@ -247,4 +248,40 @@ func (r *Reader) nextInt64() (uint64, error) {
 		return 0, err
 	}
 	return binary.BigEndian.Uint64(b), nil
+}
+
+// nextField returns the first space-separated field of b and what follows
+// it, or nil if b holds only spaces.
+func nextField(b []byte) (field, rest []byte) {
+	i := 0
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t') {
+		i++
+	}
+	j := i
+	for j < len(b) && b[j] != ' ' && b[j] != '\t' {
+		j++
+	}
+	if i == j {
+		return nil, nil
+	}
+	return b[i:j], b[j:]
+}
+
+// parseUint parses a decimal uint64 without allocating.
+func parseUint(b []byte) (uint64, bool) {
+	if len(b) == 0 || len(b) > 20 {
+		return 0, false
+	}
+	var v uint64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		d := uint64(c - '0')
+		if v > (math.MaxUint64-d)/10 {
+			return 0, false
+		}
+		v = v*10 + d
+	}
+	return v, true
 }

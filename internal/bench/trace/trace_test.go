@@ -192,3 +192,24 @@ func TestOpenFileAndClose(t *testing.T) {
 		t.Errorf("second Close: %v", err)
 	}
 }
+
+func TestParseUint(t *testing.T) {
+	tests := []struct {
+		in   string
+		want uint64
+		ok   bool
+	}{
+		{"0", 0, true},
+		{"42", 42, true},
+		{"18446744073709551615", 18446744073709551615, true},
+		{"18446744073709551616", 0, false},
+		{"-1", 0, false},
+		{"1x", 0, false},
+		{"", 0, false},
+	}
+	for _, tt := range tests {
+		if got, ok := parseUint([]byte(tt.in)); got != tt.want || ok != tt.ok {
+			t.Errorf("parseUint(%q) = %d, %v, want %d, %v", tt.in, got, ok, tt.want, tt.ok)
+		}
+	}
+}
