@@ -231,14 +231,17 @@ func (c *Cache) Get(ctx context.Context, key string) ([]byte, bool, error) {
 	if err != nil {
 		return nil, false, err
 	}
-	if bypassOf(ctx)&BypassReads != 0 {
+	ctl := ctlOf(ctx)
+	if ctl != nil && ctl.bypass&BypassReads != 0 {
 		return nil, false, nil
 	}
 	if r.Tiers&Memory != 0 {
 		if it, fresh, ok := c.mem.Get(key); ok && (fresh || r.Tiers&Redis == 0) {
 			if it.SoftExpiry == 0 || c.now() < it.SoftExpiry {
-				r.stats.memHits.Add(1)
-				note(ctx, key, SourceMemory)
+				r.stats.memHits.add(key)
+				if ctl != nil && ctl.detector != nil {
+					ctl.detector.record(key, SourceMemory)
+				}
 				if it.Flags&envelope.FlagNegative != 0 {
 					return nil, false, nil
 				}
@@ -279,7 +282,7 @@ func (c *Cache) read(ctx context.Context, r *route, key string) ([]byte, bool, f
 			case it.SoftExpiry != 0 && now >= it.SoftExpiry:
 				f = found{it: it, src: SourceMemory, stale: true}
 			default:
-				r.stats.memHits.Add(1)
+				r.stats.memHits.add(key)
 				note(ctx, key, SourceMemory)
 				if it.Flags&envelope.FlagNegative != 0 {
 					return nil, false, f, nil
@@ -396,6 +399,7 @@ func (c *Cache) readDisk(ctx context.Context, r *route, key string) (tracking.It
 		var ok bool
 		var err error
 		tt := c.trustTicket(r, key)
+		c.stats.diskReads.Add(1)
 		e, ok, err = c.disk.Get(ctx, key)
 		if err != nil || !ok {
 			return tracking.Item{}, false, err
@@ -467,7 +471,7 @@ func (c *Cache) GetOrLoad(ctx context.Context, key string, load Loader) ([]byte,
 		if it, fresh, ok := c.mem.Get(key); ok && (fresh || r.Tiers&Redis == 0) {
 			now := c.now()
 			if it.SoftExpiry == 0 || now < it.SoftExpiry {
-				r.stats.memHits.Add(1)
+				r.stats.memHits.add(key)
 				note(ctx, key, SourceMemory)
 				c.maybeRefresh(r, key, it, now, nil, load)
 				if it.Flags&envelope.FlagNegative != 0 {
@@ -685,6 +689,7 @@ func (c *Cache) Set(ctx context.Context, key string, value []byte, ttl time.Dura
 	if r.Tiers&Disk != 0 {
 		e := entryOf(r, it)
 		if c.o.SyncWrites {
+			c.stats.diskWrites.Add(1)
 			if err := c.disk.SetEntry(ctx, key, &e); err != nil {
 				return fmt.Errorf("tiered: set %q on disk: %w", key, err)
 			}
@@ -914,7 +919,7 @@ func (c *Cache) GetMany(ctx context.Context, keys []string) []Result {
 		}
 		if r.Tiers&Memory != 0 {
 			if it, fresh, ok := c.mem.Get(key); ok && (fresh || r.Tiers&Redis == 0) && (it.SoftExpiry == 0 || c.now() < it.SoftExpiry) {
-				r.stats.memHits.Add(1)
+				r.stats.memHits.add(key)
 				note(ctx, key, SourceMemory)
 				if it.Flags&envelope.FlagNegative == 0 {
 					out[i] = Result{Value: it.Value, OK: true}
@@ -991,6 +996,7 @@ func (c *Cache) InvalidatePrefix(ctx context.Context, prefix string) (int, error
 	c.mem.InvalidatePrefix(prefix)
 	if c.disk != nil {
 		var keys []string
+		c.stats.diskReads.Add(1)
 		err := c.disk.Scan(ctx, prefix, func(key string, _ envelope.Entry) error {
 			keys = append(keys, key)
 			if len(keys) >= invalidateBatch {

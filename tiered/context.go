@@ -17,17 +17,34 @@ const (
 	BypassAll = BypassReads | BypassWrites
 )
 
-type bypassKey struct{}
-type detectorKey struct{}
+// ctlKey carries a request's controls: one context value, so the hit path
+// pays for one lookup.
+type ctlKey struct{}
+
+type ctl struct {
+	bypass   Bypass
+	detector *Detector
+}
+
+func ctlOf(ctx context.Context) *ctl {
+	c, _ := ctx.Value(ctlKey{}).(*ctl)
+	return c
+}
 
 // WithBypass returns a context under which the cache bypasses what b says.
 func WithBypass(ctx context.Context, b Bypass) context.Context {
-	return context.WithValue(ctx, bypassKey{}, b)
+	n := ctl{bypass: b}
+	if old := ctlOf(ctx); old != nil {
+		n.detector = old.detector
+	}
+	return context.WithValue(ctx, ctlKey{}, &n)
 }
 
 func bypassOf(ctx context.Context) Bypass {
-	b, _ := ctx.Value(bypassKey{}).(Bypass)
-	return b
+	if c := ctlOf(ctx); c != nil {
+		return c.bypass
+	}
+	return 0
 }
 
 // Source names the tier that answered a read.
@@ -70,7 +87,11 @@ type Detector struct {
 
 // WithDetector returns a context whose reads are recorded in d.
 func WithDetector(ctx context.Context, d *Detector) context.Context {
-	return context.WithValue(ctx, detectorKey{}, d)
+	n := ctl{detector: d}
+	if old := ctlOf(ctx); old != nil {
+		n.bypass = old.bypass
+	}
+	return context.WithValue(ctx, ctlKey{}, &n)
 }
 
 // Source returns the tier that last answered key, and whether key was read.
@@ -103,7 +124,7 @@ func (d *Detector) record(key string, s Source) {
 
 // note records the source of a read when ctx carries a Detector.
 func note(ctx context.Context, key string, s Source) {
-	if d, ok := ctx.Value(detectorKey{}).(*Detector); ok && d != nil {
-		d.record(key, s)
+	if c := ctlOf(ctx); c != nil && c.detector != nil {
+		c.detector.record(key, s)
 	}
 }

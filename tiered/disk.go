@@ -38,6 +38,7 @@ type writeBehind struct {
 	done    chan struct{}
 
 	dropped, failed atomic.Int64
+	applied         atomic.Int64 // ops committed to disk
 }
 
 // diskOp is one queued write; e == nil deletes key.
@@ -158,7 +159,9 @@ func (w *writeBehind) apply(ops []diskOp) {
 	if err := b.Commit(context.Background()); err != nil {
 		w.failed.Add(int64(len(ops)))
 		w.log.Error("tiered: disk batch failed", "ops", len(ops), "err", err)
+		return
 	}
+	w.applied.Add(int64(len(ops)))
 }
 
 // sync waits until everything queued before the call is on disk.

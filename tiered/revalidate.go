@@ -158,6 +158,7 @@ func (c *Cache) revalidator() {
 			continue
 		}
 		c.stats.lastRevalidation.Store(int64(time.Since(start)))
+		c.stats.passes.Add(1)
 	}
 }
 
@@ -201,6 +202,7 @@ func (c *Cache) revalidateAll() error {
 		return ctx.Err()
 	}
 	// Disk entries of Redis routes that memory does not hold.
+	c.stats.diskReads.Add(1)
 	serr := c.disk.Scan(ctx, "", func(key string, e envelope.Entry) error {
 		r := c.router.find(key)
 		if r.Tiers&Redis == 0 || r.Tiers&Disk == 0 || c.trust.has(key) {
@@ -231,6 +233,7 @@ func (c *Cache) revalidateAll() error {
 // routes. It stops when the memory budget is full.
 func (c *Cache) warm(ctx context.Context) error {
 	var budget int64
+	c.stats.diskReads.Add(1)
 	err := c.disk.Scan(ctx, "", func(key string, e envelope.Entry) error {
 		r := c.router.find(key)
 		if r.Tiers&Disk == 0 || r.Tiers&Memory == 0 {

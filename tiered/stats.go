@@ -8,12 +8,13 @@ import (
 // routeStats are one route's counters. Typed atomics only; each route has
 // its own, so routes do not contend with each other.
 type routeStats struct {
-	memHits, diskHits, redisHits atomic.Int64
-	misses, loads, loadErrors    atomic.Int64
-	staleServes, earlyRefreshes  atomic.Int64
-	unverifiedReads              atomic.Int64
-	revalidated, dropped         atomic.Int64
-	integrityFailures            atomic.Int64
+	memHits                     striped // on the hit path: spread over cache lines
+	diskHits, redisHits         atomic.Int64
+	misses, loads, loadErrors   atomic.Int64
+	staleServes, earlyRefreshes atomic.Int64
+	unverifiedReads             atomic.Int64
+	revalidated, dropped        atomic.Int64
+	integrityFailures           atomic.Int64
 }
 
 // cacheStats are the cache-wide counters.
@@ -21,6 +22,8 @@ type cacheStats struct {
 	warmed, revalidated, dropped atomic.Int64
 	epochBumps                   atomic.Int64
 	lastRevalidation             atomic.Int64 // ns
+	passes                       atomic.Int64 // completed revalidation passes
+	diskReads, diskWrites        atomic.Int64 // store calls outside write-behind
 }
 
 // RouteStats are one route's counters since Open.
@@ -63,6 +66,14 @@ type Stats struct {
 	// LastRevalidation is how long the last complete background
 	// revalidation pass took.
 	LastRevalidation time.Duration
+	// RevalidationPasses counts complete background revalidation passes
+	// (one after Open, one after each epoch bump once Redis answers).
+	RevalidationPasses int64
+	// DiskReads counts reads of the disk tier: point reads and scans
+	// (warm-up, background revalidation, InvalidatePrefix).
+	DiskReads int64
+	// DiskWrites counts entries written to or deleted from the disk tier.
+	DiskWrites int64
 	// DiskWritesDropped counts write-behind writes dropped because the
 	// queue was full (the key was deleted from disk instead).
 	DiskWritesDropped int64
@@ -81,12 +92,16 @@ func (c *Cache) Stats() Stats {
 		Dropped:          c.stats.dropped.Load(),
 		EpochBumps:       c.stats.epochBumps.Load(),
 		LastRevalidation: time.Duration(c.stats.lastRevalidation.Load()),
+
+		RevalidationPasses: c.stats.passes.Load(),
+		DiskReads:          c.stats.diskReads.Load(),
+		DiskWrites:         c.stats.diskWrites.Load(),
 	}
 	for _, r := range c.router.routes {
 		s := &r.stats
 		st.Routes = append(st.Routes, RouteStats{
 			Prefix: r.Prefix, Tiers: r.Tiers,
-			MemoryHits: s.memHits.Load(), DiskHits: s.diskHits.Load(), RedisHits: s.redisHits.Load(),
+			MemoryHits: s.memHits.load(), DiskHits: s.diskHits.Load(), RedisHits: s.redisHits.Load(),
 			Misses: s.misses.Load(), Loads: s.loads.Load(), LoadErrors: s.loadErrors.Load(),
 			StaleServes: s.staleServes.Load(), EarlyRefreshes: s.earlyRefreshes.Load(),
 			UnverifiedReads: s.unverifiedReads.Load(),
@@ -97,10 +112,36 @@ func (c *Cache) Stats() Stats {
 	if c.wb != nil {
 		st.DiskWritesDropped = c.wb.dropped.Load()
 		st.DiskWriteErrors = c.wb.failed.Load()
+		st.DiskWrites += c.wb.applied.Load()
 	}
 	if c.mem != nil {
 		ms := c.mem.Stats()
 		st.MemoryBytes, st.MemoryEntries = ms.Bytes, ms.Entries
 	}
 	return st
+}
+
+// striped is a counter split over cache lines, picked by a cheap function
+// of the key, so that hits on different keys from different cores do not
+// fight over one line. Hits on one key share a stripe, as they already
+// share a memory-tier shard.
+type striped [8]struct {
+	n atomic.Int64
+	_ [56]byte
+}
+
+func (s *striped) add(key string) {
+	i := len(key)
+	if i > 0 {
+		i += int(key[i-1])
+	}
+	s[i&7].n.Add(1)
+}
+
+func (s *striped) load() int64 {
+	var n int64
+	for i := range s {
+		n += s[i].n.Load()
+	}
+	return n
 }
