@@ -195,6 +195,11 @@ func (c *Cache) revalidateAll() error {
 		}
 		return ctx.Err() == nil
 	})
+	if err != nil {
+		// A batch failed inside the walk (flush reset the batch, so the
+		// flush below would report success): the pass is incomplete.
+		return err
+	}
 	if !flush() {
 		return err
 	}
