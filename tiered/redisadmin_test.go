@@ -2,7 +2,6 @@ package tiered
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"strconv"
 	"strings"
@@ -84,31 +83,33 @@ func (a *admin) addUser(name string) {
 	a.mustDo("ACL", "SETUSER", name, "on", "resetpass", ">pw-"+name, "~*", "&*", "+@all")
 }
 
-// cutUser disables user name and kills its connections in one transaction,
-// so no reconnect can slip in between: the clients of name are out of Redis
-// until addUser. It returns how many connections were killed.
-func (a *admin) cutUser(name string) int64 {
+// cutUser keeps the clients of user name out of Redis until addUser: in one
+// transaction it disables the user and kills, by ID, every connection of
+// the user that has client tracking on (as an operator's CLIENT KILL ID
+// would), so no reconnect can slip in between. It returns how many
+// connections it killed.
+func (a *admin) cutUser(name string) int {
 	a.t.Helper()
+	ids := a.trackingIDs(name)
 	ctx := context.Background()
-	var killed int64
+	killed := 0
 	err := a.c.Dedicated(func(d rueidis.DedicatedClient) error {
-		res := d.DoMulti(ctx,
-			d.B().Multi().Build(),
-			d.B().AclSetuser().Username(name).Rule("off").Build(),
-			d.B().ClientKill().User(name).Build(),
-			d.B().Exec().Build(),
-		)
-		for _, r := range res {
-			if err := r.Error(); err != nil {
-				return err
+		cmds := rueidis.Commands{d.B().Multi().Build(), d.B().AclSetuser().Username(name).Rule("off").Build()}
+		for _, id := range ids {
+			cmds = append(cmds, d.B().ClientKill().Id(id).Build())
+		}
+		cmds = append(cmds, d.B().Exec().Build())
+		res := d.DoMulti(ctx, cmds...)
+		arr, err := res[len(res)-1].ToArray()
+		if err != nil {
+			return err
+		}
+		for _, m := range arr[1:] {
+			if n, err := m.AsInt64(); err == nil {
+				killed += int(n)
 			}
 		}
-		arr, err := res[3].ToArray()
-		if err != nil || len(arr) != 2 {
-			return fmt.Errorf("exec reply %v: %v", arr, err)
-		}
-		killed, err = arr[1].AsInt64()
-		return err
+		return nil
 	})
 	if err != nil {
 		a.t.Fatalf("cut user %s: %v", name, err)
@@ -116,22 +117,36 @@ func (a *admin) cutUser(name string) int64 {
 	return killed
 }
 
-// killTracking kills, by ID, every connection named name that has client
-// tracking on (flag t), as an operator's CLIENT KILL would. It returns how
-// many it killed.
-func (a *admin) killTracking(name string) int {
+// trackingIDs returns the IDs of the connections of user name that have
+// client tracking on (flag t).
+func (a *admin) trackingIDs(name string) []int64 {
 	a.t.Helper()
 	list, err := a.do("CLIENT", "LIST").ToString()
 	if err != nil {
 		a.t.Fatalf("client list: %v", err)
 	}
-	n := 0
+	var ids []int64
 	for line := range strings.Lines(list) {
 		f := clientFields(line)
-		if f["name"] != name || !strings.Contains(f["flags"], "t") {
+		if f["user"] != name || !strings.Contains(f["flags"], "t") {
 			continue
 		}
-		if err := a.do("CLIENT", "KILL", "ID", f["id"]).Error(); err == nil {
+		id, err := strconv.ParseInt(f["id"], 10, 64)
+		if err != nil {
+			a.t.Fatalf("client list: bad id in %q", line)
+		}
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+// killTracking kills, by ID, every tracking connection of user name and
+// returns how many it killed. The user stays enabled: its clients reconnect.
+func (a *admin) killTracking(name string) int {
+	a.t.Helper()
+	n := 0
+	for _, id := range a.trackingIDs(name) {
+		if err := a.do("CLIENT", "KILL", "ID", strconv.FormatInt(id, 10)).Error(); err == nil {
 			n++
 		}
 	}
