@@ -656,10 +656,8 @@ func (c *Cache) Set(ctx context.Context, key string, value []byte, ttl time.Dura
 	if err != nil {
 		return err
 	}
-	var t tracking.Ticket
-	if r.Tiers&Memory != 0 {
-		t = c.mem.Reserve(key)
-	}
+	// Taken before the write: if another writer's invalidation arrives
+	// after it, our value is not trusted on disk (it may be older).
 	tt := c.trustTicket(r, key)
 	if r.Tiers&Redis != 0 {
 		if r.Tiers&Memory != 0 {
@@ -681,7 +679,7 @@ func (c *Cache) Set(ctx context.Context, key string, value []byte, ttl time.Dura
 		if r.Tiers&Disk != 0 {
 			e := entryOf(r, it)
 			c.wb.put(key, &e)
-			c.trust.add(c.trust.ticket(key))
+			c.trust.add(tt)
 		}
 		return nil
 	}
@@ -702,8 +700,6 @@ func (c *Cache) Set(ctx context.Context, key string, value []byte, ttl time.Dura
 			return fmt.Errorf("tiered: set %q in memory: %w", key, err)
 		}
 	}
-	_ = t
-	_ = tt
 	return nil
 }
 
