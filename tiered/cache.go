@@ -1015,7 +1015,11 @@ func (c *Cache) InvalidatePrefix(ctx context.Context, prefix string) (int, error
 	}
 	n := 0
 	pattern := globEscape(prefix) + "*"
-	for _, client := range primaries(cl) {
+	nodes, err := primaries(ctx, cl)
+	if err != nil {
+		return 0, fmt.Errorf("tiered: invalidate prefix %q: %w", prefix, err)
+	}
+	for _, client := range nodes {
 		var cursor uint64
 		for {
 			e, err := client.Do(ctx, client.B().Scan().Cursor(cursor).Match(pattern).Count(invalidateBatch).Build()).AsScanEntry()
@@ -1023,11 +1027,13 @@ func (c *Cache) InvalidatePrefix(ctx context.Context, prefix string) (int, error
 				return n, fmt.Errorf("tiered: invalidate prefix %q: scan: %w", prefix, err)
 			}
 			if len(e.Elements) > 0 {
+				// Deletes go through the main client, which routes each key
+				// to the primary that owns its slot now.
 				cmds := make(rueidis.Commands, 0, len(e.Elements))
 				for _, k := range e.Elements {
-					cmds = append(cmds, client.B().Unlink().Key(k).Build())
+					cmds = append(cmds, cl.B().Unlink().Key(k).Build())
 				}
-				for _, res := range client.DoMulti(ctx, cmds...) {
+				for _, res := range cl.DoMulti(ctx, cmds...) {
 					if err := res.Error(); err != nil {
 						return n, fmt.Errorf("tiered: invalidate prefix %q: unlink: %w", prefix, err)
 					}
@@ -1055,17 +1061,24 @@ func (c *Cache) dropDisk(keys []string) {
 	}
 }
 
-// primaries returns a client per Redis primary, so a SCAN covers them all.
-func primaries(cl rueidis.Client) []rueidis.Client {
+// primaries returns a client per Redis primary, so a SCAN covers every
+// key once: on a cluster, Nodes lists replicas too, which ROLE tells apart.
+func primaries(ctx context.Context, cl rueidis.Client) ([]rueidis.Client, error) {
 	nodes := cl.Nodes()
 	if len(nodes) <= 1 {
-		return []rueidis.Client{cl}
+		return []rueidis.Client{cl}, nil
 	}
 	out := make([]rueidis.Client, 0, len(nodes))
-	for _, n := range nodes {
-		out = append(out, n)
+	for addr, n := range nodes {
+		role, err := n.Do(ctx, n.B().Role().Build()).ToArray()
+		if err != nil || len(role) == 0 {
+			return nil, fmt.Errorf("role of %s: %w", addr, err)
+		}
+		if r, _ := role[0].ToString(); r == "master" {
+			out = append(out, n)
+		}
 	}
-	return out
+	return out, nil
 }
 
 // globEscape escapes the characters SCAN MATCH treats as patterns.
