@@ -4,9 +4,12 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/redis/rueidis"
 
 	"github.com/thermoscache/thermos/internal/redistest"
 )
@@ -67,6 +70,43 @@ func newValue(key string) string { return "new:" + key }
 // directory: none of the 1,500 is ever served with its old value, and the
 // 8,500 others are served from memory or disk without calling the loader.
 func TestRestartNeverServesChangedKeys(t *testing.T) {
+	s := redistest.Start(t, nil)
+	testRestart(t, restartRedis{
+		opts: func() *rueidis.ClientOption { return redisOpts(s) },
+		setRaw: func(t *testing.T, pairs []string) {
+			t.Helper()
+			if out := s.CLI(append([]string{"MSET"}, pairs...)...); out != "OK" {
+				t.Fatalf("redis-cli MSET: %s", out)
+			}
+		},
+		del: func(t *testing.T, keys []string) int {
+			t.Helper()
+			out := s.CLI(append([]string{"DEL"}, keys...)...)
+			n, err := strconv.Atoi(out)
+			if err != nil {
+				t.Fatalf("redis-cli DEL: %s", out)
+			}
+			return n
+		},
+	})
+}
+
+// restartRedis is what testRestart needs from Redis: client options for
+// the caches, and writes and deletes made as another program would (on a
+// single server through redis-cli, on a cluster through a plain client,
+// since MSET and DEL across slots fail there).
+type restartRedis struct {
+	opts func() *rueidis.ClientOption
+	// setRaw stores pairs (key, value, key, value...) as plain bytes.
+	setRaw func(t *testing.T, pairs []string)
+	// del deletes keys and returns how many existed.
+	del func(t *testing.T, keys []string) int
+}
+
+// testRestart is the body of the restart acceptance test, run on a single
+// server and on a cluster. It returns A's stats after the background
+// revalidation pass that followed the restart.
+func testRestart(t *testing.T, rr restartRedis) Stats {
 	const (
 		keys       = 10_000
 		setByCache = 700
@@ -74,12 +114,11 @@ func TestRestartNeverServesChangedKeys(t *testing.T) {
 		delByCache = 400
 		delByCLI   = 100
 	)
-	s := redistest.Start(t, nil)
 	ctx := context.Background()
 	dir := t.TempDir()
 	opts := func(dir string) *Options {
 		return &Options{
-			Redis:  redisOpts(s),
+			Redis:  rr.opts(),
 			Dir:    dir,
 			Logger: quietLog,
 			Routes: []Route{{Prefix: "rs:", Tiers: Memory | Disk | Redis, TTL: time.Hour, Beta: -1}},
@@ -104,7 +143,7 @@ func TestRestartNeverServesChangedKeys(t *testing.T) {
 	perm := rng.Perm(keys)
 	changed := make(map[string]string, 1500) // key → what Redis/origin now hold ("" = deleted)
 	var rawSet, cliDel []string
-	b := openT(t, &Options{Redis: redisOpts(s), Logger: quietLog, Routes: []Route{{Prefix: "rs:", Tiers: Memory | Redis, TTL: time.Hour}}})
+	b := openT(t, &Options{Redis: rr.opts(), Logger: quietLog, Routes: []Route{{Prefix: "rs:", Tiers: Memory | Redis, TTL: time.Hour}}})
 	for n, i := range perm[:setByCache+setRaw+delByCache+delByCLI] {
 		k := restartKey(i)
 		switch {
@@ -130,11 +169,9 @@ func TestRestartNeverServesChangedKeys(t *testing.T) {
 			org.del(k)
 		}
 	}
-	if out := s.CLI(append([]string{"MSET"}, rawSet...)...); out != "OK" {
-		t.Fatalf("redis-cli MSET: %s", out)
-	}
-	if out := s.CLI(append([]string{"DEL"}, cliDel...)...); out != fmt.Sprint(delByCLI) {
-		t.Fatalf("redis-cli DEL = %s, want %d", out, delByCLI)
+	rr.setRaw(t, rawSet)
+	if n := rr.del(t, cliDel); n != delByCLI {
+		t.Fatalf("external DEL = %d, want %d", n, delByCLI)
 	}
 	if err := b.Close(); err != nil {
 		t.Fatal(err)
@@ -209,6 +246,7 @@ func TestRestartNeverServesChangedKeys(t *testing.T) {
 	if warm.localRatio() <= coldRes.localRatio() {
 		t.Errorf("warm restart's local hit ratio %.3f is not above a cold start's %.3f", warm.localRatio(), coldRes.localRatio())
 	}
+	return st
 }
 
 type firstSecondResult struct {
