@@ -307,15 +307,23 @@ func (c *Cache) validLocked(s *shard, h uint64, t Ticket) bool {
 // the fill wins the shard lock before step 4, step 4 removes the entry.
 // TestRaceInvalidationBeforeFill forces exactly this order.
 func (c *Cache) Fill(t Ticket, key string, it Item, verified bool) bool {
-	if key == "" || c.closed.Load() {
-		return false
-	}
 	if c.cfg.Redis != nil && !tracked(c.cfg.prefixes, key) {
 		return false
 	}
+	var epoch uint64 // 0: never verified
+	if verified {
+		epoch = t.epoch
+	}
+	return c.fill(t, key, it, epoch)
+}
+
+// fill inserts key's entry stamped with epoch unless t is no longer valid.
+func (c *Cache) fill(t Ticket, key string, it Item, epoch uint64) bool {
+	if key == "" || c.closed.Load() {
+		return false
+	}
 	h := c.hash(key)
-	now := c.now()
-	e := c.newEntry(key, it, now, 0)
+	e := c.newEntry(key, it, c.now(), 0)
 	if e == nil {
 		return false
 	}
@@ -334,9 +342,7 @@ func (c *Cache) Fill(t Ticket, key string, it Item, verified bool) bool {
 		c.removeLocked(s, key) // it may hold an older value
 		return false
 	}
-	if verified {
-		e.epoch = t.epoch
-	}
+	e.epoch = epoch
 	c.insertLocked(s, key, e)
 	return true
 }

@@ -7,30 +7,5 @@ package tracking
 // when key was written or invalidated locally since Reserve returned t, so
 // a slow load cannot overwrite a newer SetLocal.
 func (c *Cache) FillLocal(t Ticket, key string, it Item) bool {
-	if key == "" || c.closed.Load() {
-		return false
-	}
-	h := c.hash(key)
-	e := c.newEntry(key, it, c.now(), 0)
-	if e == nil {
-		return false
-	}
-	s := c.shardOf(h)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if c.closed.Load() {
-		return false
-	}
-	if !c.validLocked(s, h, t) {
-		s.mu.refused++
-		return false
-	}
-	if e.size > c.cfg.shareBytes {
-		s.mu.tooLarge++
-		c.removeLocked(s, key)
-		return false
-	}
-	e.epoch = c.epoch.Load()
-	c.insertLocked(s, key, e)
-	return true
+	return c.fill(t, key, it, c.epoch.Load())
 }
