@@ -3,10 +3,9 @@ package herd
 import (
 	"strconv"
 	"strings"
-)
 
-// clusterSlots is the number of Redis Cluster hash slots.
-const clusterSlots = 16384
+	"github.com/thermoscache/thermos/internal/keyslot"
+)
 
 // slotSuffix returns a string that, appended to a prefix without braces,
 // names a key in the same Redis Cluster hash slot as key. Different keys give
@@ -41,39 +40,15 @@ func hasHashTag(key string) bool {
 }
 
 // keySlot returns key's Redis Cluster hash slot.
-func keySlot(key string) uint16 {
-	if i := strings.IndexByte(key, '{'); i >= 0 {
-		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
-			key = key[i+1 : i+1+j]
-		}
-	}
-	return crc16(key) % clusterSlots
-}
+func keySlot(key string) uint16 { return keyslot.Of(key) }
 
 // sameSlotTag returns the smallest decimal number whose slot is slot. Every
 // slot is reached below 2^20 (see TestSameSlotTagCoversEverySlot).
 func sameSlotTag(slot uint16) string {
 	for i := 0; ; i++ {
 		s := strconv.Itoa(i)
-		if crc16(s)%clusterSlots == slot {
+		if keyslot.Of(s) == slot {
 			return s
 		}
 	}
-}
-
-// crc16 is CRC-16/XMODEM (polynomial 0x1021, initial value 0), the checksum
-// Redis Cluster uses for key slots.
-func crc16(s string) uint16 {
-	var crc uint16
-	for i := 0; i < len(s); i++ {
-		crc ^= uint16(s[i]) << 8
-		for range 8 {
-			if crc&0x8000 != 0 {
-				crc = crc<<1 ^ 0x1021
-			} else {
-				crc <<= 1
-			}
-		}
-	}
-	return crc
 }

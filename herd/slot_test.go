@@ -5,23 +5,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/thermoscache/thermos/internal/keyslot"
 	"github.com/thermoscache/thermos/internal/redistest"
 )
-
-func TestCRC16(t *testing.T) {
-	// The check value of CRC-16/XMODEM, and slots from the Redis Cluster spec.
-	if got := crc16("123456789"); got != 0x31C3 {
-		t.Errorf("crc16(123456789) = %#x, want 0x31c3", got)
-	}
-	for _, tt := range []struct {
-		key  string
-		want uint16
-	}{{"foo", 12182}, {"bar", 5061}, {"{user1000}.following", keySlot("user1000")}} {
-		if got := keySlot(tt.key); got != tt.want {
-			t.Errorf("keySlot(%q) = %d, want %d", tt.key, got, tt.want)
-		}
-	}
-}
 
 func TestHasHashTag(t *testing.T) {
 	tests := []struct {
@@ -61,10 +47,10 @@ func TestSlotSuffixSameSlotAndUnique(t *testing.T) {
 }
 
 func TestSameSlotTagCoversEverySlot(t *testing.T) {
-	var covered [clusterSlots]bool
-	left := clusterSlots
+	var covered [keyslot.Slots]bool
+	left := keyslot.Slots
 	for i := 0; i < 1<<20 && left > 0; i++ {
-		s := crc16(strconv.Itoa(i)) % clusterSlots
+		s := keyslot.Of(strconv.Itoa(i))
 		if !covered[s] {
 			covered[s] = true
 			left--
