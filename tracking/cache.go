@@ -11,6 +11,7 @@ import (
 	"github.com/redis/rueidis"
 
 	"github.com/thermoscache/thermos/internal/clock"
+	"github.com/thermoscache/thermos/internal/metrics"
 )
 
 // genSlots is the number of generation counters per shard. A key's
@@ -84,7 +85,7 @@ type Cache struct {
 
 	invalidations atomic.Uint64 // keys received from Redis
 	epochBumps    atomic.Uint64
-	lag           lagHistogram
+	lag           metrics.Histogram
 
 	closed    atomic.Bool
 	closeOnce sync.Once

@@ -393,25 +393,3 @@ func TestConcurrentLocal(t *testing.T) {
 		t.Errorf("Bytes %d outside [0, %d]", st.Bytes, st.MaxBytes)
 	}
 }
-
-func TestLagHistogram(t *testing.T) {
-	var h lagHistogram
-	for i := 1; i <= 100; i++ {
-		h.record(time.Duration(i) * time.Microsecond)
-	}
-	s := h.snapshot()
-	for _, tt := range []struct {
-		q    float64
-		want time.Duration
-	}{{0.5, 50 * time.Microsecond}, {0.99, 99 * time.Microsecond}, {1, 100 * time.Microsecond}} {
-		got := s.Quantile(tt.q)
-		if got < tt.want || float64(got) > float64(tt.want)*1.13 {
-			t.Errorf("Quantile(%v) = %v, want within 1/8 above %v", tt.q, got, tt.want)
-		}
-	}
-	for v := uint64(0); v < 1<<20; v = v*3/2 + 1 {
-		if b := lagBucket(v); lagUpper(b) < v || (b > 0 && lagUpper(b-1) >= v) {
-			t.Fatalf("value %d in bucket %d with bounds (%d, %d]", v, b, lagUpper(b-1), lagUpper(b))
-		}
-	}
-}

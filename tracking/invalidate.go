@@ -62,7 +62,7 @@ func (c *Cache) invalidateKey(key string, now int64) {
 	}
 	s.mu.Unlock()
 	if start != 0 {
-		c.lag.record(time.Duration(now - start))
+		c.lag.Record(time.Duration(now - start))
 	}
 }
 
