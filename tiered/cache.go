@@ -292,7 +292,9 @@ func (c *Cache) read(ctx context.Context, r *route, key string) ([]byte, bool, f
 		}
 	}
 	if r.Tiers&Disk != 0 {
+		start := time.Now()
 		it, ok, err := c.readDisk(ctx, r, key)
+		r.stats.diskLatency.Record(time.Since(start))
 		if err != nil {
 			c.o.Logger.Warn("tiered: disk read", "key", key, "err", err)
 		}
@@ -319,7 +321,9 @@ func (c *Cache) read(ctx context.Context, r *route, key string) ([]byte, bool, f
 		if err != nil {
 			return nil, false, f, fmt.Errorf("tiered: get %q: %w", key, err)
 		}
+		start := time.Now()
 		raw, err := cl.Do(ctx, cl.B().Get().Key(key).Build()).AsBytes()
+		r.stats.redisLatency.Record(time.Since(start))
 		if rueidis.IsRedisNil(err) {
 			r.stats.misses.Add(1)
 			return nil, false, f, nil
@@ -615,6 +619,7 @@ func (c *Cache) loadFunc(r *route, key string, load Loader) herd.LoadFunc {
 		start := time.Now()
 		v, err := load.Load(ctx, key)
 		delta := time.Since(start)
+		r.stats.loadLatency.Record(delta)
 		if errors.Is(err, ErrNotFound) {
 			if r.NegativeTTL <= 0 || r.Raw {
 				return nil, 0, err

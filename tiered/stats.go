@@ -3,6 +3,8 @@ package tiered
 import (
 	"sync/atomic"
 	"time"
+
+	"github.com/thermoscache/thermos/internal/metrics"
 )
 
 // routeStats are one route's counters. Typed atomics only; each route has
@@ -15,6 +17,8 @@ type routeStats struct {
 	unverifiedReads             atomic.Int64
 	revalidated, dropped        atomic.Int64
 	integrityFailures           atomic.Int64
+
+	loadLatency, diskLatency, redisLatency metrics.Histogram
 }
 
 // cacheStats are the cache-wide counters.
@@ -39,6 +43,11 @@ type RouteStats struct {
 	UnverifiedReads                 int64 // reads that met an unverified entry
 	Revalidated, Dropped            int64 // unverified entries confirmed / dropped
 	IntegrityFailures               int64 // undecodable or unverifiable values refused
+
+	// Latencies of the loader, of disk reads (including any revalidation
+	// round trip) and of Redis GETs. Memory hits are not timed: timing
+	// would cost as much as the hit.
+	LoadLatency, DiskLatency, RedisLatency metrics.Snapshot
 }
 
 // Hits is the sum of every tier's hits.
@@ -107,6 +116,9 @@ func (c *Cache) Stats() Stats {
 			UnverifiedReads: s.unverifiedReads.Load(),
 			Revalidated:     s.revalidated.Load(), Dropped: s.dropped.Load(),
 			IntegrityFailures: s.integrityFailures.Load(),
+			LoadLatency:       s.loadLatency.Snapshot(),
+			DiskLatency:       s.diskLatency.Snapshot(),
+			RedisLatency:      s.redisLatency.Snapshot(),
 		})
 	}
 	if c.wb != nil {
