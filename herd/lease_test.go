@@ -124,7 +124,9 @@ func TestFencedWriteRefusedAfterLeaseLoss(t *testing.T) {
 		const lease = 100 * time.Millisecond
 		paused := f.group(Options{LeaseTTL: lease})
 		paused.renewHook = func() bool { return false }
-		next := f.group(Options{LeaseTTL: lease})
+		// Only the paused holder's lease must run out; the next holder's is
+		// long, so a loaded machine cannot make it lose its own.
+		next := f.group(Options{LeaseTTL: 10 * time.Second})
 		lockKey := paused.keysFor("k").lock
 
 		var old counter
@@ -168,7 +170,9 @@ func TestFencedWriteRefusedAfterLeaseLoss(t *testing.T) {
 // one origin call, no second holder.
 func TestLeaseRenewal(t *testing.T) {
 	forEachVariant(t, func(t *testing.T, f *fleet) {
-		const lease = 150 * time.Millisecond
+		// Renewal runs every lease/3: the lease must outlast a renewer
+		// starved for a while by a loaded 2-core machine under -race.
+		const lease = 400 * time.Millisecond
 		holder := f.group(Options{LeaseTTL: lease})
 		waiter := f.group(Options{LeaseTTL: lease, WaitTimeout: lease / 2})
 		var origin counter
