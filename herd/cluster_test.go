@@ -71,7 +71,8 @@ func TestClusterFencedWrite(t *testing.T) {
 			key := "fenced:" + v.name
 			paused := f.group(Options{LeaseTTL: lease})
 			paused.renewHook = func() bool { return false }
-			next := f.group(Options{LeaseTTL: lease})
+			// Only the paused holder's lease must run out (see lease_test.go).
+			next := f.group(Options{LeaseTTL: 10 * time.Second})
 			lockKey := paused.keysFor(key).lock
 
 			var old counter
