@@ -489,3 +489,130 @@ func TestClusterInvalidatePrefix(t *testing.T) {
 		t.Errorf("a's disk still holds %d ip: keys", onDisk)
 	}
 }
+
+// nodeCalls returns the calls of every data command n served (INFO
+// commandstats), leaving out connection upkeep and the topology checks
+// (ping, info, client, hello, cluster, command).
+func nodeCalls(t testing.TB, n *redistest.Server) map[string]int64 {
+	t.Helper()
+	out := make(map[string]int64)
+	for line := range strings.Lines(n.CLI("INFO", "commandstats")) {
+		rest, ok := strings.CutPrefix(strings.TrimSpace(line), "cmdstat_")
+		if !ok {
+			continue
+		}
+		name, fields, _ := strings.Cut(rest, ":")
+		switch strings.SplitN(name, "|", 2)[0] {
+		case "ping", "info", "client", "hello", "cluster", "command":
+			continue
+		}
+		for f := range strings.SplitSeq(fields, ",") {
+			if v, ok := strings.CutPrefix(f, "calls="); ok {
+				out[name], _ = strconv.ParseInt(v, 10, 64)
+			}
+		}
+	}
+	return out
+}
+
+// hitSetup is a cache whose memory holds hitKeys keys, and the servers
+// behind it.
+type hitSetup struct {
+	name  string
+	c     *Cache
+	nodes []*redistest.Server
+	keys  []string
+}
+
+const hitKeys = 1024 // a power of two: the loops index with &
+
+// hitSetups opens a memory+Redis cache on a single server and one on a
+// 3-primary cluster, each holding hitKeys keys fresh in memory.
+func hitSetups(t testing.TB) []hitSetup {
+	t.Helper()
+	cl := redistest.StartCluster(t, nil)
+	srv := redistest.Start(t, nil)
+	route := Route{Prefix: "h:", Tiers: Memory | Redis, TTL: time.Hour, Beta: -1}
+	var primaries []*redistest.Server
+	for _, p := range cl.Primaries() {
+		primaries = append(primaries, p.Server)
+	}
+	setups := []hitSetup{
+		{name: "single", c: openT(t, &Options{Redis: redisOpts(srv), Logger: quietLog, Routes: []Route{route}}), nodes: []*redistest.Server{srv}},
+		{name: "cluster", c: openClusterT(t, &Options{Redis: clusterOpts(cl), Logger: quietLog, Routes: []Route{route}}), nodes: primaries},
+	}
+	ctx := context.Background()
+	for i := range setups {
+		s := &setups[i]
+		for j := range hitKeys {
+			k := "h:" + strconv.Itoa(j)
+			s.keys = append(s.keys, k)
+			if err := s.c.Set(ctx, k, []byte("value:"+k), 0); err != nil {
+				t.Fatalf("%s: Set: %v", s.name, err)
+			}
+		}
+		// Every entry fresh: an epoch bump right after Open (a cluster's
+		// first topology check) leaves them unverified until revalidated.
+		waitFor(t, 15*time.Second, func() bool {
+			for _, k := range s.keys {
+				if _, fresh, ok := s.c.mem.Get(k); !ok || !fresh {
+					mustGet(t, s.c, k)
+					return false
+				}
+			}
+			return true
+		}, s.name+": every key fresh in memory")
+	}
+	return setups
+}
+
+// TestClusterMemoryHitsStayLocal times memory hits through tiered on a
+// cluster and on a single server, and shows they never reach Redis: no
+// data command reaches any primary while they run, and every read is
+// counted as a memory hit.
+func TestClusterMemoryHitsStayLocal(t *testing.T) {
+	const reads = 200_000
+	ctx := context.Background()
+	for _, s := range hitSetups(t) {
+		before := make([]map[string]int64, len(s.nodes))
+		for i, n := range s.nodes {
+			before[i] = nodeCalls(t, n)
+		}
+		hits0 := s.c.Stats().Routes[0].MemoryHits
+		start := time.Now()
+		for i := range reads {
+			if _, ok, err := s.c.Get(ctx, s.keys[i&(hitKeys-1)]); !ok || err != nil {
+				t.Fatalf("%s: Get(%s) = %v, %v", s.name, s.keys[i&(hitKeys-1)], ok, err)
+			}
+		}
+		took := time.Since(start)
+		if got := s.c.Stats().Routes[0].MemoryHits - hits0; got != reads {
+			t.Errorf("%s: %d memory hits, want %d", s.name, got, reads)
+		}
+		for i, n := range s.nodes {
+			if d := diffStats(before[i], nodeCalls(t, n)); len(d) != 0 {
+				t.Errorf("%s: %s served commands during the memory hits: %v", s.name, n.Addr(), d)
+			}
+		}
+		t.Logf("%s (%d primaries): %d memory hits, %.0f ns/op", s.name, len(s.nodes), reads, float64(took.Nanoseconds())/reads)
+	}
+}
+
+// BenchmarkClusterMemoryHit compares a memory hit through tiered on a
+// 3-primary cluster with one on a single server, in the same run.
+func BenchmarkClusterMemoryHit(b *testing.B) {
+	ctx := context.Background()
+	for _, s := range hitSetups(b) {
+		b.Run(s.name, func(b *testing.B) {
+			b.ReportAllocs()
+			hits, i := 0, 0
+			for b.Loop() {
+				if _, ok, _ := s.c.Get(ctx, s.keys[i&(hitKeys-1)]); ok {
+					hits++
+				}
+				i++
+			}
+			b.ReportMetric(float64(hits)/float64(i), "hit-ratio")
+		})
+	}
+}
