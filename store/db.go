@@ -84,6 +84,9 @@ func Open(dir string, opts *Options) (*DB, error) {
 	}
 	fault := newFaultState(o.Logger)
 	gfs := newGuardFS(o.FS, fault)
+	if gfs.disk {
+		warnSharedDir(dir, o.Logger)
+	}
 	if err := gfs.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", dir, err)
 	}

@@ -3,8 +3,10 @@
 //
 // # What it owns
 //
-// A directory (created 0700, files 0600) holding a Pebble v2 database and a
-// format marker file (THERMOS-FORMAT, "thermos-store-format v1"). Each key is
+// A directory (created 0700, files 0600; an existing directory other users
+// may enter is left as it is, with a warning at every Open) holding a Pebble
+// v2 database and a format marker file (THERMOS-FORMAT,
+// "thermos-store-format v1"). Each key is
 // stored as given; each value is an internal/envelope encoding, which carries
 // a CRC-32C checksum and the hard expiry (plus soft expiry, delta, version and
 // an optional HMAC tag for the tiered package). Only one DB may have a
