@@ -16,9 +16,11 @@
 //   - restart and stampede need the tiered and herd packages and are
 //     refused with ErrUnavailable until they exist.
 //
-// Every cache is a Target; thermos's layouts join each scenario's list of
-// targets once the tiered package exists (their slots are listed now as
-// pending, and no figure is ever printed for them).
+// Every cache is a Target; thermos's layouts are Targets over
+// tiered.Cache (thermos.go) that also report per-tier counts
+// (TierStatser): the hit-ratio scenario times memory-only, memory+Redis and
+// memory+disk+Redis; peers compares every other cache to thermos
+// memory+redis as ratios; staleness measures thermos's own view of the lag.
 //
 // Run writes aligned tables and Go benchmark lines (for benchstat) to its
 // stdout, progress to stderr only when stderr is a terminal, and a

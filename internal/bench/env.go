@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"strconv"
 	"time"
 
 	"github.com/redis/rueidis"
@@ -17,6 +19,8 @@ type env struct {
 	redisAddr string // "" when the run has no Redis
 	redisDesc string // how Redis was reached, or why not
 	proc      *redisproc.Server
+	logger    *slog.Logger // thermos's background warnings, to the run's stderr
+	token     string       // unique per run: keeps thermos keys apart from earlier runs'
 }
 
 // redisCheckTimeout bounds the connection check of --redis.
@@ -26,7 +30,10 @@ const redisCheckTimeout = 5 * time.Second
 // binary is on PATH. Without either it prints why to stderr and returns an
 // env without Redis: the Redis-free scenarios still run.
 func openEnv(ctx context.Context, c Config, stderr io.Writer) (*env, error) {
-	e := &env{}
+	e := &env{
+		logger: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		token:  strconv.FormatInt(time.Now().UnixNano(), 36),
+	}
 	switch {
 	case c.NoRedis:
 		e.redisDesc = "off (--no-redis)"

@@ -8,6 +8,7 @@ import (
 	"strconv"
 
 	"github.com/thermoscache/thermos/internal/bench/workload"
+	"github.com/thermoscache/thermos/tiered"
 )
 
 // DefaultTraceSizes are the cache sizes, in entries, of trace replays; they
@@ -44,9 +45,10 @@ func defaultTraces() []string {
 }
 
 // hitRatio runs the size sweep and the policy comparison on synthetic
-// workloads and traces, then a timed read-through run per policy for
-// latency. thermos's layouts (memory-only, memory+Redis,
-// memory+disk+Redis) join layoutSpecs once the tiered package exists.
+// workloads and traces, then a timed read-through run per policy and per
+// thermos layout (memory-only, memory+Redis, memory+disk+Redis) for
+// latency, throughput and, for thermos, the share of reads each tier
+// answered.
 func hitRatio(ctx context.Context, c Config, e *env, p *progress) (*Section, error) {
 	sec := &Section{Scenario: ScenarioHitRatio, Title: "hitratio: hit ratio by cache size and eviction policy"}
 	sizes, err := c.sizes()
@@ -124,7 +126,9 @@ func hitRatio(ctx context.Context, c Config, e *env, p *progress) (*Section, err
 	if err := policyLatency(ctx, c, sec, p); err != nil {
 		return nil, err
 	}
-	sec.Notes = append(sec.Notes, "thermos layouts (memory-only, memory+Redis, memory+disk+Redis) with per-tier hit ratios: pending the tiered package")
+	if err := layoutLatency(ctx, c, e, sec, p); err != nil {
+		return nil, err
+	}
 	return sec, nil
 }
 
@@ -259,5 +263,69 @@ func policyLatency(ctx context.Context, c Config, sec *Section, p *progress) err
 	ch.Series = []Series{p50, p99}
 	sec.Tables = append(sec.Tables, t)
 	sec.Charts = append(sec.Charts, ch)
+	return nil
+}
+
+// layoutLatency measures each thermos layout like policyLatency measures
+// the policies: same workload, same entry budget, same in-process origin as
+// the loader. Redis starts empty for each layout (its keys carry a prefix
+// unique to the run and layout), so a memory miss is answered by Redis
+// once some process loaded the key, and by the origin before that.
+func layoutLatency(ctx context.Context, c Config, e *env, sec *Section, p *progress) error {
+	mix, err := workload.MixByName(c.Mix)
+	if err != nil {
+		return err
+	}
+	size := max(1, int(DefaultCacheShare*float64(c.Keys)))
+	t := Table{
+		Title: fmt.Sprintf("thermos layouts, zipfian θ=%g, YCSB %s, memory budget for %d entries (%s of keys), %d goroutines, %v each, Redis empty at start",
+			c.Theta, mix.Name, size, fmtPct(DefaultCacheShare), c.goroutines(), c.Duration),
+		Columns: append(latencyColumns("layout"), "memory", "disk", "redis", "origin loads"),
+	}
+	// latencyColumns puts "hit ratio" (local: memory and disk) first.
+	ch := Chart{Title: "thermos layouts: share of reads per tier", Kind: BarChart, XLabel: "layout", YLabel: "reads (%)"}
+	shares := []Series{{Name: "memory"}, {Name: "disk"}, {Name: "redis"}, {Name: "origin"}}
+	lat := Chart{Title: "thermos layouts: latency", Kind: BarChart, XLabel: "layout", YLabel: "latency (µs)"}
+	p50, p99 := Series{Name: "p50"}, Series{Name: "p99"}
+	for i, l := range Layouts() {
+		if l.Tiers&tiered.Redis != 0 && e.redisAddr == "" {
+			t.Rows = append(t.Rows, append([]string{l.Name, "skipped: no Redis"}, make([]string, len(t.Columns)-2)...))
+			continue
+		}
+		p.Printf("hitratio: timing %s", l.Name)
+		prefix := fmt.Sprintf("bench:t:%s:%d:", e.token, i)
+		keys := prefixedKeys(prefix, c.Keys)
+		o := &origin{size: c.ValueSize}
+		tg, err := openThermos(ctx, e, thermosSpec{layout: l, prefix: prefix, entries: size,
+			keyLen: len(keys[len(keys)-1]), valueSize: c.ValueSize, redisAddr: e.redisAddr}, o)
+		if err != nil {
+			return err
+		}
+		st, err := runTimed(ctx, tg, keys, c, c.spec(workload.Zipfian), mix, c.Duration, 30+i)
+		tg.Close()
+		if err != nil {
+			return err
+		}
+		loads := o.loads.Load()
+		t.Rows = append(t.Rows, append(latencyRow([]string{l.Name}, st),
+			st.tierShare(TierMemory), st.tierShare(TierDisk), st.tierShare(TierRedis), strconv.FormatInt(loads, 10)))
+		for j, tier := range []string{TierMemory, TierDisk, TierRedis} {
+			shares[j].Points = append(shares[j].Points, Point{Label: l.Name, Y: 100 * float64(st.tiers[tier]) / float64(max(st.reads, 1))})
+		}
+		shares[3].Points = append(shares[3].Points, Point{Label: l.Name, Y: 100 * float64(loads) / float64(max(st.reads, 1))})
+		sum := st.lat.Summary()
+		p50.Points = append(p50.Points, Point{Label: l.Name, Y: float64(sum.P50) / 1e3})
+		p99.Points = append(p99.Points, Point{Label: l.Name, Y: float64(sum.P99) / 1e3})
+		b := benchOf("Layout/"+benchName(l.Name), st)
+		b.Metrics = append(b.Metrics, Metric{float64(loads), "origin-loads"})
+		sec.Bench = append(sec.Bench, b)
+	}
+	sec.Notes = append(sec.Notes, "thermos layouts: hit ratio counts memory and disk hits (local); memory/disk/redis are the shares of reads each tier answered (tiered.Cache.Stats); origin loads are loader calls")
+	if len(p50.Points) > 0 {
+		ch.Series = shares
+		lat.Series = []Series{p50, p99}
+		sec.Charts = append(sec.Charts, ch, lat)
+	}
+	sec.Tables = append(sec.Tables, t)
 	return nil
 }

@@ -96,3 +96,11 @@ func fmtRate(opsPerSec float64) string {
 	}
 	return fmt.Sprintf("%.0f/s", opsPerSec)
 }
+
+// fmtRatio formats a/b as "1.23×", or "" when b is 0.
+func fmtRatio(a, b float64) string {
+	if b == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%.2f×", a/b)
+}

@@ -181,8 +181,14 @@ func TestRunExistingRedisAndNoRedis(t *testing.T) {
 	for _, r := range peersTable.Rows {
 		names = append(names, r[0])
 	}
-	if got := strings.Join(names, ","); got != "thermos memory+redis,golang-lru,otter" {
-		t.Errorf("peers without Redis = %s, want thermos (pending), golang-lru, otter", got)
+	if got := strings.Join(names, ","); got != "thermos memory+redis,rueidis-optin,rueidis-bcast,golang-lru,otter,redis-only" {
+		t.Errorf("peers without Redis = %s, want every peer listed", got)
+	}
+	for _, r := range peersTable.Rows {
+		needsRedis := r[0] != "golang-lru" && r[0] != "otter"
+		if skipped := r[2] == "skipped: no Redis"; skipped != needsRedis {
+			t.Errorf("peers without Redis: row %q: hit ratio cell %q, want skipped only when it needs Redis", r[0], r[2])
+		}
 	}
 	if n := res.Sections[1].Notes; len(n) == 0 || !strings.Contains(n[0], "skipped") {
 		t.Errorf("staleness without Redis notes = %q, want a skip note", n)

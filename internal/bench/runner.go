@@ -17,6 +17,18 @@ type runStats struct {
 	firstErr               error
 	lat                    *Recorder
 	elapsed                time.Duration
+	// tiers are the answers per tier during the run, for a TierStatser
+	// target; nil otherwise. hits then counts memory and disk hits.
+	tiers map[string]int64
+}
+
+// tierShare returns the share of reads tier answered, or "" without
+// per-tier counts.
+func (s runStats) tierShare(tier string) string {
+	if s.tiers == nil || s.reads == 0 {
+		return ""
+	}
+	return fmtPct(float64(s.tiers[tier]) / float64(s.reads))
 }
 
 func (s runStats) hitRatio() float64 {
@@ -56,6 +68,11 @@ func runTimed(ctx context.Context, t Target, keys []string, c Config, spec workl
 		if opss[i], err = workload.NewOps(mix, workload.Seed(c.Seed, stream*1000+500+i)); err != nil {
 			return runStats{}, err
 		}
+	}
+	var before map[string]int64
+	ts, perTier := t.(TierStatser)
+	if perTier {
+		before = ts.TierStats()
 	}
 	var stop atomic.Bool
 	timer := time.AfterFunc(d, func() { stop.Store(true) })
@@ -120,6 +137,10 @@ func runTimed(ctx context.Context, t Target, keys []string, c Config, spec workl
 			total.firstErr = r.firstErr
 		}
 		total.lat.Merge(r.lat)
+	}
+	if perTier {
+		total.tiers = tierDelta(before, ts.TierStats())
+		total.hits = min(total.reads, total.tiers[TierMemory]+total.tiers[TierDisk])
 	}
 	if err := ctx.Err(); err != nil {
 		return total, err

@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -12,6 +13,7 @@ import (
 	"github.com/redis/rueidis"
 
 	"github.com/thermoscache/thermos/internal/bench/workload"
+	"github.com/thermoscache/thermos/tiered"
 )
 
 // stalenessKeys caps the keys an external writer updates in the staleness
@@ -46,15 +48,17 @@ type staleStats struct {
 	unmatchedAtEnd, readErr int64
 }
 
-// stalenessSpecs lists the caches whose invalidation lag is measured;
-// thermos joins once the tiered package exists.
+// stalenessSpecs lists the caches whose invalidation lag is measured.
 func stalenessSpecs() []targetSpec {
 	return []targetSpec{
-		{name: "thermos memory+redis", consistency: "BCAST tracking", pending: "the tiered package is not built yet"},
+		{name: "thermos memory+redis", consistency: "BCAST tracking"},
 		{name: "rueidis-optin", consistency: "OPTIN tracking"},
 		{name: "rueidis-bcast", consistency: "BCAST tracking"},
 	}
 }
+
+// thermosStaleness is the staleness table's thermos row.
+const thermosStaleness = "thermos memory+redis"
 
 // staleness has an external writer update keys at c.WriteRate while readers
 // read them through a client-side cache, and measures how long each write
@@ -67,9 +71,10 @@ func staleness(ctx context.Context, c Config, e *env, p *progress) (*Section, er
 	}
 	n := min(c.Keys, stalenessKeys)
 	sec.Notes = append(sec.Notes,
-		"lag: from the writer's acknowledged SET to the reader client's receipt of its invalidation (0 when the invalidation beat the ack)",
+		"lag (rueidis): from the writer's acknowledged SET to the reader client's receipt of its invalidation (0 when the invalidation beat the ack)",
+		"lag (thermos): from the writer's acknowledged SET to the first read by a watcher goroutine, polling each written key through tiered.Cache.Get, that returns the new value, or an earlier such read by a reader — thermos's own view: when it stops serving the old value (a Raw route: the writer writes plain values); its invalidations column counts writes seen",
 		"stale within lag: a read that started after the write was acknowledged but before its invalidation arrived, and returned the old value",
-		"stale beyond lag: a read that started after the invalidation arrived and still returned the old value — must be 0",
+		"stale beyond lag: a read that started after the invalidation arrived (thermos: after the watcher saw the new value) and still returned the old value — must be 0",
 		"rueidis runs on one connection here: BCAST invalidations reach every connection, so with several the first arrival may come before the one on the connection holding the key")
 	t := Table{
 		Title: fmt.Sprintf("%d writes/s over %d keys, %d reader goroutines, %v", c.WriteRate, n, c.goroutines(), c.Duration),
@@ -79,10 +84,6 @@ func staleness(ctx context.Context, c Config, e *env, p *progress) (*Section, er
 	ch := Chart{Title: "staleness: invalidation lag", Kind: BarChart, XLabel: "cache", YLabel: "lag (µs)"}
 	s50, s99 := Series{Name: "p50"}, Series{Name: "p99"}
 	for i, s := range stalenessSpecs() {
-		if s.pending != "" {
-			t.Rows = append(t.Rows, []string{s.name, "pending", "", "", "", "", "", "", "", ""})
-			continue
-		}
 		p.Printf("staleness: %s", s.name)
 		st, err := measureStaleness(ctx, c, e, s.name, s.name == "rueidis-bcast", n, 60+i)
 		if err != nil {
@@ -138,6 +139,13 @@ func measureStaleness(ctx context.Context, c Config, e *env, name string, bcast 
 		lagMu.Unlock()
 		matched.Add(1)
 	}
+	indexOf := func(k string) (int, bool) {
+		if !strings.HasPrefix(k, stalenessPrefix) {
+			return 0, false
+		}
+		i, err := strconv.Atoi(k[len(stalenessPrefix):])
+		return i, err == nil && i >= 0 && i < n
+	}
 	onInv := func(msgs []rueidis.RedisMessage) {
 		if msgs == nil { // disconnect or flush: nothing to match
 			return
@@ -145,11 +153,11 @@ func measureStaleness(ctx context.Context, c Config, e *env, name string, bcast 
 		now := time.Now().UnixNano()
 		for _, m := range msgs {
 			k, err := m.ToString()
-			if err != nil || !strings.HasPrefix(k, stalenessPrefix) {
+			if err != nil {
 				continue
 			}
-			i, err := strconv.Atoi(k[len(stalenessPrefix):])
-			if err != nil || i < 0 || i >= n {
+			i, ok := indexOf(k)
+			if !ok {
 				continue
 			}
 			s := &state[i]
@@ -163,13 +171,46 @@ func measureStaleness(ctx context.Context, c Config, e *env, name string, bcast 
 			s.mu.Unlock()
 		}
 	}
-	tg, err := newRueidisTarget(name, e.redisAddr, bcast, true, 2*n, 32, onInv)
-	if err != nil {
-		return staleStats{}, err
+	// seen marks version ver of key i as served by thermos at unix ns now,
+	// if ver is the acknowledged version and nobody saw it before, and
+	// records the lag.
+	seen := func(i int, ver uint64, now int64) {
+		s := &state[i]
+		s.mu.Lock()
+		if ver == s.acked.Load() && ver > s.inv.Load() {
+			s.inv.Store(ver)
+			record(time.Duration(now - s.ackAt.Load()))
+		}
+		s.mu.Unlock()
 	}
-	defer tg.Close()
+	var read func(ctx context.Context, key string) ([]byte, error)
+	var watched chan watch // thermos: acknowledged writes for the watcher
+	if name == thermosStaleness {
+		l := Layout{Name: name, Tiers: tiered.Memory | tiered.Redis, Raw: true}
+		tg, err := openThermos(ctx, e, thermosSpec{layout: l, prefix: stalenessPrefix, entries: 2 * n,
+			keyLen: len(keys[n-1]), valueSize: 32, redisAddr: e.redisAddr}, &origin{size: 32})
+		if err != nil {
+			return staleStats{}, err
+		}
+		defer tg.Close()
+		read = func(ctx context.Context, key string) ([]byte, error) {
+			v, _, err := tg.c.Get(ctx, key)
+			return v, err
+		}
+		watched = make(chan watch, 4*c.WriteRate)
+	} else {
+		tg, err := newRueidisTarget(name, e.redisAddr, bcast, true, 2*n, 32, onInv)
+		if err != nil {
+			return staleStats{}, err
+		}
+		defer tg.Close()
+		read = func(ctx context.Context, key string) ([]byte, error) {
+			v, _, err := tg.Get(ctx, key)
+			return v, err
+		}
+	}
 	for _, k := range keys { // cache every key before the writer starts
-		if _, _, err := tg.Get(ctx, k); err != nil {
+		if _, err := read(ctx, k); err != nil {
 			return staleStats{}, err
 		}
 	}
@@ -187,7 +228,7 @@ func measureStaleness(ctx context.Context, c Config, e *env, name string, bcast 
 				i := gen.Next()
 				s := &state[i]
 				inv, acked := s.inv.Load(), s.acked.Load()
-				v, _, err := tg.Get(ctx, keys[i])
+				v, err := read(ctx, keys[i])
 				if err != nil {
 					readErrs.Add(1)
 					continue
@@ -199,9 +240,17 @@ func measureStaleness(ctx context.Context, c Config, e *env, name string, bcast 
 					beyond.Add(1)
 				case ver < acked:
 					within.Add(1)
+				case watched != nil && ver > inv:
+					// thermos: this read may be the first to see the
+					// acknowledged write's value.
+					seen(int(i), ver, time.Now().UnixNano())
 				}
 			}
 		})
+	}
+
+	if watched != nil {
+		wg.Go(func() { watchWrites(ctx, watched, keys, state, read, seen, &stop) })
 	}
 
 	// The writer paces itself to c.WriteRate, cycling through the keys so
@@ -222,13 +271,20 @@ func measureStaleness(ctx context.Context, c Config, e *env, name string, bcast 
 		}
 		s.mu.Lock()
 		s.acked.Store(ver)
-		s.ackAt.Store(time.Now().UnixNano())
-		if s.pending {
+		ackAt := time.Now().UnixNano()
+		s.ackAt.Store(ackAt)
+		if watched == nil && s.pending {
 			s.pending = false
 			s.inv.Store(ver)
 			record(0)
 		}
 		s.mu.Unlock()
+		if watched != nil {
+			select { // sent after unlocking: the watcher takes the same lock
+			case watched <- watch{i: j % n, ver: ver, ackAt: ackAt}:
+			case <-ctx.Done():
+			}
+		}
 		st.writes++
 	}
 	// Let the last invalidations arrive before stopping the readers.
@@ -255,4 +311,63 @@ func measureStaleness(ctx context.Context, c Config, e *env, name string, bcast 
 		return st, fmt.Errorf("bench: staleness: %d of %d reads through %s failed", st.readErr, st.reads+st.readErr, name)
 	}
 	return st, nil
+}
+
+// watch is one acknowledged write the thermos watcher waits to see.
+type watch struct {
+	i     int
+	ver   uint64
+	ackAt int64 // unix ns
+}
+
+// watchWrites polls every acknowledged write's key through read until
+// thermos serves the written version (or a later one) and passes it to
+// seen, which records the lag unless a reader saw it first. From then on a
+// read that returns an older version is stale beyond the lag. It returns
+// when stop is set and nothing is pending, or ctx ends.
+func watchWrites(ctx context.Context, in <-chan watch, keys []string, state []keyState,
+	read func(context.Context, string) ([]byte, error), seen func(i int, ver uint64, now int64), stop *atomic.Bool) {
+	var pending []watch
+	for ctx.Err() == nil {
+		if len(pending) == 0 {
+			if stop.Load() {
+				return
+			}
+			select {
+			case w := <-in:
+				pending = append(pending, w)
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Millisecond): // recheck stop
+				continue
+			}
+		}
+	drain:
+		for {
+			select {
+			case w := <-in:
+				pending = append(pending, w)
+			default:
+				break drain
+			}
+		}
+		kept := pending[:0]
+		for _, w := range pending {
+			if state[w.i].inv.Load() >= w.ver {
+				continue // a reader saw it first
+			}
+			v, err := read(ctx, keys[w.i])
+			ver, perr := strconv.ParseUint(string(v), 10, 64)
+			if err != nil || perr != nil || ver < w.ver {
+				kept = append(kept, w)
+				continue
+			}
+			seen(w.i, w.ver, time.Now().UnixNano())
+		}
+		pending = kept
+		if stop.Load() && len(pending) > 0 {
+			return // the settle wait is over: what is left is reported unmatched
+		}
+		runtime.Gosched()
+	}
 }

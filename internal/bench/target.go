@@ -15,9 +15,9 @@ import (
 
 // Target is a cache under test, read through to its backend on a miss.
 //
-// thermos's layouts (memory-only, memory+Redis, memory+disk+Redis) plug in
-// as Targets once the tiered package exists; every scenario takes Targets
-// from a targetSpec list, so adding them is a list entry.
+// thermos's layouts (memory-only, memory+Redis, memory+disk+Redis) are
+// Targets over tiered.Cache; they also implement TierStatser, which gives
+// their hit ratio and the share of reads each tier answered.
 type Target interface {
 	// Name identifies the target in tables and benchmark lines.
 	Name() string
@@ -40,13 +40,11 @@ type Backend interface {
 	Set(ctx context.Context, key string, v []byte) error
 }
 
-// targetSpec names a Target and how to build it. A spec with a Pending
-// reason is listed in tables but never built or measured.
+// targetSpec names a Target and how to build it.
 type targetSpec struct {
 	name        string
 	consistency string // how the local tier hears of writes elsewhere
 	needsRedis  bool
-	pending     string
 	build       func(size int) (Target, error)
 }
 
