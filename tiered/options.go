@@ -11,7 +11,6 @@ import (
 	"github.com/redis/rueidis"
 
 	"github.com/thermoscache/thermos/internal/clock"
-	"github.com/thermoscache/thermos/internal/envelope"
 )
 
 // Tier is a set of backends a route stores its keys in.
@@ -139,7 +138,7 @@ type Options struct {
 	// Signing, when set, signs every enveloped value with HMAC-SHA256 and
 	// refuses values that do not verify. Keys can be rotated: values signed
 	// with any key in the ring verify. Not allowed with Raw routes.
-	Signing *envelope.Keyring
+	Signing *Keyring
 
 	// LeaseTTL is the herd lock's lease in Redis. Zero means DefaultLeaseTTL.
 	LeaseTTL time.Duration
