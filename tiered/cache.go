@@ -30,6 +30,9 @@ type Cache struct {
 	wb    *writeBehind               // disk writes; nil without disk routes
 	trust *trust                     // disk entries known to match Redis
 	herdp atomic.Pointer[herd.Group] // shared rebuilds, once Redis is connected
+	// redisUp is true once a revalidation pass has completed since the
+	// last epoch bump or Redis error: Redis is known to answer.
+	redisUp atomic.Bool
 	herdM sync.Mutex                 // serialises creating herdp
 	local *herd.Group                // in-process rebuilds for local routes
 	clk   clock.Clock                // expiry and XFetch
@@ -153,6 +156,7 @@ func Open(ctx context.Context, opts *Options) (*Cache, error) {
 // onInvalidate runs on the tracking connection's reader: quick, no I/O.
 func (c *Cache) onInvalidate(keys []string, epochBump bool) {
 	if epochBump {
+		c.redisUp.Store(false)
 		c.stats.epochBumps.Add(1)
 		if c.trust != nil {
 			c.trust.reset()
@@ -356,20 +360,19 @@ func (c *Cache) read(ctx context.Context, r *route, key string) ([]byte, bool, f
 // is false when the caller should go on to the slower tiers.
 func (c *Cache) readUnverified(ctx context.Context, r *route, key string, it tracking.Item, t tracking.Ticket) (v []byte, ok, done bool) {
 	r.stats.unverifiedReads.Add(1)
-	if c.o.Unverified == ServeStale {
-		limit := it.HardExpiry
-		if limit == 0 || c.now() < limit {
-			r.stats.staleServes.Add(1)
-			c.kickRevalidation()
-			if it.Flags&envelope.FlagNegative != 0 {
-				return nil, false, true
-			}
-			return it.Value, true, true
-		}
-		return nil, false, false
+	if c.o.Unverified == ServeStale && !c.redisUp.Load() {
+		// Redis is not known to answer: serve, counted, and let the
+		// revalidator find out when it is back. Once it answers, reads
+		// revalidate first like the Revalidate policy, so unverified
+		// values stop being served as soon as Redis is back.
+		return c.serveUnverified(r, it)
 	}
 	match, err := c.revalidateOne(ctx, r, key, it.Version)
 	if err != nil {
+		c.redisUp.Store(false)
+		if c.o.Unverified == ServeStale {
+			return c.serveUnverified(r, it)
+		}
 		// Redis cannot answer: an unverified value is not served.
 		return nil, false, true
 	}
@@ -382,6 +385,20 @@ func (c *Cache) readUnverified(ctx context.Context, r *route, key string, it tra
 	}
 	c.drop(r, key)
 	return nil, false, false
+}
+
+// serveUnverified serves an unverified value under ServeStale while it is
+// within its hard expiry.
+func (c *Cache) serveUnverified(r *route, it tracking.Item) (v []byte, ok, done bool) {
+	if it.HardExpiry != 0 && c.now() >= it.HardExpiry {
+		return nil, false, false
+	}
+	r.stats.staleServes.Add(1)
+	c.kickRevalidation()
+	if it.Flags&envelope.FlagNegative != 0 {
+		return nil, false, true
+	}
+	return it.Value, true, true
 }
 
 // drop removes key from the local tiers after Redis said it changed.
@@ -553,12 +570,49 @@ func (c *Cache) load(ctx context.Context, r *route, key string, load Loader, f f
 		note(ctx, key, SourceRedis)
 	}
 	if byp&BypassWrites == 0 {
-		c.fill(r, t, tt, key, it, res.Value)
+		if shared && res.Stored && r.Tiers&(Memory|Disk) != 0 {
+			c.fillAfterOwnWrite(ctx, r, key, it, res.Value)
+		} else {
+			c.fill(r, t, tt, key, it, res.Value)
+		}
 	}
 	if it.Flags&envelope.FlagNegative != 0 {
 		return nil, false, nil
 	}
 	return it.Value, true, nil
+}
+
+// fillAfterOwnWrite fills the local tiers with a value this process just
+// stored in Redis through the herd's fenced-write script.
+//
+// Redis 7.0 sends a script's write back to the writing connection as a BCAST
+// invalidation even with NOLOOP, so a fill under a ticket taken before the
+// write would be refused (or undone) by our own invalidation:
+//  1. ticket taken, script writes v, reply arrives;
+//  2. our own invalidation of key arrives and bumps key's generation;
+//  3. the fill under the old ticket is refused; every read goes to Redis.
+//
+// So: a command on key's connection after the write is a barrier (its reply
+// comes after our invalidation has been applied); a ticket taken then, and a
+// version check after it, make the fill safe against any later writer.
+// Two small round trips per load, which the origin call dwarfs.
+func (c *Cache) fillAfterOwnWrite(ctx context.Context, r *route, key string, it tracking.Item, raw []byte) {
+	cl, err := c.redis()
+	if err != nil {
+		return
+	}
+	if err := cl.Do(ctx, cl.B().Pttl().Key(key).Build()).Error(); err != nil {
+		return
+	}
+	var t tracking.Ticket
+	if r.Tiers&Memory != 0 {
+		t = c.mem.Reserve(key)
+	}
+	tt := c.trustTicket(r, key)
+	if match, err := c.revalidateOne(ctx, r, key, it.Version); err != nil || !match {
+		return
+	}
+	c.fill(r, t, tt, key, it, raw)
 }
 
 // maybeRefresh starts an early refresh when XFetch says so.

@@ -157,6 +157,7 @@ func (c *Cache) revalidator() {
 			retry = time.After(revalidationRetry)
 			continue
 		}
+		c.redisUp.Store(true)
 		c.stats.lastRevalidation.Store(int64(time.Since(start)))
 		c.stats.passes.Add(1)
 	}
