@@ -3,12 +3,16 @@ package tiered
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -614,5 +618,158 @@ func BenchmarkClusterMemoryHit(b *testing.B) {
 			}
 			b.ReportMetric(float64(hits)/float64(i), "hit-ratio")
 		})
+	}
+}
+
+// Environment of a child process of TestClusterStampedeProcesses (the
+// test binary run again with -test.run=^TestClusterStampedeChild$).
+const (
+	stampedeIDEnv    = "TIERED_STAMPEDE_ID"    // the child's number; unset in a normal run
+	stampedeAddrsEnv = "TIERED_STAMPEDE_ADDRS" // the cluster's addresses, comma-separated
+	stampedeKeysEnv  = "TIERED_STAMPEDE_KEYS"  // one cold key per round, comma-separated
+	stampedeGEnv     = "TIERED_STAMPEDE_G"     // goroutines per process
+
+	// stampedeLoadTime is the origin's latency: every goroutine of every
+	// process misses within it.
+	stampedeLoadTime = 50 * time.Millisecond
+	// stampedeWait bounds every wait of a child or of the parent on one.
+	stampedeWait = 30 * time.Second
+)
+
+// TestClusterStampedeProcesses: 4 processes x 64 goroutines call
+// GetOrLoad on one cold key at once, in 3 rounds whose keys live on the 3
+// different primaries; the origin (50 ms, counted in Redis) is called once
+// per round across the whole fleet.
+func TestClusterStampedeProcesses(t *testing.T) {
+	const procs, per = 4, 64
+	cl := redistest.StartCluster(t, nil)
+	c := clusterClient(t, cl)
+	ctx := context.Background()
+	slots := cl.SlotMap()
+	var keys []string
+	for _, p := range cl.Primaries() {
+		keys = append(keys, keyOn(slots, p, "cold:"))
+	}
+	type child struct {
+		cmd *exec.Cmd
+		out bytes.Buffer
+	}
+	children := make([]*child, procs)
+	for i := range children {
+		ch := &child{cmd: exec.Command(os.Args[0], "-test.run=^TestClusterStampedeChild$", "-test.count=1")}
+		ch.cmd.Env = append(os.Environ(),
+			stampedeIDEnv+"="+strconv.Itoa(i), stampedeAddrsEnv+"="+strings.Join(cl.Addrs(), ","),
+			stampedeKeysEnv+"="+strings.Join(keys, ","), stampedeGEnv+"="+strconv.Itoa(per))
+		ch.cmd.Stdout, ch.cmd.Stderr = &ch.out, &ch.out
+		ch.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		if err := ch.cmd.Start(); err != nil {
+			t.Fatalf("start child: %v", err)
+		}
+		done := make(chan struct{})
+		go func() { _ = ch.cmd.Wait(); close(done) }()
+		t.Cleanup(func() { _ = ch.cmd.Process.Kill(); <-done })
+		children[i] = ch
+	}
+	fail := func(format string, args ...any) {
+		t.Helper()
+		for i, ch := range children {
+			t.Logf("child %d output:\n%s", i, ch.out.String())
+		}
+		t.Fatalf(format, args...)
+	}
+	calls := make([]int64, len(keys))
+	for r, key := range keys {
+		goes := make([]string, procs)
+		for i := range goes {
+			goes[i] = "go"
+		}
+		if err := c.Do(ctx, c.B().Rpush().Key("go:"+key).Element(goes...).Build()).Error(); err != nil {
+			t.Fatal(err)
+		}
+		for range procs {
+			kv, err := c.Do(ctx, c.B().Blpop().Key("done:"+key).Timeout(stampedeWait.Seconds()).Build()).AsStrSlice()
+			if err != nil || len(kv) != 2 {
+				fail("round %d: waiting for the children: %v", r, err)
+			}
+			if kv[1] != "ok" {
+				fail("round %d: a child failed: %s", r, kv[1])
+			}
+		}
+		n, err := c.Do(ctx, c.B().Get().Key("calls:"+key).Build()).AsInt64()
+		if err != nil {
+			t.Fatalf("round %d: origin calls: %v", r, err)
+		}
+		calls[r] = n
+		if n != 1 {
+			t.Errorf("round %d (%s on %s): origin calls = %d, want 1", r, key, slots[keyslot.Of(key)].Addr(), n)
+		}
+	}
+	t.Logf("origin calls per cold key through tiered.GetOrLoad on a cluster, %d processes x %d goroutines, keys on %d shards: %v",
+		procs, per, len(keys), calls)
+}
+
+// TestClusterStampedeChild is one process of TestClusterStampedeProcesses;
+// in a normal run it skips at once.
+func TestClusterStampedeChild(t *testing.T) {
+	id := os.Getenv(stampedeIDEnv)
+	if id == "" {
+		t.Skip("a child process of TestClusterStampedeProcesses, run by it")
+	}
+	addrs := strings.Split(os.Getenv(stampedeAddrsEnv), ",")
+	per, _ := strconv.Atoi(os.Getenv(stampedeGEnv))
+	ctx := context.Background()
+	c, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: addrs, DisableCache: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	cache, err := Open(ctx, &Options{
+		Redis:  &rueidis.ClientOption{InitAddress: addrs},
+		Logger: quietLog,
+		Routes: []Route{{Prefix: "cold:", Tiers: Memory | Redis, TTL: time.Minute, Beta: -1}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cache.Close()
+	load := LoaderFunc(func(ctx context.Context, key string) ([]byte, error) {
+		if err := c.Do(ctx, c.B().Incr().Key("calls:"+key).Build()).Error(); err != nil {
+			return nil, err
+		}
+		time.Sleep(stampedeLoadTime)
+		return []byte("v:" + key), nil
+	})
+	for _, key := range strings.Split(os.Getenv(stampedeKeysEnv), ",") {
+		if err := c.Do(ctx, c.B().Blpop().Key("go:"+key).Timeout(stampedeWait.Seconds()).Build()).Error(); err != nil {
+			t.Fatalf("%s: wait for the start: %v", key, err)
+		}
+		var wg sync.WaitGroup
+		errs := make(chan error, per)
+		for range per {
+			wg.Go(func() {
+				gctx, cancel := context.WithTimeout(ctx, stampedeWait)
+				defer cancel()
+				v, ok, err := cache.GetOrLoad(gctx, key, load)
+				if err == nil && (!ok || string(v) != "v:"+key) {
+					err = fmt.Errorf("GetOrLoad(%s) = %q, %v; want v:%s", key, v, ok, key)
+				}
+				if err != nil {
+					errs <- err
+				}
+			})
+		}
+		wg.Wait()
+		close(errs)
+		var all []error
+		for err := range errs {
+			all = append(all, err)
+		}
+		status := "ok"
+		if err := errors.Join(all...); err != nil {
+			status = "child " + id + ": " + err.Error()
+		}
+		if err := c.Do(ctx, c.B().Rpush().Key("done:"+key).Element(status).Build()).Error(); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
