@@ -2,6 +2,7 @@ package tiered
 
 import (
 	"context"
+	"crypto/sha1"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -15,13 +16,13 @@ import (
 	"github.com/thermoscache/thermos/tracking"
 )
 
-// revalidateScript compares, server-side, what each key holds with what the
+// revalidateLua compares, server-side, what each key holds with what the
 // cache holds, and returns 1 (same) or 0 (changed or gone) per key: only a
 // small version crosses the network, never the values. ARGV[i] is 'v' and
 // the 8-byte write version (compared with the envelope's version field,
 // read with GETRANGE), or 'd' and the first 16 hex digits of the SHA-1 of a
 // raw value. All keys of one call share a hash slot.
-var revalidateScript = rueidis.NewLuaScript(`
+var revalidateLua = `
 local out = {}
 for i = 1, #KEYS do
   local want = ARGV[i]
@@ -36,7 +37,14 @@ for i = 1, #KEYS do
   out[i] = ok
 end
 return out
-`)
+`
+
+var (
+	revalidateScript = rueidis.NewLuaScript(revalidateLua)
+	// revalidateSHA is the script's SHA-1, for batches sent as pipelined
+	// EVALSHA (see revalidateBatch).
+	revalidateSHA = fmt.Sprintf("%x", sha1.Sum([]byte(revalidateLua)))
+)
 
 // check is one key to revalidate.
 type check struct {
@@ -84,6 +92,11 @@ func (c *Cache) revalidateBatch(ctx context.Context, batch []check) error {
 		s := keyslot.Of(batch[i].key)
 		bySlot[s] = append(bySlot[s], i)
 	}
+	// One script call per slot, all of them pipelined: keys without hash
+	// tags rarely share a slot, so calling them one after the other cost a
+	// round trip per key. rueidis sends each call to its slot's primary.
+	groups := make([][]int, 0, len(bySlot))
+	cmds := make(rueidis.Commands, 0, len(bySlot))
 	for _, idx := range bySlot {
 		keys := make([]string, len(idx))
 		args := make([]string, len(idx))
@@ -91,9 +104,24 @@ func (c *Cache) revalidateBatch(ctx context.Context, batch []check) error {
 			keys[j] = batch[i].key
 			args[j] = expected(batch[i].r, batch[i].version)
 		}
-		res, err := revalidateScript.Exec(ctx, cl, keys, args).AsIntSlice()
+		groups = append(groups, idx)
+		cmds = append(cmds, cl.B().Evalsha().Sha1(revalidateSHA).Numkeys(int64(len(keys))).Key(keys...).Arg(args...).Build())
+	}
+	for g, reply := range cl.DoMulti(ctx, cmds...) {
+		idx := groups[g]
+		res, err := reply.AsIntSlice()
+		if re, ok := rueidis.IsRedisErr(err); ok && re.IsNoScript() {
+			// This node has not seen the script yet: Exec loads it.
+			keys := make([]string, len(idx))
+			args := make([]string, len(idx))
+			for j, i := range idx {
+				keys[j] = batch[i].key
+				args[j] = expected(batch[i].r, batch[i].version)
+			}
+			res, err = revalidateScript.Exec(ctx, cl, keys, args).AsIntSlice()
+		}
 		if err != nil {
-			return fmt.Errorf("tiered: revalidate %d keys: %w", len(keys), err)
+			return fmt.Errorf("tiered: revalidate %d keys: %w", len(idx), err)
 		}
 		for j, i := range idx {
 			ch := &batch[i]
