@@ -1,8 +1,11 @@
 // Command bench measures cache layouts: hit ratios by size and eviction
-// policy on synthetic workloads and real traces, read latency and
+// policy on synthetic workloads and real traces, thermos's layouts
+// (memory, memory+Redis, memory+disk+Redis) per tier, read latency and
 // throughput beside other Go caches (rueidis's client-side cache,
-// golang-lru, otter, plain Redis), and invalidation lag under an external
-// writer. Run it with no flags for the default suite:
+// golang-lru, otter, plain Redis) as ratios to thermos, invalidation lag
+// under an external writer, warm vs cold restarts, and stampedes across
+// processes (it re-executes itself as the workers). Run it with no flags
+// for the default suite:
 //
 //	go run ./cmd/bench
 //
@@ -29,6 +32,14 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
+	if os.Getenv(bench.WorkerEnv) != "" {
+		// Re-executed by the stampede scenario as one of its processes.
+		if err := bench.Worker(ctx, os.Stdin, os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "bench worker:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	switch {
 	case errors.Is(err, flag.ErrHelp):
@@ -59,8 +70,7 @@ func parse(args []string, stderr io.Writer) (bench.Config, error) {
 	fs.SetOutput(stderr)
 	var scenarios, workloads, traces string
 	var noTraces bool
-	fs.StringVar(&scenarios, "scenarios", "", "comma-separated scenarios to run: "+strings.Join(bench.Available(), ", ")+
-		" (default all available; restart and stampede need the tiered package)")
+	fs.StringVar(&scenarios, "scenarios", "", "comma-separated scenarios to run: "+strings.Join(bench.Available(), ", ")+" (default all)")
 	fs.IntVar(&cfg.Keys, "keys", bench.DefaultKeys, "distinct keys in the synthetic workloads")
 	fs.IntVar(&cfg.Ops, "ops", bench.DefaultOps, "accesses per simulated hit-ratio run")
 	fs.DurationVar(&cfg.Duration, "duration", bench.DefaultDuration, "length of each timed run (latency, peers, staleness)")
@@ -75,6 +85,9 @@ func parse(args []string, stderr io.Writer) (bench.Config, error) {
 	fs.IntVar(&cfg.Goroutines, "goroutines", 0, "request goroutines in timed runs (default 2×GOMAXPROCS)")
 	fs.IntVar(&cfg.ValueSize, "value-size", bench.DefaultValueSize, "value length in bytes")
 	fs.IntVar(&cfg.WriteRate, "write-rate", bench.DefaultWriteRate, "writes per second of the staleness scenario's external writer")
+	fs.IntVar(&cfg.Processes, "processes", bench.DefaultProcesses, "worker processes (K) of the stampede scenario")
+	fs.IntVar(&cfg.StampedeGoroutines, "stampede-goroutines", bench.DefaultStampedeGoroutines, "goroutines per stampede worker (G)")
+	fs.DurationVar(&cfg.OriginDelay, "origin-delay", bench.DefaultOriginDelay, "duration of one call to the stampede scenario's slow origin")
 	fs.StringVar(&cfg.Redis, "redis", "", "address of an existing Redis to use (default: start a private redis-server if it is on PATH)")
 	fs.BoolVar(&cfg.NoRedis, "no-redis", false, "run only the parts that need no Redis")
 	fs.StringVar(&cfg.Out, "out", "bench-out", "directory for report.html and results.json (empty: write no files)")

@@ -17,7 +17,8 @@ func TestHelpDocumentsEveryFlag(t *testing.T) {
 		t.Fatalf("parse(--help) error = %v, want flag.ErrHelp", err)
 	}
 	for _, f := range []string{"scenarios", "keys", "ops", "duration", "zipf-theta", "workload", "mix", "trace",
-		"no-traces", "trace-limit", "sizes", "goroutines", "value-size", "write-rate", "redis", "no-redis", "out", "seed", "quick"} {
+		"no-traces", "trace-limit", "sizes", "goroutines", "value-size", "write-rate", "processes", "stampede-goroutines", "origin-delay",
+		"redis", "no-redis", "out", "seed", "quick"} {
 		if !strings.Contains(errOut.String(), "-"+f+" ") && !strings.Contains(errOut.String(), "-"+f+"\n") {
 			t.Errorf("--help does not document -%s", f)
 		}
@@ -73,9 +74,13 @@ func TestParseErrors(t *testing.T) {
 
 func TestRunRejectsBadConfig(t *testing.T) {
 	var out, errOut bytes.Buffer
-	err := run(t.Context(), []string{"--scenarios", "restart"}, &out, &errOut)
-	if !errors.Is(err, bench.ErrUnavailable) {
-		t.Errorf("run(--scenarios restart) error = %v, want bench.ErrUnavailable", err)
+	err := run(t.Context(), []string{"--scenarios", "restart,latency"}, &out, &errOut)
+	if !errors.Is(err, bench.ErrConfig) || !strings.Contains(err.Error(), "latency") {
+		t.Errorf("run(--scenarios restart,latency) error = %v, want bench.ErrConfig naming the unknown scenario", err)
+	}
+	err = run(t.Context(), []string{"--processes", "-1", "--no-redis"}, &out, &errOut)
+	if !errors.Is(err, bench.ErrConfig) || !strings.Contains(err.Error(), "processes") {
+		t.Errorf("run(--processes -1) error = %v, want bench.ErrConfig naming the flag", err)
 	}
 	err = run(t.Context(), []string{"--zipf-theta", "1.5", "--no-redis"}, &out, &errOut)
 	if !errors.Is(err, bench.ErrConfig) || !strings.Contains(err.Error(), "zipf-theta") {

@@ -44,8 +44,8 @@ const (
 var (
 	// ErrConfig is returned for a flag value that cannot be used.
 	ErrConfig = errors.New("bench: bad configuration")
-	// ErrUnavailable is returned for a scenario that cannot run yet or here
-	// (restart and stampede until the tiered package exists).
+	// ErrUnavailable is returned for a part that cannot run here: the
+	// stampede scenario when the running binary cannot be re-executed.
 	ErrUnavailable = errors.New("bench: scenario unavailable")
 )
 
@@ -98,6 +98,15 @@ type Config struct {
 	Out string `json:"out"`
 	// Seed seeds every random stream. Zero means DefaultSeed.
 	Seed uint64 `json:"seed"`
+	// Processes is the stampede scenario's worker processes (K). Zero
+	// means DefaultProcesses.
+	Processes int `json:"processes"`
+	// StampedeGoroutines is the goroutines per stampede worker (G). Zero
+	// means DefaultStampedeGoroutines.
+	StampedeGoroutines int `json:"stampede_goroutines"`
+	// OriginDelay is how long the stampede scenario's origin takes per
+	// call. Zero means DefaultOriginDelay.
+	OriginDelay time.Duration `json:"origin_delay_ns"`
 	// Quick shrinks the defaults (keys, ops, duration, trace accesses) for
 	// a smoke run of a few seconds.
 	Quick bool `json:"quick"`
@@ -105,11 +114,32 @@ type Config struct {
 
 // Available lists the scenarios that can run today, in default order.
 func Available() []string {
-	return []string{ScenarioHitRatio, ScenarioPeers, ScenarioStaleness}
+	return []string{ScenarioHitRatio, ScenarioPeers, ScenarioStaleness, ScenarioRestart, ScenarioStampede}
 }
 
-// pending are scenarios whose parts (tiered, herd) do not exist yet.
-func pending(name string) bool { return name == ScenarioRestart || name == ScenarioStampede }
+// processes returns the stampede's worker count.
+func (c Config) processes() int {
+	if c.Processes > 0 {
+		return c.Processes
+	}
+	return DefaultProcesses
+}
+
+// stampedeGoroutines returns the goroutines per stampede worker.
+func (c Config) stampedeGoroutines() int {
+	if c.StampedeGoroutines > 0 {
+		return c.StampedeGoroutines
+	}
+	return DefaultStampedeGoroutines
+}
+
+// originDelay returns the stampede origin's duration.
+func (c Config) originDelay() time.Duration {
+	if c.OriginDelay > 0 {
+		return c.OriginDelay
+	}
+	return DefaultOriginDelay
+}
 
 // withDefaults returns a copy of c with zero fields set.
 func (c Config) withDefaults() Config {
@@ -181,8 +211,6 @@ func (c Config) validate() error {
 		switch {
 		case seen[s]:
 			return bad("scenario %q listed twice", s)
-		case pending(s):
-			return fmt.Errorf("%w: %s needs the tiered cache and herd packages, which are not built yet", ErrUnavailable, s)
 		case !slices.Contains(Available(), s):
 			return bad("unknown scenario %q (available: %s)", s, strings.Join(Available(), ", "))
 		}
@@ -205,6 +233,12 @@ func (c Config) validate() error {
 		return bad("--write-rate %d must be positive", c.WriteRate)
 	case c.TraceLimit < 0:
 		return bad("--trace-limit %d must not be negative", c.TraceLimit)
+	case c.Processes < 0 || c.Processes > 64:
+		return bad("--processes %d must be in [0, 64]", c.Processes)
+	case c.StampedeGoroutines < 0:
+		return bad("--stampede-goroutines %d must not be negative", c.StampedeGoroutines)
+	case c.OriginDelay < 0:
+		return bad("--origin-delay %v must not be negative", c.OriginDelay)
 	case c.NoRedis && c.Redis != "":
 		return bad("--redis and --no-redis contradict each other")
 	}

@@ -297,7 +297,7 @@ func layoutLatency(ctx context.Context, c Config, e *env, sec *Section, p *progr
 		keys := prefixedKeys(prefix, c.Keys)
 		o := &origin{size: c.ValueSize}
 		tg, err := openThermos(ctx, e, thermosSpec{layout: l, prefix: prefix, entries: size,
-			keyLen: len(keys[len(keys)-1]), valueSize: c.ValueSize, redisAddr: e.redisAddr}, o)
+			keyLen: len(keys[len(keys)-1]), valueSize: c.ValueSize, redisAddr: e.redisAddr}, originLoader(o))
 		if err != nil {
 			return err
 		}

@@ -44,7 +44,7 @@ func peerSpecs(ctx context.Context, c Config, e *env) []targetSpec {
 			// the same keys, bytes and round trips as rueidis's cache.
 			l := Layout{Name: "thermos memory+redis", Tiers: tiered.Memory | tiered.Redis, Raw: true}
 			return openThermos(ctx, e, thermosSpec{layout: l, prefix: keyName(0)[:len("bench:k:")], entries: size,
-				keyLen: len(keyName(uint64(c.Keys - 1))), valueSize: c.ValueSize, redisAddr: e.redisAddr}, &origin{size: c.ValueSize})
+				keyLen: len(keyName(uint64(c.Keys - 1))), valueSize: c.ValueSize, redisAddr: e.redisAddr}, originLoader(&origin{size: c.ValueSize}))
 		}},
 		{name: "rueidis-optin", consistency: "OPTIN tracking", needsRedis: true, build: rueidisCache("rueidis-optin", false)},
 		{name: "rueidis-bcast", consistency: "BCAST tracking", needsRedis: true, build: rueidisCache("rueidis-bcast", true)},

@@ -13,14 +13,14 @@ import (
 // scenarioFunc runs one scenario and returns its section.
 type scenarioFunc func(ctx context.Context, c Config, e *env, p *progress) (*Section, error)
 
-// scenarios maps the available scenario names to their code. restart and
-// stampede join once tiered and herd exist (they need a cache that can be
-// closed and reopened warm, and the herd lock).
+// scenarios maps the available scenario names to their code.
 func scenarios() map[string]scenarioFunc {
 	return map[string]scenarioFunc{
 		ScenarioHitRatio:  hitRatio,
 		ScenarioPeers:     peers,
 		ScenarioStaleness: staleness,
+		ScenarioRestart:   restart,
+		ScenarioStampede:  stampede,
 	}
 }
 

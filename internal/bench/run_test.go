@@ -40,6 +40,9 @@ func smallConfig(t *testing.T) Config {
 		Traces:   []string{tr + ":arc"},
 		Out:      t.TempDir(),
 		Seed:     7,
+
+		Processes:          3,
+		StampedeGoroutines: 8,
 	}
 }
 
@@ -98,6 +101,50 @@ func TestRunReducedSuite(t *testing.T) {
 				}
 			}
 		}
+	}
+
+	// Figures the design promises, whatever the machine's speed.
+	metric := func(name, unit string) (float64, bool) {
+		for _, s := range res.Sections {
+			for _, b := range s.Bench {
+				if b.Name != name {
+					continue
+				}
+				for _, m := range b.Metrics {
+					if m.Unit == unit {
+						return m.Value, true
+					}
+				}
+			}
+		}
+		return 0, false
+	}
+	k, g := float64(cfg.Processes), float64(cfg.StampedeGoroutines)
+	for _, tt := range []struct {
+		name, unit string
+		want       float64
+	}{
+		{"Stampede/cold/off", "origin-calls/key", k * g},     // every goroutine calls the origin
+		{"Stampede/cold/local", "origin-calls/key", k},       // one call per process
+		{"Stampede/cold/shared", "origin-calls/key", 1},      // one call across the processes
+		{"Restart/warm_disk_and_Redis", "origin-calls", 0},   // disk and Redis hold every key
+		{"Restart/no_disk_Redis_warm", "origin-calls", 0},    // Redis holds every key
+		{"Layout/thermos_memory", "origin-loads", -1},        // present
+		{"Layout/thermos_memory+redis", "origin-loads", -1},  // present
+		{"Layout/thermos_memory+disk+redis", "ns/op", -1},    // present
+		{"Peers/thermos_memory+redis", "hit-ratio", -1},      // present
+		{"Staleness/thermos_memory+redis", "lag-p50-ns", -1}, // present
+	} {
+		got, ok := metric(tt.name, tt.unit)
+		switch {
+		case !ok:
+			t.Errorf("no %s metric in Benchmark%s", tt.unit, tt.name)
+		case tt.want >= 0 && got != tt.want:
+			t.Errorf("Benchmark%s: %v %s, want %v", tt.name, got, tt.unit, tt.want)
+		}
+	}
+	if got, _ := metric("Restart/cold_nothing_cached", "origin-calls"); got == 0 {
+		t.Errorf("cold restart made no origin call")
 	}
 
 	raw, err := os.ReadFile(filepath.Join(cfg.Out, "results.json"))
@@ -202,8 +249,10 @@ func TestConfigErrors(t *testing.T) {
 		want error
 	}{
 		{"unknown scenario", Config{Scenarios: []string{"latency"}}, ErrConfig},
-		{"restart pending", Config{Scenarios: []string{ScenarioRestart}}, ErrUnavailable},
-		{"stampede pending", Config{Scenarios: []string{ScenarioStampede}}, ErrUnavailable},
+		{"negative processes", Config{Processes: -1}, ErrConfig},
+		{"too many processes", Config{Processes: 65}, ErrConfig},
+		{"negative stampede goroutines", Config{StampedeGoroutines: -1}, ErrConfig},
+		{"negative origin delay", Config{OriginDelay: -time.Millisecond}, ErrConfig},
 		{"twice", Config{Scenarios: []string{ScenarioPeers, ScenarioPeers}}, ErrConfig},
 		{"negative keys", Config{Keys: -1}, ErrConfig},
 		{"theta 1", Config{Theta: 1}, ErrConfig},

@@ -95,7 +95,7 @@ func staleness(ctx context.Context, c Config, e *env, p *progress) (*Section, er
 			strconv.FormatInt(st.reads, 10), strconv.FormatInt(st.within, 10), strconv.FormatInt(st.beyond, 10)})
 		s50.Points = append(s50.Points, Point{Label: s.name, Y: float64(sum.P50) / 1e3})
 		s99.Points = append(s99.Points, Point{Label: s.name, Y: float64(sum.P99) / 1e3})
-		sec.Bench = append(sec.Bench, Bench{Name: "Staleness/" + s.name, N: st.reads, Metrics: []Metric{
+		sec.Bench = append(sec.Bench, Bench{Name: "Staleness/" + benchName(s.name), N: st.reads, Metrics: []Metric{
 			{float64(sum.P50.Nanoseconds()), "lag-p50-ns"},
 			{float64(sum.P99.Nanoseconds()), "lag-p99-ns"},
 			{float64(st.within), "stale-within-lag"},
@@ -188,7 +188,7 @@ func measureStaleness(ctx context.Context, c Config, e *env, name string, bcast 
 	if name == thermosStaleness {
 		l := Layout{Name: name, Tiers: tiered.Memory | tiered.Redis, Raw: true}
 		tg, err := openThermos(ctx, e, thermosSpec{layout: l, prefix: stalenessPrefix, entries: 2 * n,
-			keyLen: len(keys[n-1]), valueSize: 32, redisAddr: e.redisAddr}, &origin{size: 32})
+			keyLen: len(keys[n-1]), valueSize: 32, redisAddr: e.redisAddr}, originLoader(&origin{size: 32}))
 		if err != nil {
 			return staleStats{}, err
 		}

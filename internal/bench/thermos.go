@@ -21,9 +21,6 @@ const (
 	TierLoads  = "loads"
 )
 
-// tierNames are the TierStats keys in table order.
-func tierNames() []string { return []string{TierMemory, TierDisk, TierRedis, TierMisses, TierLoads} }
-
 // TierStatser is an optional interface of a Target whose cache counts
 // answers per tier. runTimed takes its hit ratio from the difference of two
 // snapshots (memory and disk hits are local hits) instead of Get's hit
@@ -80,8 +77,22 @@ func memoryBudget(entries, keyLen, valueSize int) int64 {
 	return int64(entries) * (tracking.EntryOverhead + int64(keyLen) + int64(valueSize))
 }
 
-// openThermos opens a tiered.Cache for s, with o as its loader.
-func openThermos(ctx context.Context, e *env, s thermosSpec, o *origin) (*thermosTarget, error) {
+// originLoader is o as a tiered.Loader.
+func originLoader(o *origin) tiered.Loader {
+	return tiered.LoaderFunc(func(ctx context.Context, key string) ([]byte, error) {
+		v, ok, err := o.Get(ctx, key)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			return nil, tiered.ErrNotFound
+		}
+		return v, nil
+	})
+}
+
+// openThermos opens a tiered.Cache for s, with load as GetOrLoad's loader.
+func openThermos(ctx context.Context, e *env, s thermosSpec, load tiered.Loader) (*thermosTarget, error) {
 	r := tiered.Route{Prefix: s.prefix, Tiers: s.layout.Tiers, Raw: s.layout.Raw}
 	if s.route != nil {
 		r = *s.route
@@ -116,17 +127,7 @@ func openThermos(ctx context.Context, e *env, s thermosSpec, o *origin) (*thermo
 		}
 		return nil, fmt.Errorf("bench: open %s: %w", s.layout.Name, err)
 	}
-	t.c = c
-	t.load = tiered.LoaderFunc(func(ctx context.Context, key string) ([]byte, error) {
-		v, ok, err := o.Get(ctx, key)
-		if err != nil {
-			return nil, err
-		}
-		if !ok {
-			return nil, tiered.ErrNotFound
-		}
-		return v, nil
-	})
+	t.c, t.load = c, load
 	return t, nil
 }
 
