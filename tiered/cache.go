@@ -212,7 +212,12 @@ func (c *Cache) shutdown() error {
 	return errors.Join(errs...)
 }
 
-func (c *Cache) now() int64 { return c.nowFn() }
+func (c *Cache) now() int64 {
+	if c.fast != nil {
+		return c.fast.UnixNano()
+	}
+	return c.nowFn()
+}
 
 // check validates key and finds its route.
 func (c *Cache) check(key string) (*route, error) {
@@ -240,7 +245,7 @@ func (c *Cache) Get(ctx context.Context, key string) ([]byte, bool, error) {
 		return nil, false, nil
 	}
 	if r.Tiers&Memory != 0 {
-		if it, fresh, ok := c.mem.Get(key); ok && (fresh || r.Tiers&Redis == 0) {
+		if it, fresh, ok := c.mem.Lookup(key); ok && (fresh || r.Tiers&Redis == 0) {
 			if it.SoftExpiry == 0 || c.now() < it.SoftExpiry {
 				r.stats.memHits.add(key)
 				if ctl != nil && ctl.detector != nil {
@@ -376,14 +381,23 @@ func (c *Cache) readUnverified(ctx context.Context, r *route, key string, it tra
 		// Redis cannot answer: an unverified value is not served.
 		return nil, false, true
 	}
-	if match && c.mem.Revalidate(t, key, it.Version) {
+	if !match {
+		c.drop(r, key)
+		return nil, false, false
+	}
+	if c.mem.Revalidate(t, key, it.Version) {
 		r.stats.revalidated.Add(1)
 		if it.Flags&envelope.FlagNegative != 0 {
 			return nil, false, true
 		}
 		return it.Value, true, true
 	}
-	c.drop(r, key)
+	// Redis holds this version, but the ticket was overtaken: an
+	// invalidation (which removed the entry already), a local write (a
+	// newer entry), or a drop of another key under the same guard
+	// generation (the background pass dropping changed keys). Read on from
+	// the slower tiers; dropping here would throw away an unchanged or a
+	// newer entry.
 	return nil, false, false
 }
 

@@ -82,10 +82,10 @@ func (c *Cache) revalidateOne(ctx context.Context, r *route, key string, version
 // revalidateBatch checks keys in one script call per hash slot and applies
 // the answers: a match makes the entry fresh (memory) and trusted (disk), a
 // mismatch drops it from every local tier.
-func (c *Cache) revalidateBatch(ctx context.Context, batch []check) error {
+func (c *Cache) revalidateBatch(ctx context.Context, batch []check) (refused int, err error) {
 	cl, err := c.redis()
 	if err != nil {
-		return err
+		return 0, err
 	}
 	bySlot := make(map[uint16][]int)
 	for i := range batch {
@@ -121,7 +121,7 @@ func (c *Cache) revalidateBatch(ctx context.Context, batch []check) error {
 			res, err = revalidateScript.Exec(ctx, cl, keys, args).AsIntSlice()
 		}
 		if err != nil {
-			return fmt.Errorf("tiered: revalidate %d keys: %w", len(idx), err)
+			return refused, fmt.Errorf("tiered: revalidate %d keys: %w", len(idx), err)
 		}
 		for j, i := range idx {
 			ch := &batch[i]
@@ -136,6 +136,10 @@ func (c *Cache) revalidateBatch(ctx context.Context, batch []check) error {
 					if ch.r.Tiers&Disk != 0 {
 						c.trust.add(ch.tt)
 					}
+				} else {
+					// An invalidation of this key, or of one sharing its
+					// generation slot, came in meanwhile: look again.
+					refused++
 				}
 				continue
 			}
@@ -143,7 +147,7 @@ func (c *Cache) revalidateBatch(ctx context.Context, batch []check) error {
 			c.drop(ch.r, ch.key)
 		}
 	}
-	return nil
+	return refused, nil
 }
 
 func (c *Cache) kickRevalidation() {
@@ -156,6 +160,11 @@ func (c *Cache) kickRevalidation() {
 // revalidationRetry is how long the revalidator waits before trying again
 // when Redis could not answer.
 const revalidationRetry = 250 * time.Millisecond
+
+// errRecheck reports a pass in which some entries matched Redis but could
+// not be promoted because an invalidation raced with the check; the pass
+// runs again at once.
+var errRecheck = errors.New("tiered: some entries need another check")
 
 // revalidator checks unverified entries against Redis in the background:
 // after a warm start, after every epoch bump, and again while Redis cannot
@@ -179,6 +188,11 @@ func (c *Cache) revalidator() {
 		}
 		start := time.Now()
 		if err := c.revalidateAll(); err != nil {
+			if errors.Is(err, errRecheck) {
+				c.redisUp.Store(true)
+				retry = time.After(time.Millisecond)
+				continue
+			}
 			if !errors.Is(err, context.Canceled) {
 				c.o.Logger.Debug("tiered: revalidation incomplete", "err", err)
 			}
@@ -205,11 +219,14 @@ func (c *Cache) revalidateAll() error {
 	}()
 	var batch []check
 	var err error
+	refused := 0
 	flush := func() bool {
 		if len(batch) == 0 {
 			return true
 		}
-		err = c.revalidateBatch(ctx, batch)
+		var n int
+		n, err = c.revalidateBatch(ctx, batch)
+		refused += n
 		batch = batch[:0]
 		return err == nil
 	}
@@ -233,7 +250,13 @@ func (c *Cache) revalidateAll() error {
 		return err
 	}
 	if c.disk == nil {
-		return ctx.Err()
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if refused > 0 {
+			return errRecheck
+		}
+		return nil
 	}
 	// Disk entries of Redis routes that memory does not hold.
 	c.stats.diskReads.Add(1)
@@ -258,6 +281,9 @@ func (c *Cache) revalidateAll() error {
 	}
 	if !flush() {
 		return err
+	}
+	if refused > 0 {
+		return errRecheck
 	}
 	return nil
 }

@@ -229,6 +229,18 @@ func slotOf(h uint64) uint64 { return (h >> 32) % genSlots }
 // without KeepUnverified such entries are misses. An expired entry (MaxTTL or
 // HardExpiry) is a miss and is removed. Get does not allocate.
 func (c *Cache) Get(key string) (it Item, fresh, ok bool) {
+	p, fresh, ok := c.Lookup(key)
+	if ok {
+		it = *p
+	}
+	return it, fresh, ok
+}
+
+// Lookup is Get returning a pointer to the cached item instead of a copy,
+// for hot paths that read a field or two. The item is never modified once
+// cached (a write replaces the entry), so the pointer stays valid and
+// consistent; the caller must not modify it.
+func (c *Cache) Lookup(key string) (it *Item, fresh, ok bool) {
 	h := c.hash(key)
 	s := c.shardOf(h)
 	now := c.now()
@@ -245,11 +257,11 @@ func (c *Cache) Get(key string) (it Item, fresh, ok bool) {
 		s.mu.misses++
 	case e.epoch == epoch:
 		s.mu.hits++
-		it, fresh, ok = e.item, true, true
+		it, fresh, ok = &e.item, true, true
 	case c.cfg.KeepUnverified:
 		s.mu.hits++
 		s.mu.unverifiedServes++
-		it, ok = e.item, true
+		it, ok = &e.item, true
 	default:
 		s.mu.misses++
 	}
