@@ -33,15 +33,15 @@ type Cache struct {
 	// redisUp is true once a revalidation pass has completed since the
 	// last epoch bump or Redis error: Redis is known to answer.
 	redisUp atomic.Bool
-	herdM sync.Mutex                 // serialises creating herdp
-	local *herd.Group                // in-process rebuilds for local routes
-	clk   clock.Clock                // expiry and XFetch
-	fast  *clock.Coarse              // owned coarse clock when Options.Clock is nil
-	nowFn func() int64               // Unix ns, cheap
-	reval chan struct{}              // wakes the revalidator
-	done  chan struct{}              // closed by Close
-	wg    sync.WaitGroup             // background goroutines
-	rnd   struct {
+	herdM   sync.Mutex     // serialises creating herdp
+	local   *herd.Group    // in-process rebuilds for local routes
+	clk     clock.Clock    // expiry and XFetch
+	fast    *clock.Coarse  // owned coarse clock when Options.Clock is nil
+	nowFn   func() int64   // Unix ns, cheap
+	reval   chan struct{}  // wakes the revalidator
+	done    chan struct{}  // closed by Close
+	wg      sync.WaitGroup // background goroutines
+	rnd     struct {
 		sync.Mutex
 		r *rand.Rand
 	}
