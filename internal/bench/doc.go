@@ -5,22 +5,32 @@
 // Scenarios:
 //   - hitratio: a cache-size sweep of eviction policies (golang-lru LRU,
 //     2Q, ARC; otter) on synthetic workloads (package workload) and real
-//     traces (package trace), and a timed memory-only read-through run per
-//     policy for latency percentiles (HdrHistogram) and throughput.
-//   - peers: one zipfian read workload, in one run, against rueidis's
+//     traces (package trace); a timed memory-only read-through run per
+//     policy; and thermos's layouts (memory, memory+Redis,
+//     memory+disk+Redis) on the same workload and entry budget, with the
+//     share of reads each tier answered, origin loads, latency percentiles
+//     (HdrHistogram) and throughput.
+//   - peers: one zipfian read workload, in one run, against thermos
+//     memory+redis (a Raw route over the preloaded values), rueidis's
 //     client-side cache (DoCache with OPTIN and with BCAST tracking),
-//     golang-lru and otter in front of Redis, and Redis alone.
+//     golang-lru and otter in front of Redis, and Redis alone; p50 and
+//     throughput are reported as ratios to thermos.
 //   - staleness: an external writer updates keys at a fixed rate while
 //     readers read through a client-side cache; it reports the invalidation
-//     lag distribution and counts stale reads within and beyond it.
-//   - restart and stampede need the tiered and herd packages and are
-//     refused with ErrUnavailable until they exist.
+//     lag distribution and counts stale reads within and beyond it. For
+//     thermos the lag is its own view: until a read returns the new value.
+//   - restart: warms a memory+disk+Redis cache, closes it, and compares
+//     reopening it, a fresh directory with Redis warm, and a cold start:
+//     open time, time to the first local hit, hit ratio and origin calls per
+//     100 ms.
+//   - stampede: K processes (the running binary re-executed as workers,
+//     see WorkerEnv and Worker) × G goroutines miss one key with a slow
+//     origin, with the herd off, local (per-process single-flight) and
+//     shared (the Redis lease); then a key expiring under sustained reads,
+//     with XFetch and without early refresh.
 //
-// Every cache is a Target; thermos's layouts are Targets over
-// tiered.Cache (thermos.go) that also report per-tier counts
-// (TierStatser): the hit-ratio scenario times memory-only, memory+Redis and
-// memory+disk+Redis; peers compares every other cache to thermos
-// memory+redis as ratios; staleness measures thermos's own view of the lag.
+// Every cache is a Target; thermos's layouts are Targets over tiered.Cache
+// (thermos.go) that also report per-tier counts (TierStatser).
 //
 // Run writes aligned tables and Go benchmark lines (for benchstat) to its
 // stdout, progress to stderr only when stderr is a terminal, and a
@@ -31,7 +41,9 @@
 // server: every key it writes starts with "bench:".
 //
 // Not promised: figures are comparable between runs on one machine, not
-// across machines; otter's hit ratios vary slightly between runs (its
-// admission sketch is seeded at random). The library packages never import
-// this package or its peers (otter, golang-lru's ARC).
+// across machines, and latency figures move with the machine's load;
+// otter's hit ratios vary slightly between runs (its admission sketch is
+// seeded at random). The library packages never import this package or its
+// peers (otter, golang-lru's ARC). Keys thermos writes carry a per-run token
+// and expire with their route's TTL; the peers' preloaded keys stay.
 package bench
