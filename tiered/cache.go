@@ -452,6 +452,10 @@ func (c *Cache) readDisk(ctx context.Context, r *route, key string) (tracking.It
 			c.trust.add(tt)
 		}
 	}
+	if len(e.Payload) > r.MaxValueBytes {
+		// The route's limit holds on every read, whatever wrote the disk.
+		return tracking.Item{}, false, fmt.Errorf("tiered: %q on disk: %w: %d bytes > %d", key, ErrValueTooLarge, len(e.Payload), r.MaxValueBytes)
+	}
 	return itemOf(r, &e), true, nil
 }
 
@@ -553,6 +557,16 @@ func (c *Cache) load(ctx context.Context, r *route, key string, load Loader, f f
 		g, shared = c.local, false
 	}
 	res, err := g.Do(ctx, key, nil, c.loadFunc(r, key, load))
+	if err == nil && shared && !res.Loaded {
+		if _, ok, derr := c.decodeRemote(r, key, res.Value); derr == nil && !ok {
+			// Redis holds bytes we refuse (corrupt, forged, unsigned): the
+			// herd takes any present value as the answer, so they would
+			// block every load of key. Delete them if they are still
+			// there, and load once more.
+			c.deleteIfSame(ctx, key, res.Value)
+			res, err = g.Do(ctx, key, nil, c.loadFunc(r, key, load))
+		}
+	}
 	if err != nil {
 		if errors.Is(err, ErrNotFound) {
 			r.stats.misses.Add(1)
@@ -1215,4 +1229,22 @@ func (c *Cache) group(r *route) (g *herd.Group, shared bool) {
 	}
 	c.herdp.Store(g)
 	return g, true
+}
+
+// deleteIfSameScript deletes KEYS[1] only while it holds ARGV[1].
+var deleteIfSameScript = rueidis.NewLuaScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+`)
+
+// deleteIfSame removes key from Redis if it still holds old, so a refused
+// value never shadows a newer, valid one written meanwhile.
+func (c *Cache) deleteIfSame(ctx context.Context, key string, old []byte) {
+	cl, err := c.redis()
+	if err != nil {
+		return
+	}
+	if err := deleteIfSameScript.Exec(ctx, cl, []string{key}, []string{string(old)}).Error(); err != nil {
+		c.o.Logger.Warn("tiered: could not remove a refused value", "key", key, "err", err)
+	}
 }

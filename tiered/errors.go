@@ -25,9 +25,6 @@ var (
 	// ErrLoaderPanic wraps a panic recovered from a Loader; the text carries
 	// the stack.
 	ErrLoaderPanic = errors.New("tiered: loader panicked")
-	// ErrIntegrity is returned by typed reads of a value that failed
-	// signature verification; untyped reads treat such a value as a miss.
-	ErrIntegrity = errors.New("tiered: value failed integrity check")
 	// ErrUnavailable is returned (wrapped) by operations that need Redis
 	// while it is not connected: it was down at Open and has not come back.
 	ErrUnavailable = errors.New("tiered: redis unavailable")

@@ -303,6 +303,9 @@ func (c *Cache) warm(ctx context.Context) error {
 		if budget > c.o.MemoryBytes {
 			return errWarmFull
 		}
+		if len(e.Payload) > r.MaxValueBytes {
+			return nil // over the route's limit (it may have shrunk): leave it cold
+		}
 		it := itemOf(r, &e)
 		t := c.mem.Reserve(key)
 		if r.Tiers&Redis != 0 {

@@ -53,6 +53,7 @@ func (c *Cache) connect(ctx context.Context) error {
 	}
 	v, ok := infoField(info, "redis_version")
 	if !ok {
+		client.Close()
 		return fmt.Errorf("%w: no redis_version in INFO server", ErrUnsupportedServer)
 	}
 	if !versionAtLeast(v, MinRedisVersion) {
