@@ -57,6 +57,9 @@ type Group struct {
 	// noScripts is set once the server refused a script, or by
 	// Options.DisableScripting.
 	noScripts atomic.Bool
+	// noPublish is set once the server refused a PUBLISH on the
+	// notification channels (an ACL user without channel rights).
+	noPublish atomic.Bool
 
 	// ctx is cancelled by Close; every flight's context derives from it.
 	ctx    context.Context

@@ -40,8 +40,10 @@ return {2, redis.call('PTTL', KEYS[2])}
 `
 
 // writeSrc is the fenced write: KEYS = data, lock; ARGV = token, value,
-// ttl ms (0 = none), channel, message. It stores the value, ends the lease
-// and wakes the waiters only while token holds the lock.
+// ttl ms (0 = none), channel ('' = none), message. It stores the value, ends
+// the lease and wakes the waiters only while token holds the lock. It
+// returns 0 when the lease was lost, 1 when done, 2 when done but the
+// server refused the PUBLISH (pcall: the write must stand either way).
 const writeSrc = `
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
 if ARGV[3] ~= '0' then
@@ -50,7 +52,10 @@ else
   redis.call('SET', KEYS[1], ARGV[2])
 end
 redis.call('DEL', KEYS[2])
-redis.call('PUBLISH', ARGV[4], ARGV[5])
+if ARGV[4] ~= '' then
+  local p = redis.pcall('PUBLISH', ARGV[4], ARGV[5])
+  if type(p) == 'table' and p.err then return 2 end
+end
 return 1
 `
 
@@ -59,7 +64,10 @@ return 1
 const releaseSrc = `
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1])
-redis.call('PUBLISH', ARGV[2], ARGV[3])
+if ARGV[2] ~= '' then
+  local p = redis.pcall('PUBLISH', ARGV[2], ARGV[3])
+  if type(p) == 'table' and p.err then return 2 end
+end
 return 1
 `
 
@@ -126,7 +134,49 @@ func scriptRefused(err error) bool {
 		return false
 	}
 	msg := re.Error()
+	if channelRefused(err) {
+		return false // the script ran; its PUBLISH was refused
+	}
 	return strings.HasPrefix(msg, "NOPERM") || strings.Contains(strings.ToLower(msg), "unknown command")
+}
+
+// errPublishRefused stands for a PUBLISH a script ran with pcall and the
+// server refused (the scripts return 2 then; their writes stand).
+var errPublishRefused = errors.New("herd: redis refused PUBLISH on a notification channel")
+
+// channelRefused reports whether err is an ACL refusal of a pub/sub channel:
+// the user may use the keys but not the notification channels (Redis 7 ACL
+// users get no channels unless granted).
+func channelRefused(err error) bool {
+	re, ok := rueidis.IsRedisErr(err)
+	if !ok {
+		return false
+	}
+	msg := strings.ToLower(re.Error())
+	return strings.HasPrefix(msg, "noperm") && strings.Contains(msg, "channel")
+}
+
+// channel returns k's notification channel, or "" once the server has
+// refused publishing: writes then go without waking anyone, and waiters in
+// other processes fall back to their wait timeout and the lease's expiry.
+func (g *Group) channel(k keys) string {
+	if g.noPublish.Load() {
+		return ""
+	}
+	return k.channel
+}
+
+// publishRefused switches publishing off after err refused it, and reports
+// whether the operation should be retried without publishing.
+func (g *Group) publishRefused(err error) bool {
+	if !errors.Is(err, errPublishRefused) && !channelRefused(err) {
+		return false
+	}
+	if !g.noPublish.Swap(true) {
+		g.o.Logger.Warn("herd: the redis user may not publish on the notification channels; "+
+			"waiters will poll at WaitTimeout (grant &"+g.o.ChannelPrefix+"* to wake them at once)", "err", err)
+	}
+	return true
 }
 
 // exec runs a script unless scripting is off. It reports false when the
@@ -297,52 +347,72 @@ func (g *Group) writeFenced(ctx context.Context, k keys, token string, value []b
 	if ttl > 0 {
 		ttlArg = ms(ttl)
 	}
-	r, ok := g.exec(ctx, g.scripts.write, []string{k.data, k.lock},
-		[]string{token, string(value), ttlArg, k.channel, wakeMessage()})
-	if ok {
-		n, err := r.AsInt64()
+	for {
+		r, ok := g.exec(ctx, g.scripts.write, []string{k.data, k.lock},
+			[]string{token, string(value), ttlArg, g.channel(k), wakeMessage()})
+		if ok {
+			n, err := r.AsInt64()
+			if err != nil {
+				return false, fmt.Errorf("herd: fenced write: %w", err)
+			}
+			if n == 2 {
+				g.publishRefused(errPublishRefused)
+			}
+			return n >= 1, nil
+		}
+		done, err := g.casTx(ctx, k.lock, token, func(c rueidis.DedicatedClient) rueidis.Commands {
+			set := c.B().Set().Key(k.data).Value(string(value))
+			var cmd rueidis.Completed
+			if ttl > 0 {
+				cmd = set.PxMilliseconds(max(ttl.Milliseconds(), 1)).Build()
+			} else {
+				cmd = set.Build()
+			}
+			cmds := rueidis.Commands{cmd, c.B().Del().Key(k.lock).Build()}
+			if ch := g.channel(k); ch != "" {
+				cmds = append(cmds, c.B().Publish().Channel(ch).Message(wakeMessage()).Build())
+			}
+			return cmds
+		})
+		if err != nil && g.publishRefused(err) {
+			continue
+		}
 		if err != nil {
-			return false, fmt.Errorf("herd: fenced write: %w", err)
+			return false, fmt.Errorf("herd: fenced write (transaction): %w", err)
 		}
-		return n == 1, nil
+		return done, nil
 	}
-	done, err := g.casTx(ctx, k.lock, token, func(c rueidis.DedicatedClient) rueidis.Commands {
-		set := c.B().Set().Key(k.data).Value(string(value))
-		var cmd rueidis.Completed
-		if ttl > 0 {
-			cmd = set.PxMilliseconds(max(ttl.Milliseconds(), 1)).Build()
-		} else {
-			cmd = set.Build()
-		}
-		return rueidis.Commands{cmd,
-			c.B().Del().Key(k.lock).Build(),
-			c.B().Publish().Channel(k.channel).Message(wakeMessage()).Build()}
-	})
-	if err != nil {
-		return false, fmt.Errorf("herd: fenced write (transaction): %w", err)
-	}
-	return done, nil
 }
 
 // release deletes the lease if token still holds it and wakes waiters.
 func (g *Group) release(ctx context.Context, k keys, token string) (bool, error) {
-	r, ok := g.exec(ctx, g.scripts.release, []string{k.lock}, []string{token, k.channel, wakeMessage()})
-	if ok {
-		n, err := r.AsInt64()
-		if err != nil {
-			return false, fmt.Errorf("herd: release lease: %w", err)
+	for {
+		r, ok := g.exec(ctx, g.scripts.release, []string{k.lock}, []string{token, g.channel(k), wakeMessage()})
+		if ok {
+			n, err := r.AsInt64()
+			if err != nil {
+				return false, fmt.Errorf("herd: release lease: %w", err)
+			}
+			if n == 2 {
+				g.publishRefused(errPublishRefused)
+			}
+			return n >= 1, nil
 		}
-		return n == 1, nil
+		done, err := g.casTx(ctx, k.lock, token, func(c rueidis.DedicatedClient) rueidis.Commands {
+			cmds := rueidis.Commands{c.B().Del().Key(k.lock).Build()}
+			if ch := g.channel(k); ch != "" {
+				cmds = append(cmds, c.B().Publish().Channel(ch).Message(wakeMessage()).Build())
+			}
+			return cmds
+		})
+		if err != nil && g.publishRefused(err) {
+			continue
+		}
+		if err != nil {
+			return false, fmt.Errorf("herd: release lease (transaction): %w", err)
+		}
+		return done, nil
 	}
-	done, err := g.casTx(ctx, k.lock, token, func(c rueidis.DedicatedClient) rueidis.Commands {
-		return rueidis.Commands{
-			c.B().Del().Key(k.lock).Build(),
-			c.B().Publish().Channel(k.channel).Message(wakeMessage()).Build()}
-	})
-	if err != nil {
-		return false, fmt.Errorf("herd: release lease (transaction): %w", err)
-	}
-	return done, nil
 }
 
 // renew extends the lease if token still holds it.
