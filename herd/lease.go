@@ -40,7 +40,7 @@ return {2, redis.call('PTTL', KEYS[2])}
 `
 
 // writeSrc is the fenced write: KEYS = data, lock; ARGV = token, value,
-// ttl ms (0 = none), channel ('' = none), message. It stores the value, ends
+// ttl ms (0 = none), channel (” = none), message. It stores the value, ends
 // the lease and wakes the waiters only while token holds the lock. It
 // returns 0 when the lease was lost, 1 when done, 2 when done but the
 // server refused the PUBLISH (pcall: the write must stand either way).
