@@ -58,9 +58,15 @@ type Cache struct {
 // Redis it subscribes to invalidations before revalidating anything, so a
 // write after a check always reaches the cache.
 //
-// Open fails on invalid options (ErrConfig) and when the disk tier cannot be
-// opened. If Redis cannot be reached it fails with the tracking error; the
-// cache does not start half-connected.
+// Open fails on invalid options (ErrConfig), when the disk tier cannot be
+// opened, and when Redis answers but refuses: wrong credentials, an
+// untrusted certificate (tracking.ErrRefused), a user who may not read a
+// tracked prefix (tracking.ErrACL), a server too old or without client
+// tracking. If Redis cannot be reached at all, Open succeeds: the cache
+// serves what it has by Options.Unverified, loads without writing to Redis,
+// and connects in the background; operations that need Redis meanwhile
+// return errors wrapping ErrUnavailable. (A plain-TCP client pointed at a
+// TLS port looks unreachable too.)
 func Open(ctx context.Context, opts *Options) (*Cache, error) {
 	o := opts.withDefaults()
 	if err := o.validate(); err != nil {
