@@ -75,6 +75,7 @@ func staleness(ctx context.Context, c Config, e *env, p *progress) (*Section, er
 		"lag (thermos): from the writer's acknowledged SET to the first read by a watcher goroutine, polling each written key through tiered.Cache.Get, that returns the new value, or an earlier such read by a reader — thermos's own view: when it stops serving the old value (a Raw route: the writer writes plain values); its invalidations column counts writes seen",
 		"stale within lag: a read that started after the write was acknowledged but before its invalidation arrived, and returned the old value",
 		"stale beyond lag: a read that started after the invalidation arrived (thermos: after the watcher saw the new value) and still returned the old value — must be 0",
+		"thermos's lag includes the GET that follows the invalidation; readers that never block (memory hits) on GOMAXPROCS or more goroutines delay the watcher and the tracking connection's goroutine, which wait for a P: run with --goroutines 1 to see the lag without that",
 		"rueidis runs on one connection here: BCAST invalidations reach every connection, so with several the first arrival may come before the one on the connection holding the key")
 	t := Table{
 		Title: fmt.Sprintf("%d writes/s over %d keys, %d reader goroutines, %v", c.WriteRate, n, c.goroutines(), c.Duration),
