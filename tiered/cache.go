@@ -85,11 +85,9 @@ func Open(ctx context.Context, opts *Options) (*Cache, error) {
 		clk := c.clk
 		c.nowFn = func() int64 { return clk.Now().UnixNano() }
 	}
-	src := o.Rand
-	if src == nil {
-		src = rand.NewPCG(rand.Uint64(), rand.Uint64())
+	if o.Rand != nil {
+		c.rnd.r = rand.New(o.Rand)
 	}
-	c.rnd.r = rand.New(src)
 
 	var needRedis, needDisk bool
 	for _, r := range o.Routes {
@@ -513,7 +511,7 @@ func (c *Cache) GetOrLoad(ctx context.Context, key string, load Loader) ([]byte,
 	}
 	byp := bypassOf(ctx)
 	if byp&BypassReads == 0 && r.Tiers&Memory != 0 {
-		if it, fresh, ok := c.mem.Get(key); ok && (fresh || r.Tiers&Redis == 0) {
+		if it, fresh, ok := c.mem.Lookup(key); ok && (fresh || r.Tiers&Redis == 0) {
 			now := c.now()
 			if it.SoftExpiry == 0 || now < it.SoftExpiry {
 				r.stats.memHits.add(key)
@@ -650,13 +648,17 @@ func (c *Cache) fillAfterOwnWrite(ctx context.Context, r *route, key string, it 
 }
 
 // maybeRefresh starts an early refresh when XFetch says so.
-func (c *Cache) maybeRefresh(r *route, key string, it tracking.Item, now int64, remote []byte, load Loader) {
+func (c *Cache) maybeRefresh(r *route, key string, it *tracking.Item, now int64, remote []byte, load Loader) {
 	if r.Beta < 0 || it.SoftExpiry == 0 || it.Delta <= 0 {
 		return
 	}
-	c.rnd.Lock()
-	u := 1 - c.rnd.r.Float64() // (0, 1]
-	c.rnd.Unlock()
+	// XFetch refreshes when -ln(u)·δ·β reaches the time left; u is at least
+	// 2^-53, so -ln(u) never exceeds 36.8. Far from expiry no draw can
+	// trigger a refresh: skip the draw, so the usual hit costs nothing.
+	if float64(it.SoftExpiry-now) > float64(it.Delta)*r.Beta*maxXFetchLog {
+		return
+	}
+	u := 1 - c.float64() // (0, 1]
 	if !herd.ShouldRefresh(time.Unix(0, now), time.Unix(0, it.SoftExpiry), it.Delta, r.Beta, u) {
 		return
 	}
@@ -670,7 +672,7 @@ func (c *Cache) maybeRefresh(r *route, key string, it tracking.Item, now int64, 
 		case r.Raw:
 			remote = it.Value
 		case c.o.Signing == nil:
-			e := entryOf(r, it)
+			e := entryOf(r, *it)
 			remote = e.Append(nil)
 		}
 	}
@@ -854,9 +856,7 @@ func (c *Cache) encode(r *route, key string, value []byte, ttl, delta time.Durat
 	if ttl == 0 {
 		ttl = r.TTL
 		if r.Jitter > 0 {
-			c.rnd.Lock()
-			ttl -= time.Duration(float64(ttl) * r.Jitter * c.rnd.r.Float64())
-			c.rnd.Unlock()
+			ttl -= time.Duration(float64(ttl) * r.Jitter * c.float64())
 		}
 	}
 	now := c.now()
@@ -868,9 +868,7 @@ func (c *Cache) encode(r *route, key string, value []byte, ttl, delta time.Durat
 		it := tracking.Item{Value: value, SoftExpiry: now + int64(ttl), HardExpiry: now + int64(hard), Version: digest(value)}
 		return value, it, hard, nil
 	}
-	c.rnd.Lock()
-	version := c.rnd.r.Uint64()
-	c.rnd.Unlock()
+	version := c.uint64()
 	e := envelope.Entry{Header: envelope.Header{
 		SoftExpiry: now + int64(ttl),
 		HardExpiry: now + int64(hard),
@@ -1253,4 +1251,27 @@ func (c *Cache) deleteIfSame(ctx context.Context, key string, old []byte) {
 	if err := deleteIfSameScript.Exec(ctx, cl, []string{key}, []string{string(old)}).Error(); err != nil {
 		c.o.Logger.Warn("tiered: could not remove a refused value", "key", key, "err", err)
 	}
+}
+
+// maxXFetchLog bounds -ln(u) for u drawn as a float64 in (0, 1].
+const maxXFetchLog = 37
+
+// float64 and uint64 draw from Options.Rand under a lock when one was
+// given (tests want determinism), else from the runtime's lock-free source.
+func (c *Cache) float64() float64 {
+	if c.rnd.r == nil {
+		return rand.Float64()
+	}
+	c.rnd.Lock()
+	defer c.rnd.Unlock()
+	return c.rnd.r.Float64()
+}
+
+func (c *Cache) uint64() uint64 {
+	if c.rnd.r == nil {
+		return rand.Uint64()
+	}
+	c.rnd.Lock()
+	defer c.rnd.Unlock()
+	return c.rnd.r.Uint64()
 }
