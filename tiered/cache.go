@@ -540,7 +540,7 @@ func (c *Cache) GetOrLoad(ctx context.Context, key string, load Loader) ([]byte,
 		if f.stale && f.it.HardExpiry != 0 && c.now() < f.it.HardExpiry && f.src == SourceRedis {
 			// Stale-while-revalidate: within MaxStale, one caller
 			// refreshes and everyone keeps the stale value meanwhile.
-			c.refresh(r, key, f.remote, load)
+			c.refresh(r, key, f.remote, 0, load)
 			r.stats.staleServes.Add(1)
 			note(ctx, key, SourceStale)
 			return f.it.Value, true, nil
@@ -676,11 +676,11 @@ func (c *Cache) maybeRefresh(r *route, key string, it *tracking.Item, now int64,
 			remote = e.Append(nil)
 		}
 	}
-	c.refresh(r, key, remote, load)
+	c.refresh(r, key, remote, it.Version, load)
 }
 
 // refresh rebuilds key in the background, once across the herd.
-func (c *Cache) refresh(r *route, key string, remote []byte, load Loader) {
+func (c *Cache) refresh(r *route, key string, remote []byte, seen uint64, load Loader) {
 	g, _ := c.group(r)
 	var t tracking.Ticket
 	if r.Tiers&Memory != 0 {
@@ -689,6 +689,13 @@ func (c *Cache) refresh(r *route, key string, remote []byte, load Loader) {
 	tt := c.trustTicket(r, key)
 	fn := c.loadFunc(r, key, load)
 	started := g.Refresh(key, remote, func(ctx context.Context) ([]byte, time.Duration, error) {
+		// Look again before rebuilding: a refresh that finished just
+		// before this one started has replaced the value we saw.
+		if seen != 0 && r.Tiers&Memory != 0 {
+			if cur, _, ok := c.mem.Lookup(key); ok && cur.Version != seen {
+				return nil, 0, errAlreadyRefreshed
+			}
+		}
 		v, ttl, err := fn(ctx)
 		if err == nil {
 			if it, ok, derr := c.decodeLocal(r, v); derr == nil && ok {
@@ -1190,6 +1197,9 @@ func globEscape(s string) string {
 const untrackedPrefix = "\xffthermos:untracked\xff"
 
 var errNoRedis = errors.New("tiered: no redis configured")
+
+// errAlreadyRefreshed ends a refresh that found the value already replaced.
+var errAlreadyRefreshed = errors.New("tiered: value already refreshed")
 
 // redis returns the Redis client: ErrUnavailable while it is not connected
 // (Redis was down at Open), errNoRedis when no route uses Redis.
