@@ -4,12 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,15 +18,13 @@ import (
 const (
 	// DefaultClusterPrimaries is the number of primaries when
 	// ClusterOptions.Primaries is zero.
-	DefaultClusterPrimaries = 3
+	DefaultClusterPrimaries = redisproc.DefaultClusterPrimaries
 	// DefaultClusterNodeTimeout is cluster-node-timeout when
 	// ClusterOptions.NodeTimeout is zero: small, so that a killed primary is
 	// replaced within a few seconds.
-	DefaultClusterNodeTimeout = time.Second
+	DefaultClusterNodeTimeout = redisproc.DefaultClusterNodeTimeout
 	// clusterWait bounds every wait for the cluster to settle.
 	clusterWait = 30 * time.Second
-	// maxClusterPort keeps port+10000 (the cluster bus) a valid port.
-	maxClusterPort = 55000
 )
 
 // ClusterOptions configures a local Redis Cluster. A nil *ClusterOptions is
@@ -79,6 +75,8 @@ func (n *ClusterNode) ID() string { return n.id }
 
 // StartCluster starts a cluster and returns once every node agrees on the
 // slot map, cluster_state is ok everywhere and every replica is in sync.
+// The nodes are started and joined by redisproc.StartCluster, each in its
+// own tb.TempDir.
 func StartCluster(tb testing.TB, opts *ClusterOptions) *Cluster {
 	tb.Helper()
 	var o ClusterOptions
@@ -89,77 +87,34 @@ func StartCluster(tb testing.TB, opts *ClusterOptions) *Cluster {
 	if o.Primaries == 0 {
 		o.Primaries = DefaultClusterPrimaries
 	}
-	if o.NodeTimeout <= 0 {
-		o.NodeTimeout = DefaultClusterNodeTimeout
-	}
 	if o.Primaries < 3 || o.Replicas < 0 {
 		tb.Fatalf("redistest: cluster of %d primaries and %d replicas each: need >= 3 primaries, >= 0 replicas", o.Primaries, o.Replicas)
 	}
 	bin := Binary(tb)
 	cli := cliBinary(tb)
 	n := o.Primaries * (1 + o.Replicas)
-	args := append([]string{
-		"--cluster-enabled", "yes",
-		"--cluster-config-file", "nodes.conf",
-		"--cluster-node-timeout", strconv.FormatInt(o.NodeTimeout.Milliseconds(), 10),
-		// Promote a replica however long it was cut off from its primary.
-		"--cluster-replica-validity-factor", "0",
-		// Full syncs at once: the default waits 5 s for more replicas.
-		"--repl-diskless-sync-delay", "0",
-	}, o.Args...)
-	c := &Cluster{tb: tb, Nodes: make([]*ClusterNode, n)}
-	ports := newPortPicker()
-	var wg sync.WaitGroup
-	errs := make([]error, n)
-	for i := range n {
-		dir := tb.TempDir()
-		wg.Go(func() {
-			var p *redisproc.Server
-			var err error
-			for range 5 { // a picked port can be taken before redis binds it
-				var port int
-				if port, err = ports.pick(); err != nil {
-					continue
-				}
-				p, err = redisproc.Start(context.Background(), &redisproc.Options{
-					Binary: bin, Dir: dir, Port: port, Persist: o.Persist, Args: args})
-				if err == nil {
-					break
-				}
-			}
-			if err != nil {
-				errs[i] = err
-				return
-			}
-			c.Nodes[i] = &ClusterNode{Server: &Server{tb: tb, p: p}}
-		})
+	dirs := make([]string, n)
+	for i := range dirs {
+		dirs[i] = tb.TempDir()
 	}
-	wg.Wait()
-	for _, nd := range c.Nodes {
-		if nd != nil {
-			tb.Cleanup(nd.p.Kill)
-		}
+	pc, err := redisproc.StartCluster(context.Background(), &redisproc.ClusterOptions{
+		Primaries: o.Primaries, Replicas: o.Replicas, NodeTimeout: o.NodeTimeout, Persist: o.Persist,
+		Args: o.Args, Binary: bin, CLI: cli, Dirs: dirs, StartTimeout: clusterWait})
+	if err != nil {
+		tb.Fatalf("redistest: start cluster: %v", err)
 	}
-	if err := errors.Join(errs...); err != nil {
-		tb.Fatalf("redistest: start cluster node: %v", err)
-	}
-	create := []string{"--cluster", "create"}
-	for _, nd := range c.Nodes {
-		create = append(create, nd.Addr())
-	}
-	create = append(create, "--cluster-replicas", strconv.Itoa(o.Replicas), "--cluster-yes")
-	if pw := c.Nodes[0].p.Password(); pw != "" {
-		create = append(create, "--no-auth-warning", "-a", pw)
-	}
-	if out, err := exec.Command(cli, create...).CombinedOutput(); err != nil {
-		tb.Fatalf("redistest: redis-cli --cluster create: %v: %s", err, out)
-	}
-	for _, nd := range c.Nodes {
+	// Registered after the TempDirs' cleanups, so it runs before they are
+	// removed.
+	tb.Cleanup(func() { pc.Close() })
+	c := &Cluster{tb: tb}
+	for _, p := range pc.Nodes() {
+		nd := &ClusterNode{Server: &Server{tb: tb, p: p}}
 		id, err := nd.Do("CLUSTER", "MYID")
 		if err != nil {
 			tb.Fatalf("redistest: CLUSTER MYID on %s: %v", nd.Addr(), err)
 		}
 		nd.id = id
+		c.Nodes = append(c.Nodes, nd)
 	}
 	c.WaitOK()
 	return c
@@ -173,46 +128,6 @@ func cliBinary(tb testing.TB) string {
 		tb.Fatalf("redis-cli not found on PATH: install the Debian package redis-tools")
 	}
 	return bin
-}
-
-// portPicker hands out distinct ports below maxClusterPort whose cluster bus
-// port (port+10000) was free too.
-type portPicker struct {
-	mu   sync.Mutex
-	used map[int]bool
-}
-
-func newPortPicker() *portPicker { return &portPicker{used: map[int]bool{}} }
-
-func (pp *portPicker) pick() (int, error) {
-	for range 200 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return 0, err
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		pp.mu.Lock()
-		taken := pp.used[port]
-		pp.mu.Unlock()
-		if taken || port >= maxClusterPort {
-			l.Close()
-			continue
-		}
-		bus, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port+10000)))
-		l.Close()
-		if err != nil {
-			continue
-		}
-		bus.Close()
-		pp.mu.Lock()
-		taken = pp.used[port] || pp.used[port+10000]
-		pp.used[port], pp.used[port+10000] = true, true
-		pp.mu.Unlock()
-		if !taken {
-			return port, nil
-		}
-	}
-	return 0, errors.New("no free port pair (port, port+10000) below 55000")
 }
 
 // Addrs returns every node's address, for rueidis's InitAddress.

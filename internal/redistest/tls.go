@@ -151,3 +151,9 @@ func (s *TLSServer) TLSAddr() string { return net.JoinHostPort("127.0.0.1", strc
 // ClientConfig returns a new *tls.Config that trusts this server's CA (and
 // nothing else).
 func (s *TLSServer) ClientConfig() *tls.Config { return s.CA.ClientConfig() }
+
+// PEM returns the CA's certificate, PEM-encoded, for clients that read
+// their trusted CAs from a file.
+func (ca *CA) PEM() []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.der})
+}

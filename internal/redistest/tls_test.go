@@ -3,6 +3,7 @@ package redistest
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"strings"
 	"testing"
 
@@ -66,5 +67,16 @@ func TestSetUserAndInfo(t *testing.T) {
 	n := s.Info("stats", "total_connections_received")
 	if n == "" || n == "0" {
 		t.Fatalf("total_connections_received = %q after connecting", n)
+	}
+}
+
+func TestCAPEM(t *testing.T) {
+	ca := NewCA(t)
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(ca.PEM()) {
+		t.Fatalf("PEM() = %q: no certificate in it", ca.PEM())
+	}
+	if !pool.Equal(ca.ClientConfig().RootCAs) {
+		t.Error("the pool read from PEM() differs from ClientConfig's RootCAs")
 	}
 }
