@@ -3,6 +3,7 @@ package tiered
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -67,8 +68,10 @@ func BenchmarkMemoryHit(b *testing.B) {
 	})
 	b.Run("tiered-parallel", func(b *testing.B) {
 		b.ReportAllocs()
+		var worker atomic.Int64
 		b.RunParallel(func(pb *testing.PB) {
-			i := 0
+			// Each goroutine starts at its own key (see tracking's benchmark).
+			i := int(worker.Add(1)) * (benchKeys / 8)
 			for pb.Next() {
 				c.Get(ctx, keys[i%benchKeys])
 				i++
@@ -77,8 +80,9 @@ func BenchmarkMemoryHit(b *testing.B) {
 	})
 	b.Run("tracking-parallel", func(b *testing.B) {
 		b.ReportAllocs()
+		var worker atomic.Int64
 		b.RunParallel(func(pb *testing.PB) {
-			i := 0
+			i := int(worker.Add(1)) * (benchKeys / 8)
 			for pb.Next() {
 				tc.Get(keys[i%benchKeys])
 				i++
