@@ -40,7 +40,7 @@ func main() {
 		}
 		return
 	}
-	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
 	switch {
 	case errors.Is(err, flag.ErrHelp):
 		os.Exit(0)
@@ -55,17 +55,19 @@ func main() {
 // errUsage marks a flag parsing error already reported by the flag package.
 var errUsage = errors.New("usage")
 
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	cfg, err := parse(args, stderr)
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	cfg, err := parse(args, getenv, stderr)
 	if err != nil {
 		return err
 	}
 	return bench.Run(ctx, cfg, stdout, stderr)
 }
 
-// parse turns command-line flags into a bench.Config.
-func parse(args []string, stderr io.Writer) (bench.Config, error) {
+// parse turns command-line flags, and the password in the environment
+// variable bench.PasswordEnv (read through getenv), into a bench.Config.
+func parse(args []string, getenv func(string) string, stderr io.Writer) (bench.Config, error) {
 	var cfg bench.Config
+	var password string
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var scenarios, workloads, traces string
@@ -88,7 +90,12 @@ func parse(args []string, stderr io.Writer) (bench.Config, error) {
 	fs.IntVar(&cfg.Processes, "processes", bench.DefaultProcesses, "worker processes (K) of the stampede scenario")
 	fs.IntVar(&cfg.StampedeGoroutines, "stampede-goroutines", bench.DefaultStampedeGoroutines, "goroutines per stampede worker (G)")
 	fs.DurationVar(&cfg.OriginDelay, "origin-delay", bench.DefaultOriginDelay, "duration of one call to the stampede scenario's slow origin")
-	fs.StringVar(&cfg.Redis, "redis", "", "address of an existing Redis to use (default: start a private redis-server if it is on PATH)")
+	fs.StringVar(&cfg.Redis, "redis", "", "address of an existing Redis to use, or comma-separated addresses of a Redis Cluster's nodes\n"+
+		"(default: start a private redis-server if it is on PATH)")
+	fs.BoolVar(&cfg.RedisCluster, "redis-cluster", false, "start a private local Redis Cluster (3 primaries, no replicas; needs redis-server and redis-cli) instead of a single server")
+	fs.StringVar(&cfg.RedisUser, "redis-user", "", "ACL user of every Redis connection (with --redis; default the default user)")
+	fs.StringVar(&password, "redis-password", "", "password of every Redis connection (with --redis); better: set "+bench.PasswordEnv+", which ps does not show")
+	fs.StringVar(&cfg.RedisTLSCA, "redis-tls-ca", "", "PEM file of CA certificates: connect to Redis with TLS, trusting only these (with --redis)")
 	fs.BoolVar(&cfg.NoRedis, "no-redis", false, "run only the parts that need no Redis")
 	fs.StringVar(&cfg.Out, "out", "bench-out", "directory for report.html and results.json (empty: write no files)")
 	seed := fs.Uint64("seed", bench.DefaultSeed, "seed of every random stream")
@@ -109,6 +116,10 @@ func parse(args []string, stderr io.Writer) (bench.Config, error) {
 		return cfg, errUsage
 	}
 	cfg.Seed = *seed
+	cfg.RedisPassword = bench.Secret(password)
+	if password == "" && cfg.Redis != "" {
+		cfg.RedisPassword = bench.Secret(getenv(bench.PasswordEnv))
+	}
 	cfg.Scenarios = splitList(scenarios)
 	cfg.Workloads = splitList(workloads)
 	switch {

@@ -13,12 +13,12 @@ import (
 
 func TestHelpDocumentsEveryFlag(t *testing.T) {
 	var errOut bytes.Buffer
-	if _, err := parse([]string{"--help"}, &errOut); !errors.Is(err, flag.ErrHelp) {
+	if _, err := parse([]string{"--help"}, noEnv, &errOut); !errors.Is(err, flag.ErrHelp) {
 		t.Fatalf("parse(--help) error = %v, want flag.ErrHelp", err)
 	}
 	for _, f := range []string{"scenarios", "keys", "ops", "duration", "zipf-theta", "workload", "mix", "trace",
 		"no-traces", "trace-limit", "sizes", "goroutines", "value-size", "write-rate", "processes", "stampede-goroutines", "origin-delay",
-		"redis", "no-redis", "out", "seed", "quick"} {
+		"redis", "redis-cluster", "redis-user", "redis-password", "redis-tls-ca", "no-redis", "out", "seed", "quick"} {
 		if !strings.Contains(errOut.String(), "-"+f+" ") && !strings.Contains(errOut.String(), "-"+f+"\n") {
 			t.Errorf("--help does not document -%s", f)
 		}
@@ -27,7 +27,7 @@ func TestHelpDocumentsEveryFlag(t *testing.T) {
 
 func TestParse(t *testing.T) {
 	cfg, err := parse([]string{"--scenarios", "peers, hitratio", "--workload", "zipfian,uniform", "--trace", "a.lis,b.bin:int64",
-		"--zipf-theta", "0.8", "--duration", "3s", "--seed", "9"}, &bytes.Buffer{})
+		"--zipf-theta", "0.8", "--duration", "3s", "--seed", "9"}, noEnv, &bytes.Buffer{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,7 +40,7 @@ func TestParse(t *testing.T) {
 	}
 
 	// --quick leaves the sizes it shrinks unset, but keeps what was given.
-	cfg, err = parse([]string{"--quick", "--keys", "500"}, &bytes.Buffer{})
+	cfg, err = parse([]string{"--quick", "--keys", "500"}, noEnv, &bytes.Buffer{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,7 +48,7 @@ func TestParse(t *testing.T) {
 		t.Errorf("--quick --keys 500 gave keys %d ops %d duration %v sizes %q", cfg.Keys, cfg.Ops, cfg.Duration, cfg.Sizes)
 	}
 
-	cfg, err = parse([]string{"--no-traces"}, &bytes.Buffer{})
+	cfg, err = parse([]string{"--no-traces"}, noEnv, &bytes.Buffer{})
 	if err != nil || cfg.Traces == nil || len(cfg.Traces) != 0 {
 		t.Errorf("--no-traces gave Traces %#v, %v; want an empty, non-nil list", cfg.Traces, err)
 	}
@@ -66,7 +66,7 @@ func TestParseErrors(t *testing.T) {
 		{"trace and no-traces", []string{"--trace", "a.lis", "--no-traces"}, bench.ErrConfig},
 	}
 	for _, tt := range tests {
-		if _, err := parse(tt.args, &bytes.Buffer{}); !errors.Is(err, tt.want) {
+		if _, err := parse(tt.args, noEnv, &bytes.Buffer{}); !errors.Is(err, tt.want) {
 			t.Errorf("%s: parse error = %v, want %v", tt.name, err, tt.want)
 		}
 	}
@@ -74,16 +74,62 @@ func TestParseErrors(t *testing.T) {
 
 func TestRunRejectsBadConfig(t *testing.T) {
 	var out, errOut bytes.Buffer
-	err := run(t.Context(), []string{"--scenarios", "restart,latency"}, &out, &errOut)
+	err := run(t.Context(), []string{"--scenarios", "restart,latency"}, noEnv, &out, &errOut)
 	if !errors.Is(err, bench.ErrConfig) || !strings.Contains(err.Error(), "latency") {
 		t.Errorf("run(--scenarios restart,latency) error = %v, want bench.ErrConfig naming the unknown scenario", err)
 	}
-	err = run(t.Context(), []string{"--processes", "-1", "--no-redis"}, &out, &errOut)
+	err = run(t.Context(), []string{"--processes", "-1", "--no-redis"}, noEnv, &out, &errOut)
 	if !errors.Is(err, bench.ErrConfig) || !strings.Contains(err.Error(), "processes") {
 		t.Errorf("run(--processes -1) error = %v, want bench.ErrConfig naming the flag", err)
 	}
-	err = run(t.Context(), []string{"--zipf-theta", "1.5", "--no-redis"}, &out, &errOut)
+	err = run(t.Context(), []string{"--zipf-theta", "1.5", "--no-redis"}, noEnv, &out, &errOut)
 	if !errors.Is(err, bench.ErrConfig) || !strings.Contains(err.Error(), "zipf-theta") {
 		t.Errorf("run(--zipf-theta 1.5) error = %v, want bench.ErrConfig naming the flag", err)
+	}
+}
+
+// noEnv is an empty environment.
+func noEnv(string) string { return "" }
+
+func TestParseRedisFlags(t *testing.T) {
+	env := func(k string) string {
+		if k == bench.PasswordEnv {
+			return "from-env"
+		}
+		return ""
+	}
+	tests := []struct {
+		name     string
+		args     []string
+		password string
+	}{
+		{"flag", []string{"--redis", "127.0.0.1:1", "--redis-password", "from-flag"}, "from-flag"},
+		{"environment", []string{"--redis", "127.0.0.1:1"}, "from-env"},
+		{"no --redis: environment unused", []string{"--redis-cluster"}, ""},
+	}
+	for _, tt := range tests {
+		cfg, err := parse(tt.args, env, &bytes.Buffer{})
+		if err != nil {
+			t.Fatalf("%s: %v", tt.name, err)
+		}
+		if got := string(cfg.RedisPassword); got != tt.password {
+			t.Errorf("%s: password %q, want %q", tt.name, got, tt.password)
+		}
+	}
+	cfg, err := parse([]string{"--redis", "127.0.0.1:1,127.0.0.1:2", "--redis-user", "app", "--redis-tls-ca", "ca.pem"}, noEnv, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Redis != "127.0.0.1:1,127.0.0.1:2" || cfg.RedisUser != "app" || cfg.RedisTLSCA != "ca.pem" || cfg.RedisCluster {
+		t.Errorf("parse gave Redis %q, user %q, CA %q, cluster %v", cfg.Redis, cfg.RedisUser, cfg.RedisTLSCA, cfg.RedisCluster)
+	}
+	// The environment's password is never a flag default, so --help
+	// cannot show it.
+	var help bytes.Buffer
+	if _, err := parse([]string{"--help"}, env, &help); !errors.Is(err, flag.ErrHelp) {
+		t.Fatal(err)
+	}
+	if strings.Contains(help.String(), "from-env") {
+		t.Errorf("--help shows the password from %s", bench.PasswordEnv)
 	}
 }

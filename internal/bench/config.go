@@ -3,6 +3,9 @@ package bench
 import (
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
+	"net"
 	"slices"
 	"strconv"
 	"strings"
@@ -39,6 +42,11 @@ const (
 	// scenarios, as a share of Keys.
 	DefaultCacheShare = 0.1
 )
+
+// PasswordEnv is the environment variable cmd/bench reads Config.RedisPassword
+// from when --redis-password is not given (with --redis), so the password
+// need not appear in the process list.
+const PasswordEnv = "THERMOS_BENCH_REDIS_PASSWORD"
 
 // Errors of Config.validate, wrapped with the offending value.
 var (
@@ -88,9 +96,27 @@ type Config struct {
 	// DefaultWriteRate.
 	WriteRate int `json:"write_rate"`
 	// Redis is the address of an existing Redis server (host:port on
-	// loopback or elsewhere). Empty means start a private redis-server if
-	// the binary is on PATH.
+	// loopback or elsewhere), or a comma-separated list of addresses of a
+	// Redis Cluster's nodes (rueidis detects a cluster from any one of
+	// them). Empty means start a private redis-server if the binary is on
+	// PATH, or a private cluster with RedisCluster.
 	Redis string `json:"redis"`
+	// RedisCluster starts a private local Redis Cluster of
+	// redisproc.DefaultClusterPrimaries primaries without replicas (needs
+	// redis-server and redis-cli on PATH) instead of a single server, runs
+	// the Redis scenarios against it and stops it at the end.
+	RedisCluster bool `json:"redis_cluster,omitempty"`
+	// RedisUser is the ACL user every client of the run authenticates as
+	// with Redis. Empty means the default user. Needs Redis.
+	RedisUser string `json:"redis_user,omitempty"`
+	// RedisPassword is the password every client of the run authenticates
+	// with. Empty means none. Needs Redis. It never appears in any output:
+	// results.json leaves it out and a Secret formats as "[redacted]".
+	RedisPassword Secret `json:"-"`
+	// RedisTLSCA is a PEM file of CA certificates. Set, every client of
+	// the run connects with TLS and trusts only these CAs; empty means
+	// plain TCP. Needs Redis.
+	RedisTLSCA string `json:"redis_tls_ca,omitempty"`
 	// NoRedis skips everything that needs Redis.
 	NoRedis bool `json:"no_redis"`
 	// Out is the directory for report.html and results.json. Empty means
@@ -241,6 +267,20 @@ func (c Config) validate() error {
 		return bad("--origin-delay %v must not be negative", c.OriginDelay)
 	case c.NoRedis && c.Redis != "":
 		return bad("--redis and --no-redis contradict each other")
+	case c.RedisCluster && c.Redis != "":
+		return bad("--redis and --redis-cluster contradict each other (--redis takes a cluster's node addresses)")
+	case c.RedisCluster && c.NoRedis:
+		return bad("--redis-cluster and --no-redis contradict each other")
+	case c.Redis == "" && (c.RedisUser != "" || c.RedisPassword != "" || c.RedisTLSCA != ""):
+		return bad("--redis-user, --redis-password and --redis-tls-ca need --redis ADDR (the private servers take no credentials)")
+	}
+	for _, a := range c.redisAddrs() {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			return bad("--redis %q: %v", a, err)
+		}
+	}
+	if c.Redis != "" && len(c.redisAddrs()) == 0 {
+		return bad("--redis %q names no address", c.Redis)
 	}
 	for _, w := range c.Workloads {
 		if _, err := workload.New(workload.Spec{Distribution: w, Keys: 1, Theta: c.Theta}, workload.Seed(0, 0)); err != nil {
@@ -260,6 +300,41 @@ func (c Config) validate() error {
 	}
 	return nil
 }
+
+// redisAddrs returns the addresses listed in Redis.
+func (c Config) redisAddrs() []string {
+	var out []string
+	for a := range strings.SplitSeq(c.Redis, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// redacted is how a Secret prints.
+const redacted = "[redacted]"
+
+// Secret is a string that never prints: with any fmt verb, as JSON and as
+// an slog value it is "[redacted]", so a Config holding a password can be
+// formatted, logged or written without revealing it. string(s) is the
+// value.
+type Secret string
+
+// String returns "[redacted]".
+func (Secret) String() string { return redacted }
+
+// GoString returns "[redacted]", for %#v.
+func (Secret) GoString() string { return redacted }
+
+// Format writes "[redacted]" whatever the verb.
+func (Secret) Format(f fmt.State, _ rune) { io.WriteString(f, redacted) }
+
+// MarshalJSON returns "[redacted]" as a JSON string.
+func (Secret) MarshalJSON() ([]byte, error) { return []byte(`"` + redacted + `"`), nil }
+
+// LogValue returns "[redacted]".
+func (Secret) LogValue() slog.Value { return slog.StringValue(redacted) }
 
 // sizes parses Sizes into entry counts, ascending and distinct.
 func (c Config) sizes() ([]int, error) {

@@ -288,7 +288,7 @@ func layoutLatency(ctx context.Context, c Config, e *env, sec *Section, p *progr
 	lat := Chart{Title: "thermos layouts: latency", Kind: BarChart, XLabel: "layout", YLabel: "latency (µs)"}
 	p50, p99 := Series{Name: "p50"}, Series{Name: "p99"}
 	for i, l := range Layouts() {
-		if l.Tiers&tiered.Redis != 0 && e.redisAddr == "" {
+		if l.Tiers&tiered.Redis != 0 && e.redis == nil {
 			t.Rows = append(t.Rows, append([]string{l.Name, "skipped: no Redis"}, make([]string, len(t.Columns)-2)...))
 			continue
 		}
@@ -297,7 +297,7 @@ func layoutLatency(ctx context.Context, c Config, e *env, sec *Section, p *progr
 		keys := prefixedKeys(prefix, c.Keys)
 		o := &origin{size: c.ValueSize}
 		tg, err := openThermos(ctx, e, thermosSpec{layout: l, prefix: prefix, entries: size,
-			keyLen: len(keys[len(keys)-1]), valueSize: c.ValueSize, redisAddr: e.redisAddr}, originLoader(o))
+			keyLen: len(keys[len(keys)-1]), valueSize: c.ValueSize}, originLoader(o))
 		if err != nil {
 			return err
 		}

@@ -17,10 +17,10 @@ func peerSpecs(ctx context.Context, c Config, e *env) []targetSpec {
 			if err != nil {
 				return nil, err
 			}
-			if e.redisAddr == "" {
+			if e.redis == nil {
 				return &readThrough{name: pol, l: l, b: &origin{size: c.ValueSize}, closeFn: closeLocal}, nil
 			}
-			cl, err := newRedisClient(e.redisAddr, redisNoCache())
+			cl, err := e.redis.client(redisNoCache())
 			if err != nil {
 				return nil, err
 			}
@@ -35,7 +35,7 @@ func peerSpecs(ctx context.Context, c Config, e *env) []targetSpec {
 	}
 	rueidisCache := func(name string, bcast bool) func(int) (Target, error) {
 		return func(size int) (Target, error) {
-			return newRueidisTarget(name, e.redisAddr, bcast, false, size, c.ValueSize, nil)
+			return newRueidisTarget(name, e.redis, bcast, false, size, c.ValueSize, nil)
 		}
 	}
 	return []targetSpec{
@@ -44,14 +44,14 @@ func peerSpecs(ctx context.Context, c Config, e *env) []targetSpec {
 			// the same keys, bytes and round trips as rueidis's cache.
 			l := Layout{Name: "thermos memory+redis", Tiers: tiered.Memory | tiered.Redis, Raw: true}
 			return openThermos(ctx, e, thermosSpec{layout: l, prefix: keyName(0)[:len("bench:k:")], entries: size,
-				keyLen: len(keyName(uint64(c.Keys - 1))), valueSize: c.ValueSize, redisAddr: e.redisAddr}, originLoader(&origin{size: c.ValueSize}))
+				keyLen: len(keyName(uint64(c.Keys - 1))), valueSize: c.ValueSize}, originLoader(&origin{size: c.ValueSize}))
 		}},
 		{name: "rueidis-optin", consistency: "OPTIN tracking", needsRedis: true, build: rueidisCache("rueidis-optin", false)},
 		{name: "rueidis-bcast", consistency: "BCAST tracking", needsRedis: true, build: rueidisCache("rueidis-bcast", true)},
 		{name: "golang-lru", consistency: "none", build: redisLocal(PolicyLRU)},
 		{name: "otter", consistency: "none", build: redisLocal(PolicyOtter)},
 		{name: "redis-only", consistency: "no local tier", needsRedis: true, build: func(int) (Target, error) {
-			cl, err := newRedisClient(e.redisAddr, redisNoCache())
+			cl, err := e.redis.client(redisNoCache())
 			if err != nil {
 				return nil, err
 			}
@@ -78,7 +78,7 @@ func peers(ctx context.Context, c Config, e *env, p *progress) (*Section, error)
 		return nil, err
 	}
 	backend := "Redis"
-	if e.redisAddr == "" {
+	if e.redis == nil {
 		backend = "an in-process origin (no Redis)"
 		sec.Notes = append(sec.Notes, "no Redis ("+e.redisDesc+"): rueidis and redis-only skipped; golang-lru and otter read through to an in-process origin")
 	} else {
@@ -98,7 +98,7 @@ func peers(ctx context.Context, c Config, e *env, p *progress) (*Section, error)
 	hr := Series{Name: "hit ratio"}
 	var ref *runStats // thermos's run, the ratios' reference
 	for i, s := range peerSpecs(ctx, c, e) {
-		if s.needsRedis && e.redisAddr == "" {
+		if s.needsRedis && e.redis == nil {
 			t.Rows = append(t.Rows, append([]string{s.name, s.consistency, "skipped: no Redis"}, make([]string, len(t.Columns)-3)...))
 			continue
 		}

@@ -72,7 +72,7 @@ func (r restartCounts) localRatio() float64 {
 // start (fresh directory, keys Redis never saw).
 func restart(ctx context.Context, c Config, e *env, p *progress) (*Section, error) {
 	sec := &Section{Scenario: ScenarioRestart, Title: "restart: warm vs cold start of thermos memory+disk+redis"}
-	if e.redisAddr == "" {
+	if e.redis == nil {
 		sec.Notes = append(sec.Notes, "skipped: needs Redis ("+e.redisDesc+")")
 		return sec, nil
 	}
@@ -90,7 +90,7 @@ func restart(ctx context.Context, c Config, e *env, p *progress) (*Section, erro
 		return thermosSpec{
 			layout: Layout{Name: "thermos memory+disk+redis", Tiers: tiered.Memory | tiered.Disk | tiered.Redis},
 			prefix: "bench:r:", entries: n + n/2, // room for every key: shards fill unevenly
-			keyLen: len(keys[n-1]), valueSize: c.ValueSize, redisAddr: e.redisAddr, dir: dir,
+			keyLen: len(keys[n-1]), valueSize: c.ValueSize, dir: dir,
 		}
 	}
 

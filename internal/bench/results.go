@@ -25,7 +25,10 @@ type Host struct {
 	GOARCH    string `json:"goarch"`
 	CPUs      int    `json:"cpus"`
 	GoVersion string `json:"go_version"`
-	Redis     string `json:"redis"` // how Redis was reached, or why not
+	Redis     string `json:"redis"` // how Redis was reached, or why not; starts with RedisTopology when there is Redis
+	// RedisTopology is "single Redis" or "Redis Cluster (N primaries)";
+	// empty when the run had no Redis.
+	RedisTopology string `json:"redis_topology,omitempty"`
 }
 
 // Section is one scenario's output: tables, charts, notes and Go benchmark
@@ -134,13 +137,23 @@ func writeTable(w io.Writer, t Table) error {
 	return tw.Flush()
 }
 
-// WriteText prints every section's notes and tables, then all benchmark
-// lines, to w.
+// WriteText prints the host header, every section's notes and tables,
+// then all benchmark lines, to w.
 func (r *Results) WriteText(w io.Writer) error {
+	if err := r.writeHeader(w); err != nil {
+		return err
+	}
 	if err := r.writeSections(w); err != nil {
 		return err
 	}
 	return r.WriteBench(w)
+}
+
+// writeHeader prints the machine and the Redis the run measured.
+func (r *Results) writeHeader(w io.Writer) error {
+	_, err := fmt.Fprintf(w, "thermos bench: %s/%s, %d CPUs, %s\nRedis: %s\n",
+		r.Host.GOOS, r.Host.GOARCH, r.Host.CPUs, r.Host.GoVersion, r.Host.Redis)
+	return err
 }
 
 // writeSections prints every section's notes and tables.

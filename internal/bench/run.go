@@ -55,8 +55,11 @@ func run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (*Results, e
 	res := &Results{
 		Started: time.Now(),
 		Host: Host{GOOS: runtime.GOOS, GOARCH: runtime.GOARCH, CPUs: runtime.GOMAXPROCS(0),
-			GoVersion: runtime.Version(), Redis: e.redisDesc},
+			GoVersion: runtime.Version(), Redis: e.redisDesc, RedisTopology: e.topology},
 		Config: c,
+	}
+	if err := res.writeHeader(stdout); err != nil {
+		return nil, err
 	}
 	fns := scenarios()
 	for _, name := range c.Scenarios {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"html"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -60,16 +61,31 @@ func TestRunReducedSuite(t *testing.T) {
 	if err != nil {
 		t.Fatalf("run: %v\nstderr: %s", err, errOut.String())
 	}
-	if !strings.HasPrefix(res.Host.Redis, "private redis-server") {
-		t.Errorf("Host.Redis = %q, want a private redis-server", res.Host.Redis)
+	if !strings.HasPrefix(res.Host.Redis, "single Redis, private redis-server") || res.Host.RedisTopology != "single Redis" {
+		t.Errorf("Host.Redis = %q, topology %q; want a private single redis-server", res.Host.Redis, res.Host.RedisTopology)
 	}
 	if errOut.Len() != 0 {
 		t.Errorf("stderr is not a terminal but got %q", errOut.String())
 	}
-	text := out.String()
-	if len(res.Sections) != len(Available()) {
-		t.Fatalf("%d sections, want %d", len(res.Sections), len(Available()))
+	checkSuite(t, cfg, res, out.String())
+}
+
+// checkSuite checks a reduced suite's results and outputs: every table
+// printed, the promised figures, results.json and report.html (which say
+// which Redis topology ran) in cfg.Out.
+func checkSuite(t *testing.T, cfg Config, res *Results, text string) {
+	t.Helper()
+	if !strings.Contains(text, "Redis: "+res.Host.Redis+"\n") || !strings.HasPrefix(res.Host.Redis, res.Host.RedisTopology) {
+		t.Errorf("text header lacks the Redis line %q (topology %q)", res.Host.Redis, res.Host.RedisTopology)
 	}
+	want := len(cfg.Scenarios)
+	if want == 0 {
+		want = len(Available())
+	}
+	if len(res.Sections) != want {
+		t.Fatalf("%d sections, want %d", len(res.Sections), want)
+	}
+	has := func(s string) bool { return len(cfg.Scenarios) == 0 || slices.Contains(cfg.Scenarios, s) }
 	for _, s := range res.Sections {
 		if len(s.Tables) == 0 || len(s.Charts) == 0 {
 			t.Errorf("section %s has %d tables and %d charts, want some of each", s.Scenario, len(s.Tables), len(s.Charts))
@@ -85,11 +101,11 @@ func TestRunReducedSuite(t *testing.T) {
 	}
 	// Each measured peer and staleness row appears with figures.
 	for _, want := range []string{"rueidis-optin", "rueidis-bcast", "golang-lru", "otter", "redis-only", "thermos memory+redis"} {
-		if !strings.Contains(text, want) {
+		if has(ScenarioPeers) && !strings.Contains(text, want) {
 			t.Errorf("stdout lacks %q", want)
 		}
 	}
-	if !regexp.MustCompile(`(?m)^BenchmarkPeers/otter-\d+\t\d+\t\d+ ns/op`).MatchString(text) {
+	if has(ScenarioPeers) && !regexp.MustCompile(`(?m)^BenchmarkPeers/otter-\d+\t\d+\t\d+ ns/op`).MatchString(text) {
 		t.Errorf("no benchstat line for otter in stdout")
 	}
 	// Stale reads beyond the invalidation lag must be 0 for rueidis.
@@ -121,29 +137,31 @@ func TestRunReducedSuite(t *testing.T) {
 	}
 	k, g := float64(cfg.Processes), float64(cfg.StampedeGoroutines)
 	for _, tt := range []struct {
+		scenario   string
 		name, unit string
 		want       float64
 	}{
-		{"Stampede/cold/off", "origin-calls/key", k * g},     // every goroutine calls the origin
-		{"Stampede/cold/local", "origin-calls/key", k},       // one call per process
-		{"Stampede/cold/shared", "origin-calls/key", 1},      // one call across the processes
-		{"Restart/warm_disk_and_Redis", "origin-calls", 0},   // disk and Redis hold every key
-		{"Restart/no_disk_Redis_warm", "origin-calls", 0},    // Redis holds every key
-		{"Layout/thermos_memory", "origin-loads", -1},        // present
-		{"Layout/thermos_memory+redis", "origin-loads", -1},  // present
-		{"Layout/thermos_memory+disk+redis", "ns/op", -1},    // present
-		{"Peers/thermos_memory+redis", "hit-ratio", -1},      // present
-		{"Staleness/thermos_memory+redis", "lag-p50-ns", -1}, // present
+		{ScenarioStampede, "Stampede/cold/off", "origin-calls/key", k * g},      // every goroutine calls the origin
+		{ScenarioStampede, "Stampede/cold/local", "origin-calls/key", k},        // one call per process
+		{ScenarioStampede, "Stampede/cold/shared", "origin-calls/key", 1},       // one call across the processes
+		{ScenarioRestart, "Restart/warm_disk_and_Redis", "origin-calls", 0},     // disk and Redis hold every key
+		{ScenarioRestart, "Restart/no_disk_Redis_warm", "origin-calls", 0},      // Redis holds every key
+		{ScenarioHitRatio, "Layout/thermos_memory", "origin-loads", -1},         // present
+		{ScenarioHitRatio, "Layout/thermos_memory+redis", "origin-loads", -1},   // present
+		{ScenarioHitRatio, "Layout/thermos_memory+disk+redis", "ns/op", -1},     // present
+		{ScenarioPeers, "Peers/thermos_memory+redis", "hit-ratio", -1},          // present
+		{ScenarioStaleness, "Staleness/thermos_memory+redis", "lag-p50-ns", -1}, // present
 	} {
 		got, ok := metric(tt.name, tt.unit)
 		switch {
+		case !has(tt.scenario):
 		case !ok:
 			t.Errorf("no %s metric in Benchmark%s", tt.unit, tt.name)
 		case tt.want >= 0 && got != tt.want:
 			t.Errorf("Benchmark%s: %v %s, want %v", tt.name, got, tt.unit, tt.want)
 		}
 	}
-	if got, _ := metric("Restart/cold_nothing_cached", "origin-calls"); got == 0 {
+	if got, _ := metric("Restart/cold_nothing_cached", "origin-calls"); has(ScenarioRestart) && got == 0 {
 		t.Errorf("cold restart made no origin call")
 	}
 
@@ -158,10 +176,16 @@ func TestRunReducedSuite(t *testing.T) {
 	if len(back.Sections) != len(res.Sections) {
 		t.Errorf("results.json has %d sections, want %d", len(back.Sections), len(res.Sections))
 	}
+	if back.Host.RedisTopology != res.Host.RedisTopology || back.Host.Redis != res.Host.Redis {
+		t.Errorf("results.json host Redis %q (%q), want %q (%q)", back.Host.Redis, back.Host.RedisTopology, res.Host.Redis, res.Host.RedisTopology)
+	}
 
 	page, err := os.ReadFile(filepath.Join(cfg.Out, "report.html"))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if !strings.Contains(string(page), "Redis: "+html.EscapeString(res.Host.Redis)) {
+		t.Errorf("report.html does not say which Redis ran (%q)", res.Host.Redis)
 	}
 	svgs := regexp.MustCompile(`(?s)<svg.*?</svg>`).FindAllString(string(page), -1)
 	charts := 0
@@ -209,7 +233,7 @@ func TestRunExistingRedisAndNoRedis(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Host.Redis != "existing server at "+srv.Addr() {
+	if res.Host.Redis != "single Redis, existing, at "+srv.Addr() {
 		t.Errorf("Host.Redis = %q", res.Host.Redis)
 	}
 	if got, err := srv.Do("EXISTS", keyName(0)); err != nil || got != "1" {

@@ -65,7 +65,7 @@ const thermosStaleness = "thermos memory+redis"
 // takes to invalidate the readers' copy and how many reads were stale.
 func staleness(ctx context.Context, c Config, e *env, p *progress) (*Section, error) {
 	sec := &Section{Scenario: ScenarioStaleness, Title: "staleness: invalidation lag under an external writer"}
-	if e.redisAddr == "" {
+	if e.redis == nil {
 		sec.Notes = append(sec.Notes, "skipped: needs Redis ("+e.redisDesc+")")
 		return sec, nil
 	}
@@ -120,15 +120,13 @@ func measureStaleness(ctx context.Context, c Config, e *env, name string, bcast 
 	for i := range keys {
 		keys[i] = stalenessPrefix + strconv.Itoa(i)
 	}
-	w, err := newRedisClient(e.redisAddr, redisNoCache())
+	w, err := e.redis.client(redisNoCache())
 	if err != nil {
 		return staleStats{}, err
 	}
 	defer w.Close()
-	for _, k := range keys {
-		if err := w.Do(ctx, w.B().Set().Key(k).Value("0").Build()).Error(); err != nil {
-			return staleStats{}, fmt.Errorf("bench: staleness preload: %w", err)
-		}
+	if err := setAll(ctx, w, keys, func(string) []byte { return []byte("0") }); err != nil {
+		return staleStats{}, fmt.Errorf("bench: staleness: %w", err)
 	}
 	state := make([]keyState, n)
 	st := staleStats{lag: NewRecorder()}
@@ -189,7 +187,7 @@ func measureStaleness(ctx context.Context, c Config, e *env, name string, bcast 
 	if name == thermosStaleness {
 		l := Layout{Name: name, Tiers: tiered.Memory | tiered.Redis, Raw: true}
 		tg, err := openThermos(ctx, e, thermosSpec{layout: l, prefix: stalenessPrefix, entries: 2 * n,
-			keyLen: len(keys[n-1]), valueSize: 32, redisAddr: e.redisAddr}, originLoader(&origin{size: 32}))
+			keyLen: len(keys[n-1]), valueSize: 32}, originLoader(&origin{size: 32}))
 		if err != nil {
 			return staleStats{}, err
 		}
@@ -200,7 +198,7 @@ func measureStaleness(ctx context.Context, c Config, e *env, name string, bcast 
 		}
 		watched = make(chan watch, 4*c.WriteRate)
 	} else {
-		tg, err := newRueidisTarget(name, e.redisAddr, bcast, true, 2*n, 32, onInv)
+		tg, err := newRueidisTarget(name, e.redis, bcast, true, 2*n, 32, onInv)
 		if err != nil {
 			return staleStats{}, err
 		}

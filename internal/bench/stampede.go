@@ -52,7 +52,7 @@ type workerProc struct {
 // under sustained reads with and without XFetch early refresh.
 func stampede(ctx context.Context, c Config, e *env, p *progress) (*Section, error) {
 	sec := &Section{Scenario: ScenarioStampede, Title: "stampede: K processes × G goroutines on one key with a slow origin"}
-	if e.redisAddr == "" {
+	if e.redis == nil {
 		sec.Notes = append(sec.Notes, "skipped: needs Redis ("+e.redisDesc+")")
 		return sec, nil
 	}
@@ -76,12 +76,12 @@ func stampede(ctx context.Context, c Config, e *env, p *progress) (*Section, err
 	add(roundSpec{Mode: modeXFetch, TTL: ttl, Beta: -1, Duration: sustain, Pace: stampedePace})
 
 	p.Printf("stampede: starting %d workers", k)
-	results, err := runWorkers(ctx, e, workerConfig{Redis: e.redisAddr, Goroutines: g, OriginDelay: delay,
+	results, err := runWorkers(ctx, e, workerConfig{Redis: e.redis.addrs, User: e.redis.user, Password: e.redis.password, TLSCA: e.redis.caPEM, Goroutines: g, OriginDelay: delay,
 		ValueSize: c.ValueSize, Rounds: rounds}, k, p)
 	if err != nil {
 		return nil, err
 	}
-	cl, err := newRedisClient(e.redisAddr, redisNoCache())
+	cl, err := e.redis.client(redisNoCache())
 	if err != nil {
 		return nil, err
 	}

@@ -100,16 +100,6 @@ type redisBackend struct {
 	c rueidis.Client
 }
 
-func newRedisClient(addr string, opt rueidis.ClientOption) (rueidis.Client, error) {
-	opt.InitAddress = []string{addr}
-	opt.DisableRetry = true
-	c, err := rueidis.NewClient(opt)
-	if err != nil {
-		return nil, fmt.Errorf("bench: connect to redis %s: %w", addr, err)
-	}
-	return c, nil
-}
-
 func (r *redisBackend) Get(ctx context.Context, key string) ([]byte, bool, error) {
 	v, err := r.c.Do(ctx, r.c.B().Get().Key(key).Build()).AsBytes()
 	if rueidis.IsRedisNil(err) {
@@ -238,7 +228,7 @@ const approxEntryBytes = 160
 // newRueidisTarget returns a DoCache client with room for about size
 // entries per connection. singleConn limits it to one connection instead of
 // rueidis's default of up to four.
-func newRueidisTarget(name, addr string, bcast, singleConn bool, size, valueSize int, onInv func([]rueidis.RedisMessage)) (*rueidisTarget, error) {
+func newRueidisTarget(name string, conn *redisConn, bcast, singleConn bool, size, valueSize int, onInv func([]rueidis.RedisMessage)) (*rueidisTarget, error) {
 	opt := rueidis.ClientOption{
 		CacheSizeEachConn: size * (valueSize + approxEntryBytes),
 		OnInvalidations:   onInv,
@@ -249,7 +239,7 @@ func newRueidisTarget(name, addr string, bcast, singleConn bool, size, valueSize
 	if bcast {
 		opt.ClientTrackingOptions = []string{"PREFIX", "bench:", "BCAST"}
 	}
-	c, err := newRedisClient(addr, opt)
+	c, err := conn.client(opt)
 	if err != nil {
 		return nil, err
 	}

@@ -65,7 +65,6 @@ type thermosSpec struct {
 	entries    int           // memory budget, in entries of keyLen+valueSize bytes
 	keyLen     int           // typical key length, for the budget
 	valueSize  int           // value length, for the budget
-	redisAddr  string        // "" for memory-only layouts
 	dir        string        // disk directory, owned by the caller; "" makes a temporary one for Disk layouts
 	route      *tiered.Route // overrides the route built from layout and prefix
 	unverified tiered.UnverifiedPolicy
@@ -105,10 +104,11 @@ func openThermos(ctx context.Context, e *env, s thermosSpec, load tiered.Loader)
 	}
 	t := &thermosTarget{name: s.layout.Name}
 	if r.Tiers&tiered.Redis != 0 {
-		if s.redisAddr == "" {
+		if e.redis == nil {
 			return nil, fmt.Errorf("%w: %s needs Redis", ErrUnavailable, s.layout.Name)
 		}
-		opts.Redis = &rueidis.ClientOption{InitAddress: []string{s.redisAddr}}
+		ro := e.redis.option(rueidis.ClientOption{})
+		opts.Redis = &ro
 	}
 	if r.Tiers&tiered.Disk != 0 {
 		opts.Dir = s.dir

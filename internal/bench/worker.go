@@ -35,7 +35,10 @@ const (
 
 // workerConfig is the first line a worker reads on stdin.
 type workerConfig struct {
-	Redis       string        `json:"redis"`
+	Redis       []string      `json:"redis"` // addresses
+	User        string        `json:"user,omitempty"`
+	Password    string        `json:"password,omitempty"` // sent on the worker's stdin, never in its arguments or environment
+	TLSCA       []byte        `json:"tls_ca,omitempty"`   // PEM; set: connect with TLS
 	Goroutines  int           `json:"goroutines"`
 	OriginDelay time.Duration `json:"origin_delay_ns"`
 	ValueSize   int           `json:"value_size"`
@@ -113,7 +116,13 @@ func Worker(ctx context.Context, stdin io.Reader, stdout io.Writer) error {
 	if err := json.Unmarshal([]byte(first), &cfg); err != nil {
 		return fmt.Errorf("%w: %v", errWorkerInput, err)
 	}
-	cl, err := newRedisClient(cfg.Redis, redisNoCache())
+	conn := &redisConn{addrs: cfg.Redis, user: cfg.User, password: cfg.Password}
+	if len(cfg.TLSCA) > 0 {
+		if conn.tls, err = tlsFromPEM(cfg.TLSCA); err != nil {
+			return fmt.Errorf("%w: tls_ca: %v", errWorkerInput, err)
+		}
+	}
+	cl, err := conn.client(redisNoCache())
 	if err != nil {
 		return err
 	}
@@ -121,7 +130,7 @@ func Worker(ctx context.Context, stdin io.Reader, stdout io.Writer) error {
 	enc := json.NewEncoder(stdout)
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	for i, r := range cfg.Rounds {
-		w, err := newWorkerRound(ctx, cfg, r, cl, logger)
+		w, err := newWorkerRound(ctx, cfg, conn, r, cl, logger)
 		if err != nil {
 			return err
 		}
@@ -152,7 +161,7 @@ type workerRound struct {
 	calls atomic.Int64
 }
 
-func newWorkerRound(ctx context.Context, cfg workerConfig, r roundSpec, cl rueidis.Client, logger *slog.Logger) (*workerRound, error) {
+func newWorkerRound(ctx context.Context, cfg workerConfig, conn *redisConn, r roundSpec, cl rueidis.Client, logger *slog.Logger) (*workerRound, error) {
 	w := &workerRound{spec: r}
 	w.load = tiered.LoaderFunc(func(ctx context.Context, key string) ([]byte, error) {
 		w.calls.Add(1)
@@ -181,7 +190,8 @@ func newWorkerRound(ctx context.Context, cfg workerConfig, r roundSpec, cl rueid
 	}
 	opts := &tiered.Options{Routes: []tiered.Route{route}, Logger: logger}
 	if route.Tiers&tiered.Redis != 0 {
-		opts.Redis = &rueidis.ClientOption{InitAddress: []string{cfg.Redis}}
+		ro := conn.option(rueidis.ClientOption{})
+		opts.Redis = &ro
 	}
 	c, err := tiered.Open(ctx, opts)
 	if err != nil {
