@@ -225,32 +225,40 @@ func (c *Cache) now() int64 {
 
 // check validates key and finds its route.
 func (c *Cache) check(key string) (*route, error) {
-	switch {
-	case c.closed.Load():
-		return nil, ErrClosed
-	case key == "":
-		return nil, ErrEmptyKey
-	case len(key) > c.o.MaxKeyBytes:
-		return nil, fmt.Errorf("%w: %d bytes > %d", ErrKeyTooLarge, len(key), c.o.MaxKeyBytes)
+	if err := c.checkKey(key); err != nil {
+		return nil, err
 	}
 	return c.router.find(key), nil
+}
+
+func (c *Cache) checkKey(key string) error {
+	switch {
+	case c.closed.Load():
+		return ErrClosed
+	case key == "":
+		return ErrEmptyKey
+	case len(key) > c.o.MaxKeyBytes:
+		return fmt.Errorf("%w: %d bytes > %d", ErrKeyTooLarge, len(key), c.o.MaxKeyBytes)
+	}
+	return nil
 }
 
 // Get returns key's value if a tier holds a fresh one. A miss is (nil,
 // false, nil); an error means a tier could not answer. The returned slice is
 // shared: do not modify it. A memory hit does not allocate.
 func (c *Cache) Get(ctx context.Context, key string) ([]byte, bool, error) {
-	r, err := c.check(key)
-	if err != nil {
+	if err := c.checkKey(key); err != nil {
 		return nil, false, err
 	}
 	ctl := ctlOf(ctx)
 	if ctl != nil && ctl.bypass&BypassReads != 0 {
 		return nil, false, nil
 	}
-	if r.Tiers&Memory != 0 {
-		if it, fresh, ok := c.mem.Lookup(key); ok && (fresh || r.Tiers&Redis == 0) {
-			if it.SoftExpiry == 0 || c.now() < it.SoftExpiry {
+	if c.router.memory {
+		// A cached item carries its route's index: a hit needs no routing.
+		if it, fresh, ok := c.mem.Lookup(key); ok {
+			r := c.router.routes[it.Tag]
+			if (fresh || r.Tiers&Redis == 0) && (it.SoftExpiry == 0 || c.now() < it.SoftExpiry) {
 				r.stats.memHits.add(key)
 				if ctl != nil && ctl.detector != nil {
 					ctl.detector.record(key, SourceMemory)
@@ -262,7 +270,7 @@ func (c *Cache) Get(ctx context.Context, key string) ([]byte, bool, error) {
 			}
 		}
 	}
-	v, ok, _, err := c.read(ctx, r, key)
+	v, ok, _, err := c.read(ctx, c.router.find(key), key)
 	return v, ok, err
 }
 
@@ -872,7 +880,7 @@ func (c *Cache) encode(r *route, key string, value []byte, ttl, delta time.Durat
 		hard = ttl
 	}
 	if r.Raw {
-		it := tracking.Item{Value: value, SoftExpiry: now + int64(ttl), HardExpiry: now + int64(hard), Version: digest(value)}
+		it := tracking.Item{Value: value, SoftExpiry: now + int64(ttl), HardExpiry: now + int64(hard), Version: digest(value), Tag: r.idx}
 		return value, it, hard, nil
 	}
 	version := c.uint64()
@@ -906,7 +914,7 @@ func (c *Cache) decodeRemote(r *route, key string, raw []byte) (tracking.Item, b
 			return tracking.Item{}, false, fmt.Errorf("tiered: %q: %w: %d bytes > %d", key, ErrValueTooLarge, len(raw), r.MaxValueBytes)
 		}
 		now := c.now()
-		return tracking.Item{Value: raw, SoftExpiry: now + int64(r.TTL), HardExpiry: now + int64(r.TTL), Version: digest(raw)}, true, nil
+		return tracking.Item{Value: raw, SoftExpiry: now + int64(r.TTL), HardExpiry: now + int64(r.TTL), Version: digest(raw), Tag: r.idx}, true, nil
 	}
 	e, err := envelope.Decode(raw)
 	if err != nil {
@@ -934,7 +942,7 @@ func (c *Cache) decodeRemote(r *route, key string, raw []byte) (tracking.Item, b
 func (c *Cache) decodeLocal(r *route, b []byte) (tracking.Item, bool, error) {
 	if r.Raw {
 		now := c.now()
-		return tracking.Item{Value: b, SoftExpiry: now + int64(r.TTL), HardExpiry: now + int64(r.TTL), Version: digest(b)}, true, nil
+		return tracking.Item{Value: b, SoftExpiry: now + int64(r.TTL), HardExpiry: now + int64(r.TTL), Version: digest(b), Tag: r.idx}, true, nil
 	}
 	e, err := envelope.Decode(b)
 	if err != nil {
@@ -951,6 +959,7 @@ func itemOf(r *route, e *envelope.Entry) tracking.Item {
 		Delta:      e.Delta,
 		Version:    e.Version,
 		Flags:      e.Flags,
+		Tag:        r.idx,
 	}
 	if r.Raw {
 		it.Version = digest(e.Payload)

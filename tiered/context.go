@@ -27,6 +27,9 @@ type ctl struct {
 }
 
 func ctlOf(ctx context.Context) *ctl {
+	if ctx == context.Background() {
+		return nil // the common no-controls case skips the Value walk
+	}
 	c, _ := ctx.Value(ctlKey{}).(*ctl)
 	return c
 }

@@ -215,6 +215,9 @@ func (o *Options) validate() error {
 			return bad("Signing has no secret for its current key id %d", o.Signing.Current)
 		}
 	}
+	if len(o.Routes) > maxRoutes {
+		return bad("%d routes, more than %d", len(o.Routes), maxRoutes)
+	}
 	seen := make(map[string]bool, len(o.Routes))
 	for _, r := range o.Routes {
 		name := fmt.Sprintf("route %q", r.Prefix)

@@ -10,20 +10,29 @@ import (
 // and allocates nothing.
 type router struct {
 	routes []*route // longest prefix first; the last one has prefix ""
+	memory bool     // some route has the memory tier
 }
 
 // route is a Route with its derived state.
 type route struct {
 	Route
+	idx   uint8 // index in router.routes, kept in each cached item's Tag
 	stats routeStats
 }
+
+// maxRoutes is how many routes fit the memory tier's one-byte tag.
+const maxRoutes = 256
 
 func newRouter(rs []Route) *router {
 	r := &router{}
 	for _, x := range rs {
 		r.routes = append(r.routes, &route{Route: x})
+		r.memory = r.memory || x.Tiers&Memory != 0
 	}
 	slices.SortStableFunc(r.routes, func(a, b *route) int { return len(b.Prefix) - len(a.Prefix) })
+	for i, x := range r.routes {
+		x.idx = uint8(i)
+	}
 	return r
 }
 

@@ -87,6 +87,10 @@ type Item struct {
 	Delta      time.Duration  // duration of the last rebuild (XFetch)
 	Version    uint64         // write version, compared on revalidation
 	Flags      envelope.Flags // e.g. envelope.FlagNegative
+	// Tag is the caller's own small label for the entry, stored and
+	// returned as is (tiered keeps the index of the key's route in it, so
+	// a hit needs no second routing step).
+	Tag uint8
 }
 
 // Options configures a Cache. A nil *Options is valid and gives a local-only
