@@ -10,7 +10,11 @@
 //	go run ./cmd/bench
 //
 // It starts a private redis-server on a free loopback port when the binary
-// is on PATH (or uses --redis ADDR), prints aligned tables and Go benchmark
+// is on PATH, a private three-primary Redis Cluster with --redis-cluster,
+// or uses --redis ADDR[,ADDR...] (a cluster's nodes are found from any
+// one of them) with --redis-user, --redis-password (better: the
+// THERMOS_BENCH_REDIS_PASSWORD environment variable, which ps does not
+// show) and --redis-tls-ca FILE. It prints aligned tables and Go benchmark
 // lines (compare two runs with benchstat) on stdout, and writes report.html
 // and results.json to --out. All the work is in internal/bench.
 package main

@@ -35,10 +35,26 @@
 // Run writes aligned tables and Go benchmark lines (for benchstat) to its
 // stdout, progress to stderr only when stderr is a terminal, and a
 // self-contained report.html (inline SVG, no scripts, no network) and
-// results.json to Config.Out. Redis comes from Config.Redis, or a private
-// redis-server started through internal/redisproc on a free loopback port;
-// without either, the Redis-free parts still run. Run never flushes a
+// results.json to Config.Out. Redis comes from Config.Redis (one server,
+// or a comma-separated list of a Redis Cluster's nodes), a private Redis
+// Cluster of three primaries (Config.RedisCluster), or a private
+// redis-server, both started through internal/redisproc on free loopback
+// ports; without any, the Redis-free parts still run. Every report (the
+// text header, report.html, results.json's host) says whether it ran on a
+// single Redis or a Redis Cluster (N primaries). Run never flushes a
 // server: every key it writes starts with "bench:".
+//
+// On a cluster every scenario runs unchanged: rueidis routes each command
+// to its slot's primary and registers client tracking on every node, the
+// preload pipelines per-key SETs (an MSET across slots would fail), and
+// the stampede's workers get the node addresses.
+//
+// Config.RedisUser, Config.RedisPassword and Config.RedisTLSCA reach every
+// client the run opens: the peers, thermos's caches, the staleness writer
+// and the stampede's worker processes (which read them on stdin, never
+// from their arguments or environment). The password never appears in any
+// output: tables, benchmark lines, report.html, results.json (it is left
+// out) and errors; a Secret formats as "[redacted]".
 //
 // Not promised: figures are comparable between runs on one machine, not
 // across machines, and latency figures move with the machine's load;

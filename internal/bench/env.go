@@ -148,6 +148,9 @@ func openEnv(ctx context.Context, c Config, stderr io.Writer) (*env, error) {
 	return e, nil
 }
 
+// onCluster reports whether the run's Redis is a Redis Cluster.
+func (e *env) onCluster() bool { return strings.HasPrefix(e.topology, "Redis Cluster") }
+
 // topologySingle describes a Redis that is not a cluster.
 const topologySingle = "single Redis"
 

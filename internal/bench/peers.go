@@ -129,6 +129,9 @@ func peers(ctx context.Context, c Config, e *env, p *progress) (*Section, error)
 		hr.Points = append(hr.Points, Point{Label: s.name, Y: 100 * st.hitRatio()})
 		sec.Bench = append(sec.Bench, benchOf("Peers/"+benchName(s.name), st))
 	}
+	if e.onCluster() {
+		sec.Notes = append(sec.Notes, e.topology+": every miss goes to the primary that owns the key's slot (rueidis routes by slot); rueidis and thermos register client tracking on every primary")
+	}
 	if ref == nil {
 		sec.Notes = append(sec.Notes, "thermos memory+redis needs Redis: no ratio column without it")
 	} else {

@@ -77,6 +77,9 @@ func staleness(ctx context.Context, c Config, e *env, p *progress) (*Section, er
 		"stale beyond lag: a read that started after the invalidation arrived (thermos: after the watcher saw the new value) and still returned the old value — must be 0",
 		"thermos's lag includes the GET that follows the invalidation; readers that never block (memory hits) on GOMAXPROCS or more goroutines delay the watcher and the tracking connection's goroutine, which wait for a P: run with --goroutines 1 to see the lag without that",
 		"rueidis runs on one connection here: BCAST invalidations reach every connection, so with several the first arrival may come before the one on the connection holding the key")
+	if e.onCluster() {
+		sec.Notes = append(sec.Notes, e.topology+": every client tracks each primary on its own connection to it; a key's invalidation comes from the primary that owns its slot, and the writer's SETs go there too")
+	}
 	t := Table{
 		Title: fmt.Sprintf("%d writes/s over %d keys, %d reader goroutines, %v", c.WriteRate, n, c.goroutines(), c.Duration),
 		Columns: []string{"cache", "writes", "invalidations", "lag p50", "lag p99", "lag p99.9", "lag max",
