@@ -118,26 +118,37 @@ func TestRunWithPasswordNeverPrintsIt(t *testing.T) {
 
 // TestRunOverTLS runs the Redis scenarios that open every kind of client
 // (peers, thermos and the stampede's worker processes) over TLS
-// (--redis-tls-ca) with a password.
+// (--redis-tls-ca) as an ACL user (--redis-user) on a server whose default
+// user is off, so a client without the user or the CA cannot work.
 func TestRunOverTLS(t *testing.T) {
 	const password = "tls-pw-8d1b"
-	srv := redistest.StartTLS(t, &redistest.Options{Args: []string{"--requirepass", password}})
+	srv := redistest.StartTLS(t, nil)
+	srv.SetUser("bench", "on", ">"+password, "~*", "&*", "+@all")
+	srv.SetUser("default", "off")
 	ca := filepath.Join(t.TempDir(), "ca.pem")
 	if err := os.WriteFile(ca, srv.CA.PEM(), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	cfg := smallConfig(t)
 	cfg.Scenarios = []string{ScenarioPeers, ScenarioStampede}
-	cfg.Redis, cfg.RedisTLSCA, cfg.RedisPassword = srv.TLSAddr(), ca, Secret(password)
+	cfg.Redis, cfg.RedisTLSCA, cfg.RedisUser, cfg.RedisPassword = srv.TLSAddr(), ca, "bench", Secret(password)
 	var out, errOut bytes.Buffer
 	res, err := run(context.Background(), cfg, &out, &errOut)
 	if err != nil {
 		t.Fatalf("run: %v\nstderr: %s", err, errOut.String())
 	}
-	if want := "single Redis, existing, at " + srv.TLSAddr() + " (TLS, password)"; res.Host.Redis != want {
+	if want := "single Redis, existing, at " + srv.TLSAddr() + " (TLS, user bench, password)"; res.Host.Redis != want {
 		t.Errorf("Host.Redis = %q, want %q", res.Host.Redis, want)
 	}
 	checkSuite(t, cfg, res, out.String())
+
+	// Without the user the run fails: the tool does not fall back to the
+	// default user.
+	cfg.RedisUser, cfg.Scenarios = "", []string{ScenarioPeers}
+	if err := Run(context.Background(), cfg, &bytes.Buffer{}, &bytes.Buffer{}); err == nil {
+		t.Error("run as the default user succeeded")
+	}
+	cfg.RedisUser = "bench"
 
 	// Without the CA the handshake fails: the tool does not fall back to
 	// plain TCP or to the system roots.
@@ -145,7 +156,7 @@ func TestRunOverTLS(t *testing.T) {
 	if err := os.WriteFile(other, redistest.NewCA(t).PEM(), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg.RedisTLSCA, cfg.Scenarios = other, []string{ScenarioPeers}
+	cfg.RedisTLSCA = other
 	if err := Run(context.Background(), cfg, &bytes.Buffer{}, &bytes.Buffer{}); err == nil {
 		t.Error("run trusting another CA succeeded")
 	}
