@@ -259,7 +259,7 @@ func (c *Cache) Get(ctx context.Context, key string) ([]byte, bool, error) {
 		if it, fresh, ok := c.mem.Lookup(key); ok {
 			r := c.router.routes[it.Tag]
 			if (fresh || r.Tiers&Redis == 0) && (it.SoftExpiry == 0 || c.now() < it.SoftExpiry) {
-				r.stats.memHits.add(key)
+				// The memory tier counted the hit under the item's tag.
 				if ctl != nil && ctl.detector != nil {
 					ctl.detector.record(key, SourceMemory)
 				}
@@ -268,6 +268,7 @@ func (c *Cache) Get(ctx context.Context, key string) ([]byte, bool, error) {
 				}
 				return it.Value, true, nil
 			}
+			r.stats.memNotServed.Add(1)
 		}
 	}
 	v, ok, _, err := c.read(ctx, c.router.find(key), key)
@@ -294,6 +295,7 @@ func (c *Cache) read(ctx context.Context, r *route, key string) ([]byte, bool, f
 			switch {
 			case !fresh && r.Tiers&Redis != 0:
 				// Unverified: revalidate or serve stale, by policy.
+				r.stats.memNotServed.Add(1)
 				if v, ok, done := c.readUnverified(ctx, r, key, it, t); done {
 					if ok {
 						note(ctx, key, SourceMemory)
@@ -301,9 +303,9 @@ func (c *Cache) read(ctx context.Context, r *route, key string) ([]byte, bool, f
 					return v, ok, f, nil
 				}
 			case it.SoftExpiry != 0 && now >= it.SoftExpiry:
+				r.stats.memNotServed.Add(1)
 				f = found{it: it, src: SourceMemory, stale: true}
 			default:
-				r.stats.memHits.add(key)
 				note(ctx, key, SourceMemory)
 				if it.Flags&envelope.FlagNegative != 0 {
 					return nil, false, f, nil
@@ -519,10 +521,9 @@ func (c *Cache) GetOrLoad(ctx context.Context, key string, load Loader) ([]byte,
 	}
 	byp := bypassOf(ctx)
 	if byp&BypassReads == 0 && r.Tiers&Memory != 0 {
-		if it, fresh, ok := c.mem.Lookup(key); ok && (fresh || r.Tiers&Redis == 0) {
+		if it, fresh, ok := c.mem.Lookup(key); ok {
 			now := c.now()
-			if it.SoftExpiry == 0 || now < it.SoftExpiry {
-				r.stats.memHits.add(key)
+			if (fresh || r.Tiers&Redis == 0) && (it.SoftExpiry == 0 || now < it.SoftExpiry) {
 				note(ctx, key, SourceMemory)
 				c.maybeRefresh(r, key, it, now, nil, load)
 				if it.Flags&envelope.FlagNegative != 0 {
@@ -530,6 +531,7 @@ func (c *Cache) GetOrLoad(ctx context.Context, key string, load Loader) ([]byte,
 				}
 				return it.Value, true, nil
 			}
+			r.stats.memNotServed.Add(1)
 		}
 	}
 	var f found
@@ -700,7 +702,7 @@ func (c *Cache) refresh(r *route, key string, remote []byte, seen uint64, load L
 		// Look again before rebuilding: a refresh that finished just
 		// before this one started has replaced the value we saw.
 		if seen != 0 && r.Tiers&Memory != 0 {
-			if cur, _, ok := c.mem.Lookup(key); ok && cur.Version != seen {
+			if cur, _, ok := c.mem.Peek(key); ok && cur.Version != seen {
 				return nil, 0, errAlreadyRefreshed
 			}
 		}
@@ -1021,13 +1023,15 @@ func (c *Cache) GetMany(ctx context.Context, keys []string) []Result {
 			continue
 		}
 		if r.Tiers&Memory != 0 {
-			if it, fresh, ok := c.mem.Get(key); ok && (fresh || r.Tiers&Redis == 0) && (it.SoftExpiry == 0 || c.now() < it.SoftExpiry) {
-				r.stats.memHits.add(key)
-				note(ctx, key, SourceMemory)
-				if it.Flags&envelope.FlagNegative == 0 {
-					out[i] = Result{Value: it.Value, OK: true}
+			if it, fresh, ok := c.mem.Lookup(key); ok {
+				if (fresh || r.Tiers&Redis == 0) && (it.SoftExpiry == 0 || c.now() < it.SoftExpiry) {
+					note(ctx, key, SourceMemory)
+					if it.Flags&envelope.FlagNegative == 0 {
+						out[i] = Result{Value: it.Value, OK: true}
+					}
+					continue
 				}
-				continue
+				r.stats.memNotServed.Add(1)
 			}
 		}
 		if r.Tiers&Redis == 0 || r.Tiers&Disk != 0 {

@@ -266,7 +266,7 @@ func (c *Cache) revalidateAll() error {
 			return nil
 		}
 		if r.Tiers&Memory != 0 {
-			if _, _, ok := c.mem.Get(key); ok {
+			if _, _, ok := c.mem.Peek(key); ok {
 				return nil // memory's pass covered it
 			}
 		}

@@ -10,7 +10,11 @@ import (
 // routeStats are one route's counters. Typed atomics only; each route has
 // its own, so routes do not contend with each other.
 type routeStats struct {
-	memHits                     striped // on the hit path: spread over cache lines
+	// Memory hits are counted by the memory tier under the item's tag
+	// (the route's index), with no counter of ours on the hit path;
+	// memNotServed takes back the lookups that found an entry we did not
+	// serve as a memory hit (past its soft expiry, or unverified).
+	memNotServed                atomic.Int64
 	diskHits, redisHits         atomic.Int64
 	misses, loads, loadErrors   atomic.Int64
 	staleServes, earlyRefreshes atomic.Int64
@@ -106,11 +110,15 @@ func (c *Cache) Stats() Stats {
 		DiskReads:          c.stats.diskReads.Load(),
 		DiskWrites:         c.stats.diskWrites.Load(),
 	}
+	var tagHits [256]uint64
+	if c.mem != nil {
+		tagHits = c.mem.Stats().TagHits
+	}
 	for _, r := range c.router.routes {
 		s := &r.stats
 		st.Routes = append(st.Routes, RouteStats{
 			Prefix: r.Prefix, Tiers: r.Tiers,
-			MemoryHits: s.memHits.load(), DiskHits: s.diskHits.Load(), RedisHits: s.redisHits.Load(),
+			MemoryHits: int64(tagHits[r.idx]) - s.memNotServed.Load(), DiskHits: s.diskHits.Load(), RedisHits: s.redisHits.Load(),
 			Misses: s.misses.Load(), Loads: s.loads.Load(), LoadErrors: s.loadErrors.Load(),
 			StaleServes: s.staleServes.Load(), EarlyRefreshes: s.earlyRefreshes.Load(),
 			UnverifiedReads: s.unverifiedReads.Load(),
@@ -131,29 +139,4 @@ func (c *Cache) Stats() Stats {
 		st.MemoryBytes, st.MemoryEntries = ms.Bytes, ms.Entries
 	}
 	return st
-}
-
-// striped is a counter split over cache lines, picked by a cheap function
-// of the key, so that hits on different keys from different cores do not
-// fight over one line. Hits on one key share a stripe, as they already
-// share a memory-tier shard.
-type striped [8]struct {
-	n atomic.Int64
-	_ [56]byte
-}
-
-func (s *striped) add(key string) {
-	i := len(key)
-	if i > 0 {
-		i += int(key[i-1])
-	}
-	s[i&7].n.Add(1)
-}
-
-func (s *striped) load() int64 {
-	var n int64
-	for i := range s {
-		n += s[i].n.Load()
-	}
-	return n
 }

@@ -41,6 +41,9 @@ type shard struct {
 		// writes only the cache line it already owns.
 		hits, misses, inserts, evictions, expired, unverifiedServes uint64
 		refused, tooLarge, removed                                  uint64
+		// tagHits counts hits by Item.Tag, so a caller can count its own
+		// classes of keys without a contended counter of its own.
+		tagHits [256]uint64
 		// writes holds the start time of Sets awaiting their own
 		// invalidation, for the lag histogram. Bounded by maxPendingWrites.
 		writes map[string]int64
@@ -257,9 +260,11 @@ func (c *Cache) Lookup(key string) (it *Item, fresh, ok bool) {
 		s.mu.misses++
 	case e.epoch == epoch:
 		s.mu.hits++
+		s.mu.tagHits[e.item.Tag]++
 		it, fresh, ok = &e.item, true, true
 	case c.cfg.KeepUnverified:
 		s.mu.hits++
+		s.mu.tagHits[e.item.Tag]++
 		s.mu.unverifiedServes++
 		it, ok = &e.item, true
 	default:
@@ -267,6 +272,23 @@ func (c *Cache) Lookup(key string) (it *Item, fresh, ok bool) {
 	}
 	s.mu.Unlock()
 	return it, fresh, ok
+}
+
+// Peek is Lookup without side effects: it neither counts a hit or miss nor
+// refreshes the entry's recency, and leaves an expired entry in place (it
+// reports it as a miss).
+func (c *Cache) Peek(key string) (it *Item, fresh, ok bool) {
+	h := c.hash(key)
+	s := c.shardOf(h)
+	now := c.now()
+	epoch := c.epoch.Load()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, found := s.mu.pol.peek(key)
+	if !found || now >= e.expireAt || (e.epoch != epoch && !c.cfg.KeepUnverified) {
+		return nil, false, false
+	}
+	return &e.item, e.epoch == epoch, true
 }
 
 // Reserve takes a ticket for key. Take it BEFORE reading a slower tier, then

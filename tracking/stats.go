@@ -19,6 +19,8 @@ type Stats struct {
 	Entries          int    // entries now cached
 	Bytes            int64  // bytes now counted; never above MaxBytes
 	MaxBytes         int64  // the budget
+	// TagHits counts Lookup and Get hits by the entries' Item.Tag.
+	TagHits [256]uint64
 	// Lag is the time from sending a Set to receiving its own invalidation
 	// from Redis (empty with NoLoop or without Redis).
 	Lag LagHistogram
@@ -46,6 +48,9 @@ func (c *Cache) Stats() Stats {
 		st.TooLarge += s.mu.tooLarge
 		st.Removed += s.mu.removed
 		st.Bytes += s.mu.bytes
+		for i, n := range s.mu.tagHits {
+			st.TagHits[i] += n
+		}
 		st.Entries += s.mu.pol.len()
 		s.mu.Unlock()
 	}
