@@ -117,3 +117,26 @@ func FuzzCBORDecode(f *testing.F) {
 		}
 	})
 }
+
+// FuzzTypedDecode feeds arbitrary stored bytes through the typed read path
+// (framing, then the JSON codec): no panic, and nothing decoded past the
+// decompression cap.
+func FuzzTypedDecode(f *testing.F) {
+	ty := &Typed[profile]{codec: JSON[profile]{}, maxDecoded: 1 << 12}
+	good, _ := ty.encode("k", profile{Name: "x", Age: 3, Roles: []string{"a", "b"}})
+	f.Add(good)
+	f.Add(frame([]byte(`{"name":"`+string(bytes.Repeat([]byte{'a'}, 5000))+`"}`), 1))
+	f.Add([]byte{framePlain, '[', '[', '['})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		p, ok, err := ty.decode("k", b)
+		if err != nil {
+			if ok || !errors.Is(err, ErrDecode) {
+				t.Fatalf("decode error %v with ok=%v; want ErrDecode and ok=false", err, ok)
+			}
+			return
+		}
+		if len(p.Name) > len(b)+ty.maxDecoded {
+			t.Fatalf("decoded a %d-byte name from %d bytes", len(p.Name), len(b))
+		}
+	})
+}
