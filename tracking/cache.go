@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/puzpuzpuz/xsync/v4"
 	"github.com/redis/rueidis"
 
 	"github.com/thermoscache/thermos/internal/clock"
@@ -25,10 +26,15 @@ const genSlots = 512
 
 // entry is one cached key.
 type entry struct {
-	item     Item
-	expireAt int64  // Unix ns: min(insert + MaxTTL, HardExpiry, write ttl)
-	epoch    uint64 // epoch it was verified in; 0 = never (warm start)
-	size     int64  // bytes charged: len(key) + cap(Value) + EntryOverhead
+	item     Item  // never modified once the entry is published
+	expireAt int64 // Unix ns: min(insert + MaxTTL, HardExpiry, write ttl)
+	size     int64 // bytes charged: len(key) + cap(Value) + EntryOverhead
+	// epoch is the epoch it was verified in; 0 = never (warm start).
+	// Revalidate changes it under the shard lock; hits read it without.
+	epoch atomic.Uint64
+	// used is set by a lock-free hit and cleared when eviction gives the
+	// entry its second chance (see lruPolicy.removeOldest).
+	used atomic.Uint32
 }
 
 // shard is one independently locked part of the cache.
@@ -48,6 +54,10 @@ type shard struct {
 		// invalidation, for the lag histogram. Bounded by maxPendingWrites.
 		writes map[string]int64
 	}
+	// idx mirrors the LRU policy's entries so that hits read without the
+	// lock (nil under 2Q, whose hits must move entries between queues).
+	// Written only under mu, together with the policy.
+	idx *xsync.Map[string, *entry]
 	// sgen is bumped by InvalidatePrefix: it refuses every older ticket of
 	// the shard.
 	sgen atomic.Uint64
@@ -85,6 +95,13 @@ type Cache struct {
 
 	lmu       sync.Mutex // serialises OnInvalidate
 	listeners atomic.Pointer[[]func(keys []string, epochBump bool)]
+
+	// lf counts the lock-free hit path's outcomes on striped counters, so
+	// hits on different cores write different cache lines.
+	lf struct {
+		tagHits            [256]*xsync.Counter
+		misses, unverified *xsync.Counter
+	}
 
 	invalidations atomic.Uint64 // keys received from Redis
 	epochBumps    atomic.Uint64
@@ -124,8 +141,17 @@ func New(ctx context.Context, opts *Options) (*Cache, error) {
 	c.epoch.Store(1)
 	for i := range c.shards {
 		s := &c.shards[i]
-		s.mu.pol = newPolicy(cfg.Policy, cfg.shareBytes)
+		if cfg.Policy == PolicyLRU {
+			s.idx = xsync.NewMap[string, *entry]()
+		}
+		s.mu.pol = newPolicy(cfg.Policy, cfg.shareBytes, s.idx)
 		s.mu.writes = make(map[string]int64)
+	}
+	if cfg.Policy == PolicyLRU {
+		for i := range c.lf.tagHits {
+			c.lf.tagHits[i] = xsync.NewCounter()
+		}
+		c.lf.misses, c.lf.unverified = xsync.NewCounter(), xsync.NewCounter()
 	}
 	switch clk := cfg.Clock.(type) {
 	case nil:
@@ -246,6 +272,49 @@ func (c *Cache) Get(key string) (it Item, fresh, ok bool) {
 func (c *Cache) Lookup(key string) (it *Item, fresh, ok bool) {
 	h := c.hash(key)
 	s := c.shardOf(h)
+	if s.idx == nil {
+		return c.lookupLocked(s, key)
+	}
+	// Lock-free: the entry and its item are immutable once published; a
+	// removal racing with this read is ordered after it.
+	e, found := s.idx.Load(key)
+	if !found {
+		c.lf.misses.Inc()
+		return nil, false, false
+	}
+	if c.now() >= e.expireAt {
+		c.expire(s, key, e)
+		c.lf.misses.Inc()
+		return nil, false, false
+	}
+	switch ep := e.epoch.Load(); {
+	case ep == c.epoch.Load():
+		fresh = true
+	case c.cfg.KeepUnverified:
+		c.lf.unverified.Inc()
+	default:
+		c.lf.misses.Inc()
+		return nil, false, false
+	}
+	if e.used.Load() == 0 {
+		e.used.Store(1)
+	}
+	c.lf.tagHits[e.item.Tag].Inc()
+	return &e.item, fresh, true
+}
+
+// expire removes key's expired entry e, unless it was replaced meanwhile.
+func (c *Cache) expire(s *shard, key string, e *entry) {
+	s.mu.Lock()
+	if cur, ok := s.mu.pol.peek(key); ok && cur == e {
+		c.removeLocked(s, key)
+		s.mu.expired++
+	}
+	s.mu.Unlock()
+}
+
+// lookupLocked is Lookup for policies that record every access (2Q).
+func (c *Cache) lookupLocked(s *shard, key string) (it *Item, fresh, ok bool) {
 	now := c.now()
 	epoch := c.epoch.Load()
 	s.mu.Lock()
@@ -258,7 +327,7 @@ func (c *Cache) Lookup(key string) (it *Item, fresh, ok bool) {
 		s.mu.bytes -= e.size
 		s.mu.expired++
 		s.mu.misses++
-	case e.epoch == epoch:
+	case e.epoch.Load() == epoch:
 		s.mu.hits++
 		s.mu.tagHits[e.item.Tag]++
 		it, fresh, ok = &e.item, true, true
@@ -285,10 +354,10 @@ func (c *Cache) Peek(key string) (it *Item, fresh, ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e, found := s.mu.pol.peek(key)
-	if !found || now >= e.expireAt || (e.epoch != epoch && !c.cfg.KeepUnverified) {
+	if !found || now >= e.expireAt || (e.epoch.Load() != epoch && !c.cfg.KeepUnverified) {
 		return nil, false, false
 	}
-	return &e.item, e.epoch == epoch, true
+	return &e.item, e.epoch.Load() == epoch, true
 }
 
 // Reserve takes a ticket for key. Take it BEFORE reading a slower tier, then
@@ -377,7 +446,7 @@ func (c *Cache) fill(t Ticket, key string, it Item, epoch uint64) bool {
 		c.removeLocked(s, key) // it may hold an older value
 		return false
 	}
-	e.epoch = epoch
+	e.epoch.Store(epoch)
 	c.insertLocked(s, key, e)
 	return true
 }
@@ -447,7 +516,7 @@ func (c *Cache) Revalidate(t Ticket, key string, version uint64) bool {
 	if !ok || e.item.Version != version {
 		return false
 	}
-	e.epoch = t.epoch
+	e.epoch.Store(t.epoch)
 	return true
 }
 
@@ -467,7 +536,7 @@ func (c *Cache) Unverified(fn func(key string, version uint64) bool) {
 		batch = batch[:0]
 		s.mu.Lock()
 		s.mu.pol.each(func(k string, e *entry) bool {
-			if e.epoch != epoch {
+			if e.epoch.Load() != epoch {
 				batch = append(batch, kv{k, e.item.Version})
 			}
 			return true
@@ -530,7 +599,7 @@ func (c *Cache) writeLocal(key string, it *Item, limit int64, t *Ticket) error {
 		}
 		c.removeLocked(s, key)
 	default:
-		e.epoch = epoch
+		e.epoch.Store(epoch)
 		c.insertLocked(s, key, e)
 	}
 	return nil

@@ -8,9 +8,15 @@
 // shards: every entry is charged len(key) + cap(Value) + EntryOverhead, each
 // shard holds at most MaxBytes/Shards (MaxEntryBytes), overwrites are
 // re-charged, and an entry larger than a shard's share is refused with
-// ErrTooLarge. Each shard has its own lock and its own counters, so readers on
-// different cores share nothing on the hit path. Get is local, does no I/O
-// and no allocation, and reads a coarse clock.
+// ErrTooLarge. Under the LRU policy a hit takes no lock at all: each shard
+// mirrors its list in a concurrent map (github.com/puzpuzpuz/xsync) that
+// hits read, a hit marks its entry used instead of moving it (eviction gives
+// a used entry a second chance, a CLOCK-style approximation of LRU), and hits
+// are counted on striped counters; so readers on different cores write no
+// shared cache line and hits scale with cores. Writes, fills, invalidations
+// and evictions take the shard's lock. Under 2Q hits lock the shard (they
+// move entries between queues). Get is local, does no I/O and no
+// allocation, and reads a coarse clock.
 //
 // With Options.Redis set, New opens a rueidis client whose every connection
 // runs CLIENT TRACKING ON BCAST PREFIX … for the minimal non-overlapping cover

@@ -29,9 +29,10 @@ const (
 	// MaxShards is the largest accepted Options.Shards.
 	MaxShards = 1024
 	// EntryOverhead is the number of bytes charged per entry on top of
-	// len(key) + cap(Value): the entry struct, golang-lru's list element and
-	// the map slot, measured on amd64 (see TestHeapWithinBudget).
-	EntryOverhead = 256
+	// len(key) + cap(Value): the entry struct, golang-lru's list element,
+	// its map slot and the lock-free read index's slot, measured on amd64
+	// (see TestHeapWithinBudget).
+	EntryOverhead = 320
 	// DefaultTopologyInterval is how often a cache on Redis Cluster checks
 	// the slot map when Options.TopologyInterval is zero.
 	DefaultTopologyInterval = time.Second

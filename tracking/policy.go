@@ -4,6 +4,7 @@ import (
 	"math"
 
 	"github.com/hashicorp/golang-lru/v2/simplelru"
+	"github.com/puzpuzpuz/xsync/v4"
 )
 
 // policy is one shard's eviction order. It counts nothing: the shard does
@@ -25,11 +26,11 @@ type policy interface {
 	purge()
 }
 
-func newPolicy(p Policy, shareBytes int64) policy {
+func newPolicy(p Policy, shareBytes int64, idx *xsync.Map[string, *entry]) policy {
 	if p == PolicyTwoQueue {
 		return newTwoQueue(shareBytes)
 	}
-	return &lruPolicy{l: newSimpleLRU[*entry]()}
+	return &lruPolicy{l: newSimpleLRU[*entry](), idx: idx}
 }
 
 // newSimpleLRU returns a simplelru that never evicts by count: the shard
@@ -42,24 +43,60 @@ func newSimpleLRU[V any]() *simplelru.LRU[string, V] {
 	return l
 }
 
-// lruPolicy is golang-lru's simplelru.
+// lruPolicy is golang-lru's simplelru, mirrored in a concurrent map (idx)
+// that hits read without the shard lock.
+//
+// Hits therefore do not move entries to the front: each one sets its
+// entry's used bit instead (a write only on the first hit since the last
+// check), and eviction gives a used entry a second chance — the oldest
+// entry, if read since it was last looked at, goes back to the front with
+// its bit cleared (CLOCK-style LRU approximation, as in many concurrent
+// caches). A hit that moved the entry under the lock would write the
+// shard's cache line on every read, and two cores reading different keys
+// of the same shard would pass that line back and forth.
 type lruPolicy struct {
-	l *simplelru.LRU[string, *entry]
+	l   *simplelru.LRU[string, *entry]
+	idx *xsync.Map[string, *entry]
 }
 
 func (p *lruPolicy) get(key string) (*entry, bool)  { return p.l.Get(key) }
 func (p *lruPolicy) peek(key string) (*entry, bool) { return p.l.Peek(key) }
-func (p *lruPolicy) add(key string, e *entry)       { p.l.Add(key, e) }
-func (p *lruPolicy) removeOldest() (string, *entry, bool) {
-	return p.l.RemoveOldest()
+func (p *lruPolicy) add(key string, e *entry) {
+	p.l.Add(key, e)
+	p.idx.Store(key, e)
 }
-func (p *lruPolicy) purge()   { p.l.Purge() }
+
+// removeOldest evicts the least recently used entry, counting a hit since
+// its last check as a use: such an entry moves to the front, its bit
+// cleared, at most once per entry per call.
+func (p *lruPolicy) removeOldest() (string, *entry, bool) {
+	for range p.l.Len() {
+		k, e, ok := p.l.GetOldest()
+		if !ok || e.used.Load() == 0 {
+			break
+		}
+		e.used.Store(0)
+		p.l.Get(k) // to the front
+	}
+	k, e, ok := p.l.RemoveOldest()
+	if ok {
+		p.idx.Delete(k)
+	}
+	return k, e, ok
+}
+
+func (p *lruPolicy) purge() {
+	p.l.Purge()
+	p.idx.Clear()
+}
+
 func (p *lruPolicy) len() int { return p.l.Len() }
 
 func (p *lruPolicy) remove(key string) (*entry, bool) {
 	e, ok := p.l.Peek(key)
 	if ok {
 		p.l.Remove(key)
+		p.idx.Delete(key)
 	}
 	return e, ok
 }

@@ -54,6 +54,15 @@ func (c *Cache) Stats() Stats {
 		st.Entries += s.mu.pol.len()
 		s.mu.Unlock()
 	}
+	if c.lf.misses != nil {
+		for i, ctr := range c.lf.tagHits {
+			n := uint64(ctr.Value())
+			st.TagHits[i] += n
+			st.Hits += n
+		}
+		st.Misses += uint64(c.lf.misses.Value())
+		st.UnverifiedServes += uint64(c.lf.unverified.Value())
+	}
 	return st
 }
 
