@@ -347,51 +347,40 @@ func (g *Group) writeFenced(ctx context.Context, k keys, token string, value []b
 	if ttl > 0 {
 		ttlArg = ms(ttl)
 	}
-	for {
-		r, ok := g.exec(ctx, g.scripts.write, []string{k.data, k.lock},
-			[]string{token, string(value), ttlArg, g.channel(k), wakeMessage()})
-		if ok {
-			n, err := r.AsInt64()
-			if err != nil {
-				return false, fmt.Errorf("herd: fenced write: %w", err)
-			}
-			if n == 2 {
-				g.publishRefused(errPublishRefused)
-			}
-			return n >= 1, nil
-		}
-		done, err := g.casTx(ctx, k.lock, token, func(c rueidis.DedicatedClient) rueidis.Commands {
+	return g.casPublish(ctx, "fenced write", k, token, g.scripts.write, []string{k.data, k.lock},
+		func(channel string) []string { return []string{token, string(value), ttlArg, channel, wakeMessage()} },
+		func(c rueidis.DedicatedClient) rueidis.Commands {
 			set := c.B().Set().Key(k.data).Value(string(value))
-			var cmd rueidis.Completed
 			if ttl > 0 {
-				cmd = set.PxMilliseconds(max(ttl.Milliseconds(), 1)).Build()
-			} else {
-				cmd = set.Build()
+				return rueidis.Commands{set.PxMilliseconds(max(ttl.Milliseconds(), 1)).Build(), c.B().Del().Key(k.lock).Build()}
 			}
-			cmds := rueidis.Commands{cmd, c.B().Del().Key(k.lock).Build()}
-			if ch := g.channel(k); ch != "" {
-				cmds = append(cmds, c.B().Publish().Channel(ch).Message(wakeMessage()).Build())
-			}
-			return cmds
+			return rueidis.Commands{set.Build(), c.B().Del().Key(k.lock).Build()}
 		})
-		if err != nil && g.publishRefused(err) {
-			continue
-		}
-		if err != nil {
-			return false, fmt.Errorf("herd: fenced write (transaction): %w", err)
-		}
-		return done, nil
-	}
 }
 
 // release deletes the lease if token still holds it and wakes waiters.
 func (g *Group) release(ctx context.Context, k keys, token string) (bool, error) {
+	return g.casPublish(ctx, "release lease", k, token, g.scripts.release, []string{k.lock},
+		func(channel string) []string { return []string{token, channel, wakeMessage()} },
+		func(c rueidis.DedicatedClient) rueidis.Commands {
+			return rueidis.Commands{c.B().Del().Key(k.lock).Build()}
+		})
+}
+
+// casPublish runs one step that acts only while token holds k's lease and
+// then wakes the waiters: the script (given the channel, "" once publishing
+// was refused; it returns 0 when the lease was lost, 1 when done, 2 when
+// done but the PUBLISH was refused), or, with scripting off, a transaction
+// of ops plus a PUBLISH. A refused PUBLISH switches publishing off (the
+// transaction, refused whole, runs again without it).
+func (g *Group) casPublish(ctx context.Context, what string, k keys, token string, s *rueidis.Lua, scriptKeys []string,
+	args func(channel string) []string, ops func(c rueidis.DedicatedClient) rueidis.Commands) (bool, error) {
 	for {
-		r, ok := g.exec(ctx, g.scripts.release, []string{k.lock}, []string{token, g.channel(k), wakeMessage()})
+		r, ok := g.exec(ctx, s, scriptKeys, args(g.channel(k)))
 		if ok {
 			n, err := r.AsInt64()
 			if err != nil {
-				return false, fmt.Errorf("herd: release lease: %w", err)
+				return false, fmt.Errorf("herd: %s: %w", what, err)
 			}
 			if n == 2 {
 				g.publishRefused(errPublishRefused)
@@ -399,7 +388,7 @@ func (g *Group) release(ctx context.Context, k keys, token string) (bool, error)
 			return n >= 1, nil
 		}
 		done, err := g.casTx(ctx, k.lock, token, func(c rueidis.DedicatedClient) rueidis.Commands {
-			cmds := rueidis.Commands{c.B().Del().Key(k.lock).Build()}
+			cmds := ops(c)
 			if ch := g.channel(k); ch != "" {
 				cmds = append(cmds, c.B().Publish().Channel(ch).Message(wakeMessage()).Build())
 			}
@@ -409,7 +398,7 @@ func (g *Group) release(ctx context.Context, k keys, token string) (bool, error)
 			continue
 		}
 		if err != nil {
-			return false, fmt.Errorf("herd: release lease (transaction): %w", err)
+			return false, fmt.Errorf("herd: %s (transaction): %w", what, err)
 		}
 		return done, nil
 	}
