@@ -41,61 +41,49 @@ func (s *sim) ratio() float64 {
 
 func newSim(policy string, size int) (*sim, error) {
 	s := &sim{close: func() {}}
+	var err error
 	switch policy {
 	case PolicyLRU:
 		// golang-lru's LRU without the lock lru.Cache adds: same policy.
-		c, err := simplelru.NewLRU[uint64, struct{}](size, nil)
-		if err != nil {
-			return nil, err
-		}
-		s.access = func(k uint64) bool {
-			if _, ok := c.Get(k); ok {
-				return true
-			}
-			c.Add(k, struct{}{})
-			return false
+		var c *simplelru.LRU[uint64, struct{}]
+		if c, err = simplelru.NewLRU[uint64, struct{}](size, nil); err == nil {
+			s.access = demandFill(c.Get, func(k uint64) { c.Add(k, struct{}{}) })
 		}
 	case Policy2Q:
-		c, err := lru.New2Q[uint64, struct{}](size)
-		if err != nil {
-			return nil, err
-		}
-		s.access = func(k uint64) bool {
-			if _, ok := c.Get(k); ok {
-				return true
-			}
-			c.Add(k, struct{}{})
-			return false
+		var c *lru.TwoQueueCache[uint64, struct{}]
+		if c, err = lru.New2Q[uint64, struct{}](size); err == nil {
+			s.access = demandFill(c.Get, func(k uint64) { c.Add(k, struct{}{}) })
 		}
 	case PolicyARC:
-		c, err := arc.NewARC[uint64, struct{}](size)
-		if err != nil {
-			return nil, err
-		}
-		s.access = func(k uint64) bool {
-			if _, ok := c.Get(k); ok {
-				return true
-			}
-			c.Add(k, struct{}{})
-			return false
+		var c *arc.ARCCache[uint64, struct{}]
+		if c, err = arc.NewARC[uint64, struct{}](size); err == nil {
+			s.access = demandFill(c.Get, func(k uint64) { c.Add(k, struct{}{}) })
 		}
 	case PolicyOtter:
-		c, err := otter.New(&otter.Options[uint64, struct{}]{MaximumSize: size})
-		if err != nil {
-			return nil, err
+		var c *otter.Cache[uint64, struct{}]
+		if c, err = otter.New(&otter.Options[uint64, struct{}]{MaximumSize: size}); err == nil {
+			s.access = demandFill(c.GetIfPresent, func(k uint64) { c.Set(k, struct{}{}) })
+			s.close = func() { c.StopAllGoroutines() }
 		}
-		s.access = func(k uint64) bool {
-			if _, ok := c.GetIfPresent(k); ok {
-				return true
-			}
-			c.Set(k, struct{}{})
-			return false
-		}
-		s.close = func() { c.StopAllGoroutines() }
 	default:
 		return nil, errUnknownPolicy(policy)
 	}
+	if err != nil {
+		return nil, err
+	}
 	return s, nil
+}
+
+// demandFill is one access of a read-through cache: a hit, or a miss that
+// fills the key.
+func demandFill(get func(uint64) (struct{}, bool), add func(uint64)) func(uint64) bool {
+	return func(k uint64) bool {
+		if _, ok := get(k); ok {
+			return true
+		}
+		add(k)
+		return false
+	}
 }
 
 func errUnknownPolicy(p string) error {
