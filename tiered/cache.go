@@ -142,9 +142,11 @@ func Open(ctx context.Context, opts *Options) (*Cache, error) {
 		c.trust = newTrust()
 	}
 
-	// Invalidations reach the disk tier and wake herd waiters. Registered
-	// before anything is loaded or revalidated.
-	c.mem.OnInvalidate(c.onInvalidate)
+	// Invalidations reach the disk tier and wake herd waiters: before the
+	// memory entry goes, so a reader that misses in memory never finds the
+	// old disk copy still trusted (see tracking.OnBeforeInvalidate).
+	// Registered before anything is loaded or revalidated.
+	c.mem.OnBeforeInvalidate(c.onInvalidate)
 
 	if c.disk != nil {
 		if err := c.warm(ctx); err != nil {

@@ -129,7 +129,28 @@ func runModel(t *testing.T, seed uint64, ops int) {
 				fail("after an external write of %s, a returned %q, %v: neither the old %q nor the new %q", k, got, ok, old, want)
 			}
 			if time.Now().After(deadline) {
-				fail("a still returns the old value of %s 10s after an external write", k)
+				st := a.mem.Stats()
+				det := &Detector{}
+				_, _, _ = a.Get(WithDetector(ctx, det), k)
+				src, _ := det.Source(k)
+				var mem string
+				if it, fresh, ok := a.mem.Peek(k); ok {
+					mem = fmt.Sprintf("%q fresh=%v", it.Value, fresh)
+				}
+				var disk string
+				if a.disk != nil {
+					if e, ok, _ := a.disk.Get(ctx, k); ok {
+						disk = fmt.Sprintf("%q", e.Payload)
+					}
+				}
+				var pending string
+				if a.wb != nil {
+					if op, ok := a.wb.lookup(k); ok {
+						pending = fmt.Sprintf("%v", op.e != nil)
+					}
+				}
+				fail("a still returns the old value of %s 10s after an external write (a: %d invalidations received, %d epoch bumps, epoch %d; answered by %v; memory %s; disk %s; pending write %s; trusted %v)",
+					k, st.Invalidations, st.EpochBumps, st.Epoch, src, mem, disk, pending, a.trust != nil && a.trust.has(k))
 			}
 			time.Sleep(time.Millisecond)
 		}

@@ -187,6 +187,7 @@ func (c *Cache) revalidator() {
 			continue
 		}
 		start := time.Now()
+		epoch := c.mem.Epoch()
 		if err := c.revalidateAll(); err != nil {
 			if errors.Is(err, errRecheck) {
 				c.redisUp.Store(true)
@@ -197,6 +198,13 @@ func (c *Cache) revalidator() {
 				c.o.Logger.Debug("tiered: revalidation incomplete", "err", err)
 			}
 			retry = time.After(revalidationRetry)
+			continue
+		}
+		if c.mem.Epoch() != epoch {
+			// The epoch moved during the pass (listeners hear of a bump just
+			// before it happens): entries it made unverified may have been
+			// missed. Look again.
+			retry = time.After(time.Millisecond)
 			continue
 		}
 		c.redisUp.Store(true)

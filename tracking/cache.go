@@ -95,6 +95,7 @@ type Cache struct {
 
 	lmu       sync.Mutex // serialises OnInvalidate
 	listeners atomic.Pointer[[]func(keys []string, epochBump bool)]
+	before    atomic.Pointer[[]func(keys []string, epochBump bool)] // OnBeforeInvalidate
 
 	// lf counts the lock-free hit path's outcomes on striped counters, so
 	// hits on different cores write different cache lines.
