@@ -117,49 +117,8 @@ func TestClusterFencedWrite(t *testing.T) {
 // is SIGKILLed in its load; a waiter here takes over within lease + 1 s,
 // and the origin is called twice in all.
 func TestClusterHolderDeath(t *testing.T) {
-	const lease = 500 * time.Millisecond
 	cl := redistest.StartCluster(t, nil)
 	addr := cl.Nodes[1].Addr()
-	c := newClient(t, addr)
-	ctx := context.Background()
-	holder := startChild(t, helperModeEnv+"="+modeHolder, helperAddrEnv+"="+addr,
-		helperLeaseMS+"="+strconv.Itoa(int(lease.Milliseconds())))
-	if err := c.Do(ctx, c.B().Blpop().Key("holding").Timeout(helperWait.Seconds()).Build()).Error(); err != nil {
-		t.Fatalf("waiting for the holder: %v\n%s", err, holder.out.String())
-	}
-	g := newGroup(t, &Options{Client: newClient(t, addr), LeaseTTL: lease, Logger: slog.New(slog.DiscardHandler)})
-	sleeping := make(chan struct{}, 1)
-	g.beforeWait = func(string) {
-		select {
-		case sleeping <- struct{}{}:
-		default:
-		}
-	}
-	res := make(chan error, 1)
-	var done time.Time
-	go func() {
-		_, err := g.Do(ctx, "victim", nil, func(ctx context.Context) ([]byte, time.Duration, error) {
-			c.Do(ctx, c.B().Incr().Key("calls:victim").Build())
-			return []byte("v"), time.Minute, nil
-		})
-		done = time.Now()
-		res <- err
-	}()
-	<-sleeping
-	killed := time.Now()
-	if err := holder.cmd.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	if err := <-res; err != nil {
-		t.Fatalf("waiter: %v", err)
-	}
-	took := done.Sub(killed)
-	if took > lease+time.Second {
-		t.Errorf("take-over took %v after the kill, want <= lease + 1s = %v", took, lease+time.Second)
-	}
-	n, err := c.Do(ctx, c.B().Get().Key("calls:victim").Build()).AsInt64()
-	if err != nil || n != 2 {
-		t.Errorf("origin calls = %d (%v), want 2", n, err)
-	}
+	_, took, lease := holderDeath(t, addr, newClient(t, addr))
 	t.Logf("take-over %v after SIGKILL on a cluster (lease %v)", took, lease)
 }

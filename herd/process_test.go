@@ -242,15 +242,29 @@ func TestStampedeProcesses(t *testing.T) {
 // TestHolderDeath: the holder process is SIGKILLed in its load; a waiter in
 // another process (this one) takes over within lease + 1 s; 2 origin calls.
 func TestHolderDeath(t *testing.T) {
-	const lease = 500 * time.Millisecond
 	srv, c := startRedis(t)
+	g, took, lease := holderDeath(t, srv.Addr(), c)
+	if s := g.Stats(); s.LockSteals != 1 {
+		t.Errorf("lock steals = %d, want 1", s.LockSteals)
+	}
+	t.Logf("take-over %v after SIGKILL (lease %v)", took, lease)
+}
+
+// holderDeath runs the holder-death scenario against the Redis at addr (c
+// is a client for it): a child process takes the lease and hangs in its
+// load; a Group here waits, the child is SIGKILLed, and the waiter must
+// take over within lease + 1 s with 2 origin calls in all. It returns the
+// waiting Group, how long the take-over took, and the lease.
+func holderDeath(t *testing.T, addr string, c rueidis.Client) (*Group, time.Duration, time.Duration) {
+	t.Helper()
+	const lease = 500 * time.Millisecond
 	ctx := context.Background()
-	holder := startChild(t, helperModeEnv+"="+modeHolder, helperAddrEnv+"="+srv.Addr(),
+	holder := startChild(t, helperModeEnv+"="+modeHolder, helperAddrEnv+"="+addr,
 		helperLeaseMS+"="+strconv.Itoa(int(lease.Milliseconds())))
 	if err := c.Do(ctx, c.B().Blpop().Key("holding").Timeout(helperWait.Seconds()).Build()).Error(); err != nil {
 		t.Fatalf("waiting for the holder: %v\n%s", err, holder.out.String())
 	}
-	g := newGroup(t, &Options{Client: newClient(t, srv.Addr()), LeaseTTL: lease, Logger: slog.New(slog.DiscardHandler)})
+	g := newGroup(t, &Options{Client: newClient(t, addr), LeaseTTL: lease, Logger: slog.New(slog.DiscardHandler)})
 	sleeping := make(chan struct{}, 1)
 	g.beforeWait = func(string) {
 		select {
@@ -284,8 +298,5 @@ func TestHolderDeath(t *testing.T) {
 	if err != nil || n != 2 {
 		t.Errorf("origin calls = %d (%v), want 2", n, err)
 	}
-	if s := g.Stats(); s.LockSteals != 1 {
-		t.Errorf("lock steals = %d, want 1", s.LockSteals)
-	}
-	t.Logf("take-over %v after SIGKILL (lease %v)", took, lease)
+	return g, took, lease
 }
