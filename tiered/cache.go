@@ -37,7 +37,6 @@ type Cache struct {
 	local   *herd.Group    // in-process rebuilds for local routes
 	clk     clock.Clock    // expiry and XFetch
 	fast    *clock.Coarse  // owned coarse clock when Options.Clock is nil
-	nowFn   func() int64   // Unix ns, cheap
 	reval   chan struct{}  // wakes the revalidator
 	done    chan struct{}  // closed by Close
 	wg      sync.WaitGroup // background goroutines
@@ -76,14 +75,12 @@ func Open(ctx context.Context, opts *Options) (*Cache, error) {
 		return nil, err
 	}
 	c := &Cache{o: o, router: newRouter(o.Routes), reval: make(chan struct{}, 1), done: make(chan struct{})}
+	// One clock for every tier: the caller's, or a coarse one this cache
+	// owns (the memory tier reads it with one atomic load).
 	c.clk = o.Clock
 	if c.clk == nil {
 		c.fast = clock.NewCoarse(0)
 		c.clk = c.fast
-		c.nowFn = c.fast.UnixNano
-	} else {
-		clk := c.clk
-		c.nowFn = func() int64 { return clk.Now().UnixNano() }
 	}
 	if o.Rand != nil {
 		c.rnd.r = rand.New(o.Rand)
@@ -104,7 +101,7 @@ func Open(ctx context.Context, opts *Options) (*Cache, error) {
 		KeepUnverified:      true, // revalidated, not flushed, after a reconnect
 		NoLoop:              true, // our writes update the local entry themselves
 		ConnectInBackground: true, // Redis down at Open: serve by policy, recover
-		Clock:               o.Clock,
+		Clock:               c.clk,
 		Logger:              o.Logger,
 	}
 	if needRedis {
@@ -128,7 +125,7 @@ func Open(ctx context.Context, opts *Options) (*Cache, error) {
 	}
 
 	if needDisk {
-		so := &store.Options{MaxBytes: o.DiskMaxBytes, Clock: o.Clock, Logger: o.Logger, MaxKeyBytes: o.MaxKeyBytes}
+		so := &store.Options{MaxBytes: o.DiskMaxBytes, Clock: c.clk, Logger: o.Logger, MaxKeyBytes: o.MaxKeyBytes}
 		if !o.SyncWrites {
 			so.Durability = store.NoSync
 		}
@@ -222,7 +219,7 @@ func (c *Cache) now() int64 {
 	if c.fast != nil {
 		return c.fast.UnixNano()
 	}
-	return c.nowFn()
+	return c.clk.Now().UnixNano()
 }
 
 // check validates key and finds its route.

@@ -16,6 +16,7 @@ import (
 	"github.com/redis/rueidis"
 
 	"github.com/thermoscache/thermos/herd"
+	"github.com/thermoscache/thermos/internal/clock"
 	"github.com/thermoscache/thermos/internal/envelope"
 	"github.com/thermoscache/thermos/internal/redistest"
 	"github.com/thermoscache/thermos/tracking"
@@ -423,7 +424,7 @@ func FuzzDecodeRemote(f *testing.F) {
 		if err := o.validate(); err != nil {
 			f.Fatal(err)
 		}
-		c := &Cache{o: o, router: newRouter(o.Routes), nowFn: func() int64 { return now }}
+		c := &Cache{o: o, router: newRouter(o.Routes), clk: clock.NewManual(time.Unix(0, now))}
 		c.rnd.r = rand.New(rand.NewPCG(1, 2))
 		return c, c.router.find(key)
 	}
