@@ -364,7 +364,7 @@ func (c *Cache) read(ctx context.Context, r *route, key string) ([]byte, bool, f
 		}
 		r.stats.redisHits.Add(1)
 		note(ctx, key, SourceRedis)
-		c.fill(r, t, tt, key, it, raw)
+		c.fill(r, t, tt, key, it)
 		if it.Flags&envelope.FlagNegative != 0 {
 			return nil, false, f, nil
 		}
@@ -482,9 +482,9 @@ func (c *Cache) trustTicket(r *route, key string) trustTicket {
 // fill stores what was read from Redis (or loaded) in the local tiers of r.
 // The disk write is queued before the memory fill, and undone if the fill
 // is refused, so an invalidation that raced with the read wins everywhere.
-func (c *Cache) fill(r *route, t tracking.Ticket, tt trustTicket, key string, it tracking.Item, raw []byte) {
+func (c *Cache) fill(r *route, t tracking.Ticket, tt trustTicket, key string, it tracking.Item) {
 	if r.Tiers&Disk != 0 {
-		e := entryOf(r, it)
+		e := entryOf(it)
 		c.wb.put(key, &e)
 		if r.Tiers&Redis != 0 {
 			c.trust.add(tt)
@@ -612,9 +612,9 @@ func (c *Cache) load(ctx context.Context, r *route, key string, load Loader, f f
 	}
 	if byp&BypassWrites == 0 {
 		if shared && res.Stored && r.Tiers&(Memory|Disk) != 0 {
-			c.fillAfterOwnWrite(ctx, r, key, it, res.Value)
+			c.fillAfterOwnWrite(ctx, r, key, it)
 		} else {
-			c.fill(r, t, tt, key, it, res.Value)
+			c.fill(r, t, tt, key, it)
 		}
 	}
 	if it.Flags&envelope.FlagNegative != 0 {
@@ -637,7 +637,7 @@ func (c *Cache) load(ctx context.Context, r *route, key string, load Loader, f f
 // comes after our invalidation has been applied); a ticket taken then, and a
 // version check after it, make the fill safe against any later writer.
 // Two small round trips per load, which the origin call dwarfs.
-func (c *Cache) fillAfterOwnWrite(ctx context.Context, r *route, key string, it tracking.Item, raw []byte) {
+func (c *Cache) fillAfterOwnWrite(ctx context.Context, r *route, key string, it tracking.Item) {
 	cl, err := c.redis()
 	if err != nil {
 		return
@@ -653,7 +653,7 @@ func (c *Cache) fillAfterOwnWrite(ctx context.Context, r *route, key string, it 
 	if match, err := c.revalidateOne(ctx, r, key, it.Version); err != nil || !match {
 		return
 	}
-	c.fill(r, t, tt, key, it, raw)
+	c.fill(r, t, tt, key, it)
 }
 
 // maybeRefresh starts an early refresh when XFetch says so.
@@ -681,7 +681,7 @@ func (c *Cache) maybeRefresh(r *route, key string, it *tracking.Item, now int64,
 		case r.Raw:
 			remote = it.Value
 		case c.o.Signing == nil:
-			e := entryOf(r, *it)
+			e := entryOf(*it)
 			remote = e.Append(nil)
 		}
 	}
@@ -708,7 +708,7 @@ func (c *Cache) refresh(r *route, key string, remote []byte, seen uint64, load L
 		v, ttl, err := fn(ctx)
 		if err == nil {
 			if it, ok, derr := c.decodeLocal(r, v); derr == nil && ok {
-				c.fill(r, t, tt, key, it, v)
+				c.fill(r, t, tt, key, it)
 			}
 		}
 		return v, ttl, err
@@ -788,7 +788,7 @@ func (c *Cache) Set(ctx context.Context, key string, value []byte, ttl time.Dura
 			return fmt.Errorf("tiered: set %q: %w", key, err)
 		}
 		if r.Tiers&Disk != 0 {
-			e := entryOf(r, it)
+			e := entryOf(it)
 			c.wb.put(key, &e)
 			c.trust.add(tt)
 		}
@@ -796,7 +796,7 @@ func (c *Cache) Set(ctx context.Context, key string, value []byte, ttl time.Dura
 	}
 	// Local tiers only.
 	if r.Tiers&Disk != 0 {
-		e := entryOf(r, it)
+		e := entryOf(it)
 		if c.o.SyncWrites {
 			c.stats.diskWrites.Add(1)
 			if err := c.disk.SetEntry(ctx, key, &e); err != nil {
@@ -968,7 +968,7 @@ func itemOf(r *route, e *envelope.Entry) tracking.Item {
 	return it
 }
 
-func entryOf(r *route, it tracking.Item) envelope.Entry {
+func entryOf(it tracking.Item) envelope.Entry {
 	return envelope.Entry{Header: envelope.Header{
 		Flags:      it.Flags &^ envelope.FlagSigned,
 		SoftExpiry: it.SoftExpiry,
@@ -1077,7 +1077,7 @@ func (c *Cache) GetMany(ctx context.Context, keys []string) []Result {
 		}
 		x.r.stats.redisHits.Add(1)
 		note(ctx, key, SourceRedis)
-		c.fill(x.r, x.t, trustTicket{}, key, it, raw)
+		c.fill(x.r, x.t, trustTicket{}, key, it)
 		if it.Flags&envelope.FlagNegative == 0 {
 			out[x.i] = Result{Value: it.Value, OK: true}
 		}
