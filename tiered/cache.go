@@ -98,6 +98,7 @@ func Open(ctx context.Context, opts *Options) (*Cache, error) {
 
 	to := &tracking.Options{
 		MaxBytes:            o.MemoryBytes,
+		Policy:              o.MemoryPolicy,
 		KeepUnverified:      true, // revalidated, not flushed, after a reconnect
 		NoLoop:              true, // our writes update the local entry themselves
 		ConnectInBackground: true, // Redis down at Open: serve by policy, recover

@@ -11,6 +11,7 @@ import (
 	"github.com/redis/rueidis"
 
 	"github.com/thermoscache/thermos/internal/clock"
+	"github.com/thermoscache/thermos/tracking"
 )
 
 // Tier is a set of backends a route stores its keys in.
@@ -129,6 +130,9 @@ type Options struct {
 
 	// MemoryBytes bounds the memory tier. Zero means DefaultMemoryBytes.
 	MemoryBytes int64
+	// MemoryPolicy is the memory tier's eviction policy (see
+	// tracking.Policy). Zero means tracking's default.
+	MemoryPolicy tracking.Policy
 	// MaxKeyBytes bounds keys. Zero means DefaultMaxKeyBytes.
 	MaxKeyBytes int
 
