@@ -144,7 +144,7 @@ func Open(ctx context.Context, opts *Options) (*Cache, error) {
 	// memory entry goes, so a reader that misses in memory never finds the
 	// old disk copy still trusted (see tracking.OnBeforeInvalidate).
 	// Registered before anything is loaded or revalidated.
-	c.mem.OnBeforeInvalidate(c.onInvalidate)
+	c.mem.OnInvalidate(c.onInvalidate)
 
 	if c.disk != nil {
 		if err := c.warm(ctx); err != nil {

@@ -95,7 +95,6 @@ type Cache struct {
 
 	lmu       sync.Mutex // serialises OnInvalidate
 	listeners atomic.Pointer[[]func(keys []string, epochBump bool)]
-	before    atomic.Pointer[[]func(keys []string, epochBump bool)] // OnBeforeInvalidate
 
 	// lf counts the lock-free hit path's outcomes on striped counters, so
 	// hits on different cores write different cache lines.
@@ -560,14 +559,35 @@ func (c *Cache) SetLocal(key string, it Item) error {
 	if key == "" {
 		return ErrEmptyKey
 	}
-	return c.writeLocal(key, &it, 0, nil)
+	_, _, err := c.writeLocal(key, &it, 0, nil)
+	return err
 }
 
-// writeLocal applies a local write of key: it with deadline limit (Unix ns,
-// 0 = none), or a removal if it is nil. t, if not nil, is the ticket the
-// write took before its Redis command: if it is no longer valid the entry is
-// removed instead of updated (a newer write's invalidation was applied).
-func (c *Cache) writeLocal(key string, it *Item, limit int64, t *Ticket) error {
+// Write applies a local write of key that the caller has made, or is about
+// to make, in the tiers behind memory: it stores it as fresh (it == nil
+// removes the entry), with deadline limit (Unix ns, 0 = none).
+//
+// after, if not nil, is the ticket the caller took before sending the write
+// to Redis: if it is no longer valid, another write's invalidation was
+// applied in between (that write may be newer), so the entry is removed
+// instead and stored is false. With after == nil the write is
+// unconditional (keys that exist only locally).
+//
+// Either way the write refuses every ticket taken before it, and Write
+// returns next, the ticket current right after it, read under the same
+// lock: the caller guards its follow-up work for this write (a queued disk
+// write, a trust record) with next, so that any later invalidation or
+// write of key makes that work a no-op. Errors: ErrEmptyKey, ErrClosed,
+// ErrTooLarge (the entry is removed; next is still valid).
+func (c *Cache) Write(key string, it *Item, limit int64, after *Ticket) (next Ticket, stored bool, err error) {
+	if key == "" {
+		return Ticket{}, false, ErrEmptyKey
+	}
+	return c.writeLocal(key, it, limit, after)
+}
+
+// writeLocal is Write without the key check.
+func (c *Cache) writeLocal(key string, it *Item, limit int64, t *Ticket) (next Ticket, stored bool, err error) {
 	h := c.hash(key)
 	now := c.now()
 	var e *entry
@@ -578,7 +598,7 @@ func (c *Cache) writeLocal(key string, it *Item, limit int64, t *Ticket) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if c.closed.Load() {
-		return ErrClosed
+		return Ticket{}, false, ErrClosed
 	}
 	valid := t == nil || c.validLocked(s, h, *t)
 	epoch := c.epoch.Load()
@@ -588,20 +608,36 @@ func (c *Cache) writeLocal(key string, it *Item, limit int64, t *Ticket) error {
 	// Every local write refuses the tickets taken before it: a reader that
 	// sent its GET before this write must not overwrite it with the old
 	// value.
-	s.gens[slotOf(h)].Add(1)
+	gen := s.gens[slotOf(h)].Add(1)
+	next = Ticket{hash: h, gen: gen, sgen: s.sgen.Load(), epoch: c.epoch.Load()}
 	switch {
 	case e != nil && e.size > c.cfg.shareBytes:
 		s.mu.tooLarge++
 		c.removeLocked(s, key)
-		return fmt.Errorf("tracking: cache %q locally: %d bytes > %d: %w", key, e.size, c.cfg.shareBytes, ErrTooLarge)
+		return next, false, fmt.Errorf("tracking: cache %q locally: %d bytes > %d: %w", key, e.size, c.cfg.shareBytes, ErrTooLarge)
 	case e == nil || !valid:
 		if !valid {
 			s.mu.refused++
 		}
 		c.removeLocked(s, key)
+		return next, false, nil
 	default:
 		e.epoch.Store(epoch)
 		c.insertLocked(s, key, e)
+		return next, true, nil
 	}
-	return nil
+}
+
+// Valid reports whether t is still valid: nothing invalidated or wrote its
+// key (or another key sharing its generation slot), its shard, or the whole
+// cache (an epoch bump) since it was taken. It does not lock. A caller that
+// acts on a true answer must make sure an invalidation racing with that
+// action is seen afterwards (see tiered's disk tier for how).
+func (c *Cache) Valid(t Ticket) bool {
+	if c.testNoGuard {
+		return true
+	}
+	s := c.shardOf(t.hash)
+	return t.epoch != 0 && t.epoch == c.epoch.Load() && t.sgen == s.sgen.Load() &&
+		t.gen == s.gens[slotOf(t.hash)].Load()
 }

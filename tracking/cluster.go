@@ -161,7 +161,6 @@ func (c *Cache) topologyLoop(ctx context.Context) {
 		if err == nil {
 			if known && t.digest != last.digest {
 				c.cfg.Logger.Info("tracking: cluster topology changed; entries unverified")
-				c.notifyBefore(nil, true)
 				c.bumpEpoch()
 				c.notify(nil, true)
 			}

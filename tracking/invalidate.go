@@ -26,33 +26,6 @@ func (c *Cache) OnInvalidate(fn func(keys []string, epochBump bool)) {
 	c.listeners.Store(&next)
 }
 
-// OnBeforeInvalidate registers fn like OnInvalidate, but fn runs just
-// before the local entries are removed (or made unverified), so that
-// whatever the caller derived from them — a disk copy it trusts — is
-// already untrusted by the time a reader can miss in memory. Otherwise a
-// reader could miss after the removal, find the old copy elsewhere still
-// trusted, and cache it again under a ticket taken after the invalidation.
-// The same rules apply: quick, no Redis, keys read-only.
-func (c *Cache) OnBeforeInvalidate(fn func(keys []string, epochBump bool)) {
-	c.lmu.Lock()
-	defer c.lmu.Unlock()
-	var next []func([]string, bool)
-	if old := c.before.Load(); old != nil {
-		next = append(next, *old...)
-	}
-	next = append(next, fn)
-	c.before.Store(&next)
-}
-
-// notifyBefore calls the OnBeforeInvalidate listeners.
-func (c *Cache) notifyBefore(keys []string, epochBump bool) {
-	if ls := c.before.Load(); ls != nil {
-		for _, fn := range *ls {
-			fn(keys, epochBump)
-		}
-	}
-}
-
 func (c *Cache) notify(keys []string, epochBump bool) {
 	if ls := c.listeners.Load(); ls != nil {
 		for _, fn := range *ls {
@@ -65,7 +38,6 @@ func (c *Cache) notify(keys []string, epochBump bool) {
 // and notifies listeners, as if Redis had invalidated it.
 func (c *Cache) Invalidate(key string) {
 	keys := []string{key}
-	c.notifyBefore(keys, false)
 	c.invalidateKey(key, 0)
 	c.notify(keys, false)
 }
@@ -148,7 +120,6 @@ func (c *Cache) bumpEpoch() {
 // reconnect, which sends CLIENT TRACKING again.
 func (c *Cache) onInvalidations(msgs []rueidis.RedisMessage) {
 	if msgs == nil {
-		c.notifyBefore(nil, true)
 		c.bumpEpoch()
 		select {
 		case c.rearm <- struct{}{}:
@@ -167,7 +138,6 @@ func (c *Cache) onInvalidations(msgs []rueidis.RedisMessage) {
 			keys = append(keys, k)
 		}
 	}
-	c.notifyBefore(keys, false)
 	for _, k := range keys {
 		c.invalidateKey(k, now)
 	}
@@ -237,7 +207,6 @@ func (c *Cache) connectLoop(ctx context.Context) {
 	if c.closed.Load() {
 		return
 	}
-	c.notifyBefore(nil, true)
 	c.bumpEpoch()
 	c.notify(nil, true)
 	c.wg.Add(1)

@@ -199,13 +199,13 @@ func (c *Cache) Set(ctx context.Context, key string, it Item, encoded []byte, tt
 		err = cl.Do(ctx, cmd.Build()).Error()
 	}
 	if err != nil || !isTracked {
-		_ = c.writeLocal(key, nil, 0, nil)
+		_, _, _ = c.writeLocal(key, nil, 0, nil)
 		if err != nil {
 			return fmt.Errorf("tracking: set %q: %w", key, err)
 		}
 		return nil
 	}
-	if err := c.writeLocal(key, &it, limit, &t); err != nil {
+	if _, _, err := c.writeLocal(key, &it, limit, &t); err != nil {
 		return fmt.Errorf("tracking: set %q: stored in redis: %w", key, err)
 	}
 	return nil
@@ -238,9 +238,9 @@ func (c *Cache) Delete(ctx context.Context, key string) error {
 	if err != nil {
 		return err
 	}
-	_ = c.writeLocal(key, nil, 0, nil)
+	_, _, _ = c.writeLocal(key, nil, 0, nil)
 	err = cl.Do(ctx, cl.B().Del().Key(key).Build()).Error()
-	_ = c.writeLocal(key, nil, 0, nil)
+	_, _, _ = c.writeLocal(key, nil, 0, nil)
 	if err != nil {
 		return fmt.Errorf("tracking: delete %q: %w", key, err)
 	}
