@@ -43,6 +43,9 @@ type Result struct {
 	Stored bool
 	// Duration is how long load ran, XFetch's delta; zero if not Loaded.
 	Duration time.Duration
+	// TTL is, for a Value found in Redis, the data key's remaining TTL
+	// read in the same step (negative: no expiry); zero otherwise.
+	TTL time.Duration
 }
 
 // Group runs at most one rebuild per key at a time: across the goroutines of
@@ -349,7 +352,7 @@ func (g *Group) shared(ctx context.Context, f *flight, mode acquireMode, current
 		switch st {
 		case stHit:
 			g.stats.hits.Add(1)
-			return Result{Value: v}, nil
+			return Result{Value: v, TTL: pttl}, nil
 		case stChanged:
 			return Result{}, errSkipped
 		case stAcquired:
@@ -452,6 +455,9 @@ func (g *Group) hold(ctx context.Context, f *flight, k keys, token string, load 
 	}
 	g.stats.fencedWrites.Add(1)
 	res.Stored = true
+	if g.o.AfterWrite != nil {
+		g.o.AfterWrite(wctx, f.key, res.Value)
+	}
 	return res.Result, nil
 }
 

@@ -3,6 +3,7 @@ package herd
 import (
 	"context"
 	"errors"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -37,7 +38,7 @@ func TestNewRejectsBadOptions(t *testing.T) {
 func TestNewDoesNotWriteOptions(t *testing.T) {
 	opts := &Options{}
 	newGroup(t, opts)
-	if *opts != (Options{}) {
+	if !reflect.DeepEqual(*opts, Options{}) {
 		t.Errorf("New changed its options to %+v", *opts)
 	}
 }

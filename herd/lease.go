@@ -25,13 +25,13 @@ import (
 // acquireScript: KEYS = data, lock; ARGV = token, lease ms, mode, current.
 // Mode 'd' (Do) returns the data key's value if present; mode 'r' (Refresh)
 // gives up if the data key no longer holds current; mode 'l' just locks.
-// Returns {0, empty} acquired, {1, value} hit, {2, pttl} held, {3, empty}
-// changed.
+// Returns {0, empty} acquired, {1, value, data pttl} hit, {2, lock pttl}
+// held, {3, empty} changed.
 const acquireSrc = `
 local mode = ARGV[3]
 if mode == 'd' then
   local v = redis.call('GET', KEYS[1])
-  if v then return {1, v} end
+  if v then return {1, v, redis.call('PTTL', KEYS[1])} end
 elseif mode == 'r' then
   if redis.call('GET', KEYS[1]) ~= ARGV[4] then return {3, ''} end
 end
@@ -195,12 +195,22 @@ func (g *Group) exec(ctx context.Context, s *rueidis.Lua, keys, args []string) (
 	return r, true
 }
 
+// dataTTL turns a data key's PTTL reply into Result.TTL: negative when the
+// key has no expiry.
+func dataTTL(ms int64) time.Duration {
+	if ms < 0 {
+		return -1
+	}
+	return time.Duration(ms) * time.Millisecond
+}
+
 func ms(d time.Duration) string {
 	return strconv.FormatInt(max(d.Milliseconds(), 1), 10)
 }
 
 // acquire takes the lease for k unless the mode says otherwise; see
-// acquireSrc. pttl is set when the lease is held by another.
+// acquireSrc. pttl is the lock's remaining time when the lease is held by
+// another, and the data key's (negative: none) on a hit.
 func (g *Group) acquire(ctx context.Context, k keys, mode acquireMode, token string, current []byte) (acquireState, []byte, time.Duration, error) {
 	r, ok := g.exec(ctx, g.scripts.acquire, []string{k.data, k.lock},
 		[]string{token, ms(g.o.LeaseTTL), string(mode), string(current)})
@@ -211,7 +221,7 @@ func (g *Group) acquire(ctx context.Context, k keys, mode acquireMode, token str
 	if err != nil {
 		return 0, nil, 0, fmt.Errorf("herd: acquire lease: %w", err)
 	}
-	if len(arr) != 2 {
+	if len(arr) < 2 {
 		return 0, nil, 0, fmt.Errorf("herd: acquire lease: unexpected reply of %d elements", len(arr))
 	}
 	code, err := arr[0].AsInt64()
@@ -221,10 +231,14 @@ func (g *Group) acquire(ctx context.Context, k keys, mode acquireMode, token str
 	switch acquireState(code) {
 	case stHit:
 		v, err := arr[1].AsBytes()
+		if err != nil || len(arr) != 3 {
+			return 0, nil, 0, fmt.Errorf("herd: acquire lease: hit reply: %d elements: %w", len(arr), err)
+		}
+		p, err := arr[2].AsInt64()
 		if err != nil {
 			return 0, nil, 0, fmt.Errorf("herd: acquire lease: %w", err)
 		}
-		return stHit, v, 0, nil
+		return stHit, v, dataTTL(p), nil
 	case stHeld:
 		p, err := arr[1].AsInt64()
 		if err != nil {
@@ -253,7 +267,11 @@ func (g *Group) acquireTx(ctx context.Context, k keys, mode acquireMode, token s
 				if (mode == modeDo && present) || (mode == modeRefresh && (!present || !bytes.Equal(v, current))) {
 					st, val = stChanged, nil
 					if mode == modeDo {
-						st, val = stHit, v
+						p, err := c.Do(ctx, c.B().Pttl().Key(k.data).Build()).AsInt64()
+						if err != nil {
+							return err
+						}
+						st, val, pttl = stHit, v, dataTTL(p)
 					}
 					return c.Do(ctx, c.B().Unwatch().Build()).Error()
 				}

@@ -1,6 +1,7 @@
 package herd
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -84,6 +85,13 @@ type Options struct {
 	// Rand is the random source for lock tokens and XFetch; the Group uses it
 	// under a mutex. Nil means the runtime's random generator.
 	Rand rand.Source
+
+	// AfterWrite, if set, is called by a flight after its fenced write
+	// stored value under key, before the flight's waiters are released (so
+	// they find whatever it does), on the flight's own context. A cache
+	// that tracks invalidations on Client uses it to cache the value it
+	// just wrote once its own write's invalidation has come back.
+	AfterWrite func(ctx context.Context, key string, value []byte)
 
 	// Logger receives background errors (failed renewals, releases and
 	// subscriptions); nil means slog.Default().

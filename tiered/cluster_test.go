@@ -18,7 +18,6 @@ import (
 
 	"github.com/redis/rueidis"
 
-	"github.com/thermoscache/thermos/internal/envelope"
 	"github.com/thermoscache/thermos/internal/keyslot"
 	"github.com/thermoscache/thermos/internal/redistest"
 )
@@ -486,7 +485,7 @@ func TestClusterInvalidatePrefix(t *testing.T) {
 	}
 	// a's disk holds none of them.
 	var onDisk int
-	if err := a.disk.Scan(ctx, "ip:", func(string, envelope.Entry) error { onDisk++; return nil }); err != nil {
+	if err := a.disk.scan(ctx, "ip:", func(string, []byte) error { onDisk++; return nil }); err != nil {
 		t.Fatal(err)
 	}
 	if onDisk != 0 {

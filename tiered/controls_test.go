@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/thermoscache/thermos/internal/clock"
-	"github.com/thermoscache/thermos/internal/envelope"
 	"github.com/thermoscache/thermos/internal/redistest"
 )
 
@@ -162,7 +161,7 @@ func TestGetManyAndInvalidatePrefix(t *testing.T) {
 	}
 	if a.disk != nil {
 		found := 0
-		_ = a.disk.Scan(ctx, "d:", func(string, envelope.Entry) error { found++; return nil })
+		_ = a.disk.scan(ctx, "d:", func(string, []byte) error { found++; return nil })
 		if found != 0 {
 			t.Fatalf("%d d: keys left on disk", found)
 		}

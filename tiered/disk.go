@@ -4,280 +4,252 @@ import (
 	"context"
 	"hash/maphash"
 	"log/slog"
+	"strings"
 	"sync"
-	"sync/atomic"
-	"time"
 
 	"github.com/thermoscache/thermos/internal/envelope"
 	"github.com/thermoscache/thermos/store"
+	"github.com/thermoscache/thermos/tracking"
 )
 
-// maxPendingWrites bounds the write-behind queue's value writes; past it a
-// write is replaced by a delete (deletes are never dropped: a dropped delete
-// could leave an old value on disk).
-const maxPendingWrites = 64 << 10
-
-// writeBehind applies disk writes off the caller's path, in batches, in the
-// order they were queued. Reads consult pending before the disk, so a value
-// written but not yet flushed is never shadowed by an older one on disk.
-type writeBehind struct {
-	db       *store.DB
-	interval time.Duration
-	log      *slog.Logger
-
-	mu struct {
-		sync.Mutex
-		queue   []diskOp
-		pending map[string]diskOp // latest queued op per key
-		writes  int               // value writes in queue
-		seq     uint64            // of the last queued op
-		closed  bool
-	}
-	kick    chan struct{}
-	flushed chan struct{} // closed and replaced after every flush
-	done    chan struct{}
-
-	dropped, failed atomic.Int64
-	applied         atomic.Int64 // ops committed to disk
-}
-
-// diskOp is one queued write; e == nil deletes key.
-type diskOp struct {
-	key string
-	e   *envelope.Entry
-	seq uint64
-}
-
-func newWriteBehind(db *store.DB, interval time.Duration, log *slog.Logger) *writeBehind {
-	w := &writeBehind{db: db, interval: interval, log: log,
-		kick: make(chan struct{}, 1), flushed: make(chan struct{}), done: make(chan struct{})}
-	w.mu.pending = make(map[string]diskOp)
-	go w.run()
-	return w
-}
-
-// put queues a write of e for key, or a delete when e is nil. It never
-// blocks, so it is safe on the tracking connection's reader goroutine.
-func (w *writeBehind) put(key string, e *envelope.Entry) {
-	w.mu.Lock()
-	if w.mu.closed {
-		w.mu.Unlock()
-		return
-	}
-	if e != nil && w.mu.writes >= maxPendingWrites {
-		w.dropped.Add(1)
-		e = nil
-	}
-	if e != nil {
-		w.mu.writes++
-	}
-	w.mu.seq++
-	op := diskOp{key: key, e: e, seq: w.mu.seq}
-	w.mu.queue = append(w.mu.queue, op)
-	w.mu.pending[key] = op
-	n := len(w.mu.queue)
-	w.mu.Unlock()
-	if n >= DefaultWriteBatch {
-		select {
-		case w.kick <- struct{}{}:
-		default:
-		}
-	}
-}
-
-// lookup returns the latest queued op for key, if any.
-func (w *writeBehind) lookup(key string) (op diskOp, ok bool) {
-	w.mu.Lock()
-	op, ok = w.mu.pending[key]
-	w.mu.Unlock()
-	return op, ok
-}
-
-func (w *writeBehind) run() {
-	defer close(w.done)
-	t := time.NewTicker(w.interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-t.C:
-		case <-w.kick:
-		}
-		if closed := w.flush(); closed {
-			return
-		}
-	}
-}
-
-// flush writes everything queued in one batch per DefaultWriteBatch ops.
-// It reports whether the queue is closed and empty.
-func (w *writeBehind) flush() (closed bool) {
-	w.mu.Lock()
-	q := w.mu.queue
-	w.mu.queue = nil
-	w.mu.writes = 0
-	closed = w.mu.closed
-	last := w.mu.seq
-	w.mu.Unlock()
-
-	for len(q) > 0 {
-		n := min(len(q), DefaultWriteBatch)
-		w.apply(q[:n])
-		q = q[n:]
-	}
-
-	w.mu.Lock()
-	// Forget pending ops that are now on disk, unless a newer op replaced
-	// them meanwhile (it is still queued).
-	for k, p := range w.mu.pending {
-		if p.seq <= last {
-			delete(w.mu.pending, k)
-		}
-	}
-	f := w.flushed
-	w.flushed = make(chan struct{})
-	closed = closed || w.mu.closed && len(w.mu.queue) == 0
-	w.mu.Unlock()
-	close(f)
-	return closed
-}
-
-func (w *writeBehind) apply(ops []diskOp) {
-	b := w.db.NewBatch()
-	defer b.Close()
-	for _, op := range ops {
-		var err error
-		if op.e == nil {
-			err = b.Delete(op.key)
-		} else {
-			err = b.SetEntry(op.key, op.e)
-		}
-		if err != nil {
-			w.failed.Add(1)
-			w.log.Warn("tiered: disk write refused", "key", op.key, "err", err)
-		}
-	}
-	if err := b.Commit(context.Background()); err != nil {
-		w.failed.Add(int64(len(ops)))
-		w.log.Error("tiered: disk batch failed", "ops", len(ops), "err", err)
-		return
-	}
-	w.applied.Add(int64(len(ops)))
-}
-
-// sync waits until everything queued before the call is on disk.
-func (w *writeBehind) sync(ctx context.Context) error {
-	w.mu.Lock()
-	f := w.flushed
-	empty := len(w.mu.queue) == 0
-	w.mu.Unlock()
-	if empty {
-		return nil
-	}
-	select {
-	case w.kick <- struct{}{}:
-	default:
-	}
-	// The flush in progress may have taken its queue before our ops were
-	// added; the one after it has them.
-	for range 2 {
-		select {
-		case <-f:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-		w.mu.Lock()
-		f = w.flushed
-		empty = len(w.mu.queue) == 0
-		w.mu.Unlock()
-		if empty {
-			return nil
-		}
-		select {
-		case w.kick <- struct{}{}:
-		default:
-		}
-	}
-	return nil
-}
-
-// close flushes what is queued and stops the goroutine.
-func (w *writeBehind) close() {
-	w.mu.Lock()
-	w.mu.closed = true
-	w.mu.Unlock()
-	select {
-	case w.kick <- struct{}{}:
-	default:
-	}
-	<-w.done
-}
-
-// trust remembers which keys on disk are known to match Redis: written or
-// revalidated by this process since the last epoch bump, and not
-// invalidated since. A disk hit for a key it does not trust is revalidated
-// before it is served. It keeps an 8-byte hash per key, not the key.
+// diskTier is the disk tier: a Pebble store (package store) written
+// behind, off the caller's path, and trusted for Redis keys only while the
+// memory tier's guard says nothing changed.
 //
-// A check-then-add races with invalidations exactly as a memory fill does,
-// so adds are guarded the same way: a ticket taken before the check carries
-// the generation of the key's bucket; an invalidation bumps it; an add whose
-// ticket is older is dropped (at worst a later needless revalidation).
-type trust struct {
-	seed maphash.Seed
-	gens [1024]atomic.Uint64
+// Trust. A disk copy of a Redis key is served without asking Redis only if
+// this process wrote it, filled it from Redis or revalidated it under a
+// ticket that is still valid: the trust record is that ticket, so an
+// invalidation, a local write or an epoch bump ends it by itself, with no
+// callback and no second generation table. An untrusted copy is checked
+// against Redis (or served by Options.Unverified).
+//
+// Write-behind. Every write, fill and delete is queued and applied in
+// order, in batches (writeBehind). A fill or a write presents its ticket
+// when it is queued, under the queue's lock, and is dropped if the ticket
+// was overtaken. An invalidation bumps the key's generation first and
+// queues the key's delete afterwards (invalidated), so a queued fill either
+// came first, and the delete after it wins, or sees the bump and is
+// dropped: the queue never resurrects a value older than what memory and
+// Redis hold (TestRaceFillInvalidationPending).
+type diskTier struct {
+	db    *store.DB
+	mem   *tracking.Cache // the guard
+	wb    *writeBehind
+	trust trust
+	log   *slog.Logger
+	stats *cacheStats
+	// decode turns stored bytes into an entry, verifying signatures: the
+	// Cache's decodeDisk, which holds the keys and limits.
+	decode func(r *route, key string, b []byte) (entry, error)
+	// owns reports whether key's route has the disk tier.
+	owns func(key string) bool
 
-	mu struct {
-		sync.Mutex
-		epoch uint64
-		keys  map[uint64]struct{}
+	// stripes order, per key, an acknowledged write's memory update and
+	// its queued disk write against the deletes invalidations queue (see
+	// write).
+	seed    maphash.Seed
+	stripes [256]sync.Mutex
+}
+
+var _ tier = (*diskTier)(nil)
+
+func newDiskTier(db *store.DB, mem *tracking.Cache, c *Cache) *diskTier {
+	d := &diskTier{db: db, mem: mem, log: c.o.Logger, stats: &c.stats, decode: c.decodeDisk,
+		owns: func(key string) bool { return c.router.find(key).Tiers&Disk != 0 }, seed: maphash.MakeSeed()}
+	d.trust.init()
+	d.wb = newWriteBehind(db, mem, c.o.WriteBehind, c.o.Logger)
+	return d
+}
+
+func (*diskTier) source() Source { return SourceDisk }
+
+// get reads key from the write-behind queue, else from the store.
+func (d *diskTier) get(ctx context.Context, r *route, key string) (entry, bool, bool, error) {
+	b, ok, err := d.read(ctx, key)
+	if err != nil || !ok {
+		return entry{}, false, false, err
 	}
-}
-
-type trustTicket struct {
-	h, gen, epoch uint64
-}
-
-func newTrust() *trust {
-	t := &trust{seed: maphash.MakeSeed()}
-	t.mu.keys = make(map[uint64]struct{})
-	return t
-}
-
-func (t *trust) ticket(key string) trustTicket {
-	h := maphash.String(t.seed, key)
-	t.mu.Lock()
-	e := t.mu.epoch
-	t.mu.Unlock()
-	return trustTicket{h: h, gen: t.gens[h%uint64(len(t.gens))].Load(), epoch: e}
-}
-
-func (t *trust) add(tk trustTicket) {
-	t.mu.Lock()
-	if tk.epoch == t.mu.epoch && t.gens[tk.h%uint64(len(t.gens))].Load() == tk.gen {
-		t.mu.keys[tk.h] = struct{}{}
+	e, err := d.decode(r, key, b)
+	if err != nil {
+		d.stats.diskCorrupt.Add(1)
+		d.log.Warn("tiered: disk entry refused", "key", key, "err", err)
+		d.drop(key)
+		return entry{}, false, false, nil
 	}
-	t.mu.Unlock()
+	return e, r.Tiers&Redis == 0 || d.trust.has(d.mem, key), true, nil
 }
 
-func (t *trust) has(key string) bool {
-	h := maphash.String(t.seed, key)
-	t.mu.Lock()
-	_, ok := t.mu.keys[h]
-	t.mu.Unlock()
+// read returns key's bytes as the disk tier holds them: the latest queued
+// op, else the store's entry.
+func (d *diskTier) read(ctx context.Context, key string) ([]byte, bool, error) {
+	if op, ok := d.wb.lookup(key); ok {
+		return op.data, op.data != nil, nil
+	}
+	d.stats.diskReads.Add(1)
+	se, ok, err := d.db.Get(ctx, key)
+	if err != nil || !ok {
+		return nil, false, err
+	}
+	return se.Append(make([]byte, 0, se.Size())), true, nil
+}
+
+func (d *diskTier) fill(r *route, key string, e *entry, t tracking.Ticket) bool {
+	_, ok := d.put(r, key, e, t, false)
 	return ok
 }
 
-func (t *trust) invalidate(key string) {
+func (d *diskTier) confirm(_ *route, key string, _ *entry, t tracking.Ticket) bool {
+	if !d.mem.Valid(t) {
+		return false
+	}
+	d.trust.add(key, t)
+	return true
+}
+
+// put queues e under ticket t (dropped if t was overtaken) and trusts it on
+// Redis routes. wait asks for a handle to wait on its commit (SyncWrites).
+func (d *diskTier) put(r *route, key string, e *entry, t tracking.Ticket, wait bool) (*diskOp, bool) {
+	op, ok := d.wb.put(key, e.disk, &t, wait)
+	if ok && r.Tiers&Redis != 0 {
+		d.trust.add(key, t)
+	}
+	return op, ok
+}
+
+// lock takes key's stripe lock and returns its unlock.
+func (d *diskTier) lock(key string) func() {
+	mu := &d.stripes[maphash.String(d.seed, key)%uint64(len(d.stripes))]
+	mu.Lock()
+	return mu.Unlock
+}
+
+// write queues an acknowledged write of key: e, trusted under next, or a
+// delete when e is nil or the write was overtaken (valid false: another
+// write may be newer, and the disk must not keep an older copy).
+//
+// REQUIRES: key's stripe lock (lock), held since before the memory tier's
+// write that returned next and valid. The race it closes, in order:
+//  1. a Set's memory write succeeds (no invalidation yet);
+//  2. another client's write of the key is invalidated: the generation is
+//     bumped, the memory entry removed, and the disk delete queued;
+//  3. the Set queues its value to disk, after the delete.
+//
+// The delete of step 2 takes the stripe lock (invalidated), so it comes
+// either before step 1 (then the memory write saw the bump, valid is false,
+// and a delete is queued) or after step 3 (then it wins). Holding the lock
+// makes the write's own enqueue unconditional: a ticket check there would
+// also refuse it for a write of another key sharing its generation slot,
+// and lose an acknowledged write from the disk.
+func (d *diskTier) write(r *route, key string, e *entry, next tracking.Ticket, valid, wait bool) *diskOp {
+	if e != nil && valid {
+		op, _ := d.wb.put(key, e.disk, nil, wait)
+		if r.Tiers&Redis != 0 {
+			d.trust.add(key, next)
+		}
+		return op
+	}
+	d.trust.forget(key)
+	op, _ := d.wb.put(key, nil, nil, wait)
+	return op
+}
+
+// drop removes key's copy.
+func (d *diskTier) drop(key string) {
+	d.trust.forget(key)
+	d.wb.put(key, nil, nil, false)
+}
+
+// invalidated is the memory tier's invalidation listener: it runs on the
+// tracking connection's reader after the generations were bumped, so the
+// deletes it queues come after any fill that passed its ticket check. It
+// never blocks.
+func (d *diskTier) invalidated(keys []string, epochBump bool) {
+	if epochBump {
+		d.trust.reset() // every ticket is stale anyway; free the records
+		return
+	}
+	for _, k := range keys {
+		if d.owns(k) {
+			unlock := d.lock(k)
+			d.drop(k)
+			unlock()
+		}
+	}
+}
+
+func (d *diskTier) close() error {
+	d.wb.close()
+	return d.db.Close()
+}
+
+// trust records, per key hash, the ticket under which the disk copy was
+// last known to match Redis. It keeps 8 bytes of hash and a ticket per key.
+type trust struct {
+	seed maphash.Seed
+	mu   sync.Mutex
+	m    map[uint64]tracking.Ticket
+}
+
+func (t *trust) init() {
+	t.seed = maphash.MakeSeed()
+	t.m = make(map[uint64]tracking.Ticket)
+}
+
+func (t *trust) add(key string, tk tracking.Ticket) {
 	h := maphash.String(t.seed, key)
-	t.gens[h%uint64(len(t.gens))].Add(1)
 	t.mu.Lock()
-	delete(t.mu.keys, h)
+	t.m[h] = tk
 	t.mu.Unlock()
 }
 
-// reset forgets everything: after an epoch bump no disk entry is trusted.
-func (t *trust) reset() {
+func (t *trust) has(mem *tracking.Cache, key string) bool {
+	h := maphash.String(t.seed, key)
 	t.mu.Lock()
-	t.mu.epoch++
-	t.mu.keys = make(map[uint64]struct{})
+	tk, ok := t.m[h]
+	t.mu.Unlock()
+	return ok && mem.Valid(tk)
+}
+
+func (t *trust) forget(key string) {
+	h := maphash.String(t.seed, key)
+	t.mu.Lock()
+	delete(t.m, h)
 	t.mu.Unlock()
 }
+
+func (t *trust) reset() {
+	t.mu.Lock()
+	clear(t.m)
+	t.mu.Unlock()
+}
+
+// scan calls fn with every stored key under prefix and its bytes.
+func (d *diskTier) scan(ctx context.Context, prefix string, fn func(key string, b []byte) error) error {
+	d.stats.diskReads.Add(1)
+	return d.db.Scan(ctx, prefix, func(key string, se envelope.Entry) error {
+		return fn(key, se.Append(make([]byte, 0, se.Size())))
+	})
+}
+
+// dropPrefix removes every key under prefix: queued and stored.
+func (d *diskTier) dropPrefix(ctx context.Context, prefix string) error {
+	var keys []string
+	d.wb.mu.Lock()
+	for k := range d.wb.mu.pending {
+		if strings.HasPrefix(k, prefix) {
+			keys = append(keys, k)
+		}
+	}
+	d.wb.mu.Unlock()
+	for _, k := range keys {
+		d.drop(k)
+	}
+	return d.scan(ctx, prefix, func(key string, _ []byte) error {
+		d.drop(key)
+		return nil
+	})
+}
+
+// maxEnvelopeOverhead is the most an envelope adds to a value: the disk
+// tier's entries may be that much larger than the route's MaxValueBytes.
+const maxEnvelopeOverhead = envelope.HeaderSize + envelope.SigSize

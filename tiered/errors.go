@@ -28,6 +28,10 @@ var (
 	// ErrUnavailable is returned (wrapped) by operations that need Redis
 	// while it is not connected: it was down at Open and has not come back.
 	ErrUnavailable = errors.New("tiered: redis unavailable")
+	// ErrRefused is returned (wrapped, with Redis's reply) when Redis
+	// answered a command with an error: an ACL refusal (NOPERM), OOM under
+	// noeviction, a read-only replica, a key of another type.
+	ErrRefused = errors.New("tiered: redis refused")
 	// ErrDecode wraps a codec failure on a stored value.
 	ErrDecode = errors.New("tiered: cannot decode value")
 )

@@ -137,20 +137,19 @@ func runModel(t *testing.T, seed uint64, ops int) {
 				if it, fresh, ok := a.mem.Peek(k); ok {
 					mem = fmt.Sprintf("%q fresh=%v", it.Value, fresh)
 				}
-				var disk string
+				var disk, pending string
+				var trusted bool
 				if a.disk != nil {
-					if e, ok, _ := a.disk.Get(ctx, k); ok {
-						disk = fmt.Sprintf("%q", e.Payload)
+					if e, _, ok, _ := a.disk.get(ctx, a.router.find(k), k); ok {
+						disk = fmt.Sprintf("%q", e.it.Value)
 					}
-				}
-				var pending string
-				if a.wb != nil {
-					if op, ok := a.wb.lookup(k); ok {
-						pending = fmt.Sprintf("%v", op.e != nil)
+					if op, ok := a.disk.wb.lookup(k); ok {
+						pending = fmt.Sprintf("%v", op.data != nil)
 					}
+					trusted = a.disk.trust.has(a.mem, k)
 				}
 				fail("a still returns the old value of %s 10s after an external write (a: %d invalidations received, %d epoch bumps, epoch %d; answered by %v; memory %s; disk %s; pending write %s; trusted %v)",
-					k, st.Invalidations, st.EpochBumps, st.Epoch, src, mem, disk, pending, a.trust != nil && a.trust.has(k))
+					k, st.Invalidations, st.EpochBumps, st.Epoch, src, mem, disk, pending, trusted)
 			}
 			time.Sleep(time.Millisecond)
 		}

@@ -11,12 +11,15 @@ import (
 type router struct {
 	routes []*route // longest prefix first; the last one has prefix ""
 	memory bool     // some route has the memory tier
+	redis  bool     // some route has the Redis tier
 }
 
 // route is a Route with its derived state.
 type route struct {
 	Route
-	idx   uint8 // index in router.routes, kept in each cached item's Tag
+	idx   uint8  // index in router.routes, kept in each cached item's Tag
+	tiers []tier // the route's tiers, fastest first
+	local []tier // the same without Redis
 	stats routeStats
 }
 
@@ -28,6 +31,7 @@ func newRouter(rs []Route) *router {
 	for _, x := range rs {
 		r.routes = append(r.routes, &route{Route: x})
 		r.memory = r.memory || x.Tiers&Memory != 0
+		r.redis = r.redis || x.Tiers&Redis != 0
 	}
 	slices.SortStableFunc(r.routes, func(a, b *route) int { return len(b.Prefix) - len(a.Prefix) })
 	for i, x := range r.routes {
@@ -43,6 +47,21 @@ func (r *router) find(key string) *route {
 		}
 	}
 	return r.routes[len(r.routes)-1] // unreachable: the default route matches all
+}
+
+// anyRedisUnder reports whether a key starting with prefix can belong to a
+// route with the Redis tier: the route prefix falls in, or a route whose
+// prefix extends it.
+func (r *router) anyRedisUnder(prefix string) bool {
+	if r.find(prefix).Tiers&Redis != 0 {
+		return true
+	}
+	for _, x := range r.routes {
+		if x.Tiers&Redis != 0 && strings.HasPrefix(x.Prefix, prefix) {
+			return true
+		}
+	}
+	return false
 }
 
 // trackedPrefixes returns the minimal set of non-overlapping prefixes that

@@ -455,7 +455,8 @@ func FuzzDecodeRemote(f *testing.F) {
 	f.Add([]byte{envelope.Magic})
 
 	f.Fuzz(func(t *testing.T, b []byte) {
-		it, ok, err := signed.decodeRemote(rs, key, b)
+		e, ok, err := signed.decodeRemote(rs, key, b, -1)
+		it := e.it
 		if ok {
 			if err != nil {
 				t.Fatalf("signed: ok with error %v", err)
@@ -467,7 +468,8 @@ func FuzzDecodeRemote(f *testing.F) {
 		if len(it.Value) > limit {
 			t.Fatalf("signed: %d-byte value past the %d limit", len(it.Value), limit)
 		}
-		it, ok, err = plain.decodeRemote(rp, key, b)
+		e, ok, err = plain.decodeRemote(rp, key, b, -1)
+		it = e.it
 		if !ok {
 			return
 		}
@@ -477,9 +479,9 @@ func FuzzDecodeRemote(f *testing.F) {
 		if len(it.Value) > limit {
 			t.Fatalf("plain: %d-byte value past the %d limit", len(it.Value), limit)
 		}
-		e, derr := envelope.Decode(b)
-		if derr != nil || !bytes.Equal(e.Payload, it.Value) || e.Version != it.Version {
-			t.Fatalf("plain: accepted %x as %+v, but it decodes as %+v, %v", b, it, e, derr)
+		env, derr := envelope.Decode(b)
+		if derr != nil || !bytes.Equal(env.Payload, it.Value) || env.Version != it.Version {
+			t.Fatalf("plain: accepted %x as %+v, but it decodes as %+v, %v", b, it, env, derr)
 		}
 	})
 }

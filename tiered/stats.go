@@ -12,9 +12,11 @@ import (
 type routeStats struct {
 	// Memory hits are counted by the memory tier under the item's tag
 	// (the route's index), with no counter of ours on the hit path;
-	// memNotServed takes back the lookups that found an entry we did not
-	// serve as a memory hit (past its soft expiry, or unverified).
-	memNotServed                atomic.Int64
+	// memNotServed takes back the lookups that found an entry the hit path
+	// did not serve (past its soft expiry, or unverified), and memSlowHits
+	// counts the memory entries the slow path served after all (vouched
+	// for by Redis, or served by the ServeStale policy).
+	memNotServed, memSlowHits   atomic.Int64
 	diskHits, redisHits         atomic.Int64
 	misses, loads, loadErrors   atomic.Int64
 	staleServes, earlyRefreshes atomic.Int64
@@ -32,6 +34,7 @@ type cacheStats struct {
 	lastRevalidation             atomic.Int64 // ns
 	passes                       atomic.Int64 // completed revalidation passes
 	diskReads, diskWrites        atomic.Int64 // store calls outside write-behind
+	diskCorrupt                  atomic.Int64 // disk entries refused (checksum, signature, limit)
 }
 
 // RouteStats are one route's counters since Open.
@@ -39,14 +42,19 @@ type RouteStats struct {
 	Prefix string
 	Tiers  Tier
 
+	// Every read (Get, GetOrLoad, each key of GetMany) counts exactly once:
+	// as a hit of the tier that answered it (a stale or unverified value
+	// served counts as a hit too, and also in StaleServes), or as a miss.
 	MemoryHits, DiskHits, RedisHits int64
 	Misses                          int64
-	Loads, LoadErrors               int64
-	StaleServes                     int64 // stale-on-error and stale-while-revalidate
-	EarlyRefreshes                  int64 // XFetch refreshes started
-	UnverifiedReads                 int64 // reads that met an unverified entry
-	Revalidated, Dropped            int64 // unverified entries confirmed / dropped
-	IntegrityFailures               int64 // undecodable or unverifiable values refused
+	// Loads counts calls of the loader by this process; LoadErrors those
+	// that failed.
+	Loads, LoadErrors    int64
+	StaleServes          int64 // stale-on-error and stale-while-revalidate
+	EarlyRefreshes       int64 // XFetch refreshes started
+	UnverifiedReads      int64 // reads that met an unverified entry
+	Revalidated, Dropped int64 // unverified entries confirmed / dropped
+	IntegrityFailures    int64 // undecodable or unverifiable values refused
 
 	// Latencies of the loader, of disk reads (including any revalidation
 	// round trip) and of Redis GETs. Memory hits are not timed: timing
@@ -57,9 +65,9 @@ type RouteStats struct {
 // Hits is the sum of every tier's hits.
 func (s RouteStats) Hits() int64 { return s.MemoryHits + s.DiskHits + s.RedisHits }
 
-// HitRatio is hits over hits plus misses and loads; 0 with no reads.
+// HitRatio is hits over hits plus misses; 0 with no reads.
 func (s RouteStats) HitRatio() float64 {
-	n := s.Hits() + s.Misses + s.Loads
+	n := s.Hits() + s.Misses
 	if n == 0 {
 		return 0
 	}
@@ -87,11 +95,15 @@ type Stats struct {
 	DiskReads int64
 	// DiskWrites counts entries written to or deleted from the disk tier.
 	DiskWrites int64
-	// DiskWritesDropped counts write-behind writes dropped because the
-	// queue was full (the key was deleted from disk instead).
+	// DiskWritesDropped counts fills (copies read from a slower tier or
+	// loaded) not queued for the disk because the write-behind queue was
+	// full. Acknowledged writes and deletes are never dropped.
 	DiskWritesDropped int64
 	// DiskWriteErrors counts disk writes that failed.
 	DiskWriteErrors int64
+	// DiskCorrupt counts disk entries refused on read: a bad checksum, a
+	// signature that does not verify, a value over its route's limit.
+	DiskCorrupt int64
 	// Memory-tier totals.
 	MemoryBytes   int64
 	MemoryEntries int
@@ -118,7 +130,7 @@ func (c *Cache) Stats() Stats {
 		s := &r.stats
 		st.Routes = append(st.Routes, RouteStats{
 			Prefix: r.Prefix, Tiers: r.Tiers,
-			MemoryHits: int64(tagHits[r.idx]) - s.memNotServed.Load(), DiskHits: s.diskHits.Load(), RedisHits: s.redisHits.Load(),
+			MemoryHits: int64(tagHits[r.idx]) - s.memNotServed.Load() + s.memSlowHits.Load(), DiskHits: s.diskHits.Load(), RedisHits: s.redisHits.Load(),
 			Misses: s.misses.Load(), Loads: s.loads.Load(), LoadErrors: s.loadErrors.Load(),
 			StaleServes: s.staleServes.Load(), EarlyRefreshes: s.earlyRefreshes.Load(),
 			UnverifiedReads: s.unverifiedReads.Load(),
@@ -129,11 +141,12 @@ func (c *Cache) Stats() Stats {
 			RedisLatency:      s.redisLatency.Snapshot(),
 		})
 	}
-	if c.wb != nil {
-		st.DiskWritesDropped = c.wb.dropped.Load()
-		st.DiskWriteErrors = c.wb.failed.Load()
-		st.DiskWrites += c.wb.applied.Load()
+	if c.disk != nil {
+		st.DiskWritesDropped = c.disk.wb.dropped.Load()
+		st.DiskWriteErrors = c.disk.wb.failed.Load()
+		st.DiskWrites += c.disk.wb.committed.Load()
 	}
+	st.DiskCorrupt = c.stats.diskCorrupt.Load()
 	if c.mem != nil {
 		ms := c.mem.Stats()
 		st.MemoryBytes, st.MemoryEntries = ms.Bytes, ms.Entries

@@ -570,8 +570,8 @@ func (c *Cache) SetLocal(key string, it Item) error {
 // after, if not nil, is the ticket the caller took before sending the write
 // to Redis: if it is no longer valid, another write's invalidation was
 // applied in between (that write may be newer), so the entry is removed
-// instead and stored is false. With after == nil the write is
-// unconditional (keys that exist only locally).
+// instead and valid is false. With after == nil the write is
+// unconditional (keys that exist only locally) and valid is true.
 //
 // Either way the write refuses every ticket taken before it, and Write
 // returns next, the ticket current right after it, read under the same
@@ -579,7 +579,7 @@ func (c *Cache) SetLocal(key string, it Item) error {
 // write, a trust record) with next, so that any later invalidation or
 // write of key makes that work a no-op. Errors: ErrEmptyKey, ErrClosed,
 // ErrTooLarge (the entry is removed; next is still valid).
-func (c *Cache) Write(key string, it *Item, limit int64, after *Ticket) (next Ticket, stored bool, err error) {
+func (c *Cache) Write(key string, it *Item, limit int64, after *Ticket) (next Ticket, valid bool, err error) {
 	if key == "" {
 		return Ticket{}, false, ErrEmptyKey
 	}
@@ -587,7 +587,7 @@ func (c *Cache) Write(key string, it *Item, limit int64, after *Ticket) (next Ti
 }
 
 // writeLocal is Write without the key check.
-func (c *Cache) writeLocal(key string, it *Item, limit int64, t *Ticket) (next Ticket, stored bool, err error) {
+func (c *Cache) writeLocal(key string, it *Item, limit int64, t *Ticket) (next Ticket, valid bool, err error) {
 	h := c.hash(key)
 	now := c.now()
 	var e *entry
@@ -600,7 +600,7 @@ func (c *Cache) writeLocal(key string, it *Item, limit int64, t *Ticket) (next T
 	if c.closed.Load() {
 		return Ticket{}, false, ErrClosed
 	}
-	valid := t == nil || c.validLocked(s, h, *t)
+	valid = t == nil || c.validLocked(s, h, *t)
 	epoch := c.epoch.Load()
 	if t != nil {
 		epoch = t.epoch
@@ -614,18 +614,26 @@ func (c *Cache) writeLocal(key string, it *Item, limit int64, t *Ticket) (next T
 	case e != nil && e.size > c.cfg.shareBytes:
 		s.mu.tooLarge++
 		c.removeLocked(s, key)
-		return next, false, fmt.Errorf("tracking: cache %q locally: %d bytes > %d: %w", key, e.size, c.cfg.shareBytes, ErrTooLarge)
+		return next, valid, fmt.Errorf("tracking: cache %q locally: %d bytes > %d: %w", key, e.size, c.cfg.shareBytes, ErrTooLarge)
 	case e == nil || !valid:
 		if !valid {
 			s.mu.refused++
 		}
 		c.removeLocked(s, key)
-		return next, false, nil
 	default:
 		e.epoch.Store(epoch)
 		c.insertLocked(s, key, e)
-		return next, true, nil
 	}
+	return next, valid, nil
+}
+
+// After returns the ticket t becomes once the caller's own write of its key
+// has come back as n invalidations (a server that reports a script's write
+// to the writing connection even with NOLOOP): valid exactly when nothing
+// but those n bumped the key's generation since t was taken.
+func (t Ticket) After(n int) Ticket {
+	t.gen += uint64(n)
+	return t
 }
 
 // Valid reports whether t is still valid: nothing invalidated or wrote its

@@ -15,9 +15,9 @@ func TestWriteTickets(t *testing.T) {
 	}
 
 	before := c.Reserve("k")
-	next, stored, err := c.Write("k", &Item{Value: []byte("v1")}, 0, nil)
-	if err != nil || !stored {
-		t.Fatalf("unconditional Write = %v, %v; want stored", stored, err)
+	next, valid, err := c.Write("k", &Item{Value: []byte("v1")}, 0, nil)
+	if err != nil || !valid {
+		t.Fatalf("unconditional Write = %v, %v; want valid", valid, err)
 	}
 	mustGet(t, c, "k", "v1")
 	if c.Valid(before) {
@@ -36,10 +36,21 @@ func TestWriteTickets(t *testing.T) {
 	if _, _, err := c.Write("k", &Item{Value: []byte("v2")}, 0, nil); err != nil {
 		t.Fatal(err)
 	}
-	if _, stored, err := c.Write("k", &Item{Value: []byte("v3")}, 0, &stale); err != nil || stored {
-		t.Fatalf("Write under an overtaken ticket = stored %v, %v; want removed", stored, err)
+	if _, valid, err := c.Write("k", &Item{Value: []byte("v3")}, 0, &stale); err != nil || valid {
+		t.Fatalf("Write under an overtaken ticket = valid %v, %v; want invalid, entry removed", valid, err)
 	}
 	mustMiss(t, c, "k")
+
+	// After(n) accepts exactly n bumps of the key since the ticket.
+	own := c.Reserve("k")
+	c.Invalidate("k") // the caller's own write coming back
+	if !c.Valid(own.After(1)) || c.Valid(own) || c.Valid(own.After(2)) {
+		t.Error("After(1) does not account for exactly one own invalidation")
+	}
+	c.Invalidate("k") // someone else's
+	if c.Valid(own.After(1)) {
+		t.Error("After(1) is valid after a second invalidation")
+	}
 
 	// Invalidation ends next's validity; so does a write of the key.
 	next, _, _ = c.Write("k", &Item{Value: []byte("v4")}, 0, nil)

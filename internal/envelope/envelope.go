@@ -36,6 +36,11 @@ import (
 const Magic byte = 0xE1
 
 const (
+	// VersionOffset and VersionSize locate the write version, for scripts
+	// that compare it server-side without shipping the value.
+	VersionOffset = 26
+	VersionSize   = 8
+
 	// HeaderSize is the size of an unsigned envelope's header.
 	HeaderSize = 38
 	// SigSize is the extra size of a signed envelope's header: key id and tag.
@@ -165,7 +170,7 @@ func DecodeHeader(b []byte) (h Header, err error) {
 	h.SoftExpiry = int64(binary.BigEndian.Uint64(b[2:10]))
 	h.HardExpiry = int64(binary.BigEndian.Uint64(b[10:18]))
 	h.Delta = time.Duration(binary.BigEndian.Uint64(b[18:26]))
-	h.Version = binary.BigEndian.Uint64(b[26:34])
+	h.Version = binary.BigEndian.Uint64(b[VersionOffset : VersionOffset+VersionSize])
 	if h.Flags&FlagSigned != 0 {
 		h.KeyID = b[HeaderSize]
 		copy(h.Tag[:], b[HeaderSize+1:HeaderSize+SigSize])

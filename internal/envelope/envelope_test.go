@@ -215,3 +215,12 @@ func BenchmarkDecodeHeader(b *testing.B) {
 		}
 	}
 }
+
+func TestVersionOffset(t *testing.T) {
+	e := Entry{Header: Header{Version: 0x0102030405060708}, Payload: []byte("p")}
+	b := e.Append(nil)
+	got := b[VersionOffset : VersionOffset+VersionSize]
+	if string(got) != "\x01\x02\x03\x04\x05\x06\x07\x08" {
+		t.Fatalf("bytes at VersionOffset = %x, want the version 0102030405060708", got)
+	}
+}

@@ -1,0 +1,199 @@
+package tiered
+
+import (
+	"crypto/sha1"
+	"encoding/binary"
+	"fmt"
+	"time"
+
+	"github.com/thermoscache/thermos/internal/envelope"
+	"github.com/thermoscache/thermos/tracking"
+)
+
+// encode builds key's entry for value (or a negative entry), with ttl (zero:
+// the route's TTL, jittered). It returns the bytes for Redis, the entry for
+// the local tiers and the Redis expiry (TTL plus MaxStale).
+func (c *Cache) encode(r *route, key string, value []byte, ttl, delta time.Duration, negative bool) ([]byte, entry, time.Duration, error) {
+	if len(value) > r.MaxValueBytes {
+		return nil, entry{}, 0, fmt.Errorf("%w: %d bytes > %d", ErrValueTooLarge, len(value), r.MaxValueBytes)
+	}
+	if ttl == 0 {
+		ttl = r.TTL
+		if r.Jitter > 0 {
+			ttl -= time.Duration(float64(ttl) * r.Jitter * c.float64())
+		}
+	}
+	now := c.now()
+	hard := ttl + r.MaxStale
+	if negative {
+		hard = ttl
+	}
+	if r.Raw {
+		it := tracking.Item{Value: value, SoftExpiry: now + int64(ttl), HardExpiry: now + int64(hard), Version: digest(value), Tag: r.idx}
+		return value, entry{it: it, disk: rawDisk(&it)}, hard, nil
+	}
+	e := envelope.Entry{Header: envelope.Header{
+		SoftExpiry: now + int64(ttl),
+		HardExpiry: now + int64(hard),
+		Delta:      delta,
+		Version:    c.uint64(),
+	}, Payload: value}
+	if negative {
+		e.Flags |= envelope.FlagNegative
+		e.Payload = nil
+	}
+	if c.o.Signing != nil {
+		if err := e.Sign(key, c.o.Signing); err != nil {
+			return nil, entry{}, 0, err
+		}
+	}
+	enc := e.Append(make([]byte, 0, e.Size()))
+	it := itemOf(r, &e)
+	it.Value = enc[e.Header.Size():]
+	return enc, entry{it: it, disk: enc}, hard, nil
+}
+
+// decodeRemote decodes bytes read from Redis together with the key's
+// remaining TTL there (pttl < 0: none). Redis's own expiry caps the local
+// one, so a value never outlives its key. A value that fails its checksum
+// or signature is refused as a miss, counted; one over the route's limit is
+// refused with ErrValueTooLarge.
+func (c *Cache) decodeRemote(r *route, key string, raw []byte, pttl time.Duration) (entry, bool, error) {
+	now := c.now()
+	if r.Raw {
+		if len(raw) > r.MaxValueBytes {
+			return entry{}, false, fmt.Errorf("%w: %d bytes in redis > %d", ErrValueTooLarge, len(raw), r.MaxValueBytes)
+		}
+		exp := now + int64(r.TTL)
+		it := tracking.Item{Value: raw, SoftExpiry: exp, HardExpiry: exp, Version: digest(raw), Tag: r.idx}
+		capExpiry(&it, now, pttl)
+		return entry{it: it, disk: rawDisk(&it)}, true, nil
+	}
+	e, err := envelope.Decode(raw)
+	if err != nil {
+		r.stats.integrityFailures.Add(1)
+		c.o.Logger.Warn("tiered: undecodable value in redis", "key", key, "err", err)
+		return entry{}, false, nil
+	}
+	if c.o.Signing != nil {
+		if err := e.Verify(key, c.o.Signing); err != nil {
+			r.stats.integrityFailures.Add(1)
+			c.o.Logger.Warn("tiered: value in redis failed verification", "key", key, "err", err)
+			return entry{}, false, nil
+		}
+	}
+	if len(e.Payload) > r.MaxValueBytes {
+		return entry{}, false, fmt.Errorf("%w: %d bytes in redis > %d", ErrValueTooLarge, len(e.Payload), r.MaxValueBytes)
+	}
+	it := itemOf(r, &e)
+	capExpiry(&it, now, pttl)
+	if !alive(&it, now) {
+		return entry{}, false, nil
+	}
+	return entry{it: it, disk: raw}, true, nil
+}
+
+// flagCapped marks, in memory only, an item whose expiry capExpiry
+// shortened: its fields no longer rebuild the bytes Redis holds.
+const flagCapped envelope.Flags = 1 << 7
+
+// capExpiry shortens it's expiries to Redis's remaining TTL (pttl < 0:
+// none), so a local copy never outlives its key.
+func capExpiry(it *tracking.Item, now int64, pttl time.Duration) {
+	if pttl < 0 {
+		return
+	}
+	limit := now + int64(pttl)
+	if it.HardExpiry == 0 || it.HardExpiry > limit {
+		it.HardExpiry = limit
+		it.Flags |= flagCapped
+	}
+	if it.SoftExpiry == 0 || it.SoftExpiry > it.HardExpiry {
+		it.SoftExpiry = it.HardExpiry
+	}
+}
+
+// ttlSlack is how much later than its key's remaining TTL in Redis a local
+// copy may expire before revalidation drops it. Both are read off clocks
+// that drift apart by the coarse clock's lag and PTTL's rounding; a TTL
+// someone shortened (PEXPIRE while this process was disconnected) is
+// usually far shorter. (A connected cache hears of a PEXPIRE as an
+// invalidation.)
+const ttlSlack = time.Second
+
+// decodeLocal decodes bytes this process encoded itself (a loaded value
+// handed back by the herd).
+func (c *Cache) decodeLocal(r *route, b []byte) (entry, error) {
+	if r.Raw {
+		now := c.now()
+		it := tracking.Item{Value: b, SoftExpiry: now + int64(r.TTL), HardExpiry: now + int64(r.TTL), Version: digest(b), Tag: r.idx}
+		return entry{it: it, disk: rawDisk(&it)}, nil
+	}
+	e, err := envelope.Decode(b)
+	if err != nil {
+		return entry{}, fmt.Errorf("%w: %w", ErrDecode, err)
+	}
+	return entry{it: itemOf(r, &e), disk: b}, nil
+}
+
+// decodeDisk decodes what the disk tier stored for key, verifying its
+// signature on signed routes: the disk is no more trusted than Redis.
+func (c *Cache) decodeDisk(r *route, key string, b []byte) (entry, error) {
+	e, err := envelope.Decode(b)
+	if err != nil {
+		return entry{}, err
+	}
+	if c.o.Signing != nil && !r.Raw {
+		if err := e.Verify(key, c.o.Signing); err != nil {
+			return entry{}, err
+		}
+	}
+	if len(e.Payload) > r.MaxValueBytes {
+		return entry{}, fmt.Errorf("%w: %d bytes on disk > %d", ErrValueTooLarge, len(e.Payload), r.MaxValueBytes)
+	}
+	return entry{it: itemOf(r, &e), disk: b}, nil
+}
+
+func itemOf(r *route, e *envelope.Entry) tracking.Item {
+	it := tracking.Item{
+		Value:      e.Payload,
+		SoftExpiry: e.SoftExpiry,
+		HardExpiry: e.HardExpiry,
+		Delta:      e.Delta,
+		Version:    e.Version,
+		Flags:      e.Flags &^ envelope.FlagSigned,
+		Tag:        r.idx,
+	}
+	if r.Raw {
+		it.Version = digest(e.Payload)
+	}
+	return it
+}
+
+// rawDisk is the local envelope the disk tier keeps for a raw value: raw
+// routes are never signed, and Redis holds no envelope to copy.
+func rawDisk(it *tracking.Item) []byte {
+	e := envelope.Entry{Header: envelope.Header{SoftExpiry: it.SoftExpiry, HardExpiry: it.HardExpiry, Version: it.Version}, Payload: it.Value}
+	return e.Append(make([]byte, 0, e.Size()))
+}
+
+// remoteBytes rebuilds what Redis holds for an unsigned item, for the
+// herd's compare-before-refresh (the envelope encodes deterministically);
+// nil for a signed one, whose tag memory does not keep.
+func (c *Cache) remoteBytes(r *route, it *tracking.Item) []byte {
+	switch {
+	case r.Raw:
+		return it.Value
+	case c.o.Signing != nil, it.Flags&flagCapped != 0:
+		return nil
+	}
+	e := envelope.Entry{Header: envelope.Header{Flags: it.Flags, SoftExpiry: it.SoftExpiry, HardExpiry: it.HardExpiry, Delta: it.Delta, Version: it.Version}, Payload: it.Value}
+	return e.Append(nil)
+}
+
+// digest identifies a raw value: the first 8 bytes of its SHA-1, which the
+// revalidation script computes server-side with redis.sha1hex.
+func digest(b []byte) uint64 {
+	s := sha1.Sum(b)
+	return binary.BigEndian.Uint64(s[:8])
+}

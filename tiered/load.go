@@ -1,0 +1,330 @@
+package tiered
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/thermoscache/thermos/herd"
+	"github.com/thermoscache/thermos/tracking"
+)
+
+// GetOrLoad returns key's value, calling load when no tier has a fresh one.
+// The load runs once per key at a time across this process and, for routes
+// with Redis, across every process sharing it; its value is stored in
+// every tier of the route. A loader's ErrNotFound is a miss (nil, false,
+// nil), remembered for the route's NegativeTTL. When the load fails and a
+// value within the route's MaxStale is at hand, that value is served.
+// XFetch refreshes a hot value early in the background.
+//
+// On a route with Redis, Redis is read by the herd's first step, which
+// also takes the lease when the key is missing: a cold key costs three
+// round trips (that step, the fenced write of the loaded value, and a
+// version check that lets this process cache its own write).
+func (c *Cache) GetOrLoad(ctx context.Context, key string, load Loader) ([]byte, bool, error) {
+	r, err := c.check(key)
+	if err != nil {
+		return nil, false, err
+	}
+	if load == nil {
+		return nil, false, ErrNoLoader
+	}
+	byp := bypassOf(ctx)
+	var f found
+	if byp&BypassReads == 0 {
+		if it, hr, ok := c.lookup(key); ok {
+			note(ctx, key, SourceMemory)
+			c.maybeRefresh(hr, key, it, load)
+			v, ok := value(it)
+			return v, ok, nil
+		}
+		if f, err = c.read(ctx, r, key, r.local); err == nil && f.hit {
+			note(ctx, key, f.src)
+			v, ok := value(&f.e.it)
+			return v, ok, nil
+		}
+		if err != nil {
+			c.o.Logger.Debug("tiered: read before load", "key", key, "err", err)
+		}
+	}
+	return c.load(ctx, r, key, load, f, byp)
+}
+
+// load reads Redis and, if it has nothing fresh, runs the loader, both
+// behind the herd, and fills the tiers. f is a stale candidate from the
+// local tiers.
+func (c *Cache) load(ctx context.Context, r *route, key string, load Loader, f found, byp Bypass) ([]byte, bool, error) {
+	t := c.mem.Reserve(key)
+	g, shared := c.group(r)
+	if byp&BypassWrites != 0 {
+		g, shared = c.local, false
+	}
+	res, err := g.Do(ctx, key, nil, c.loadFunc(r, key, load, shared))
+	var e entry
+	if err == nil && shared && !res.Loaded {
+		// The value Redis holds (or another process just stored).
+		var ok bool
+		e, ok, err = c.decodeRemote(r, key, res.Value, res.TTL)
+		if err == nil && !ok {
+			// Bytes we refuse (corrupt, forged, unsigned): the herd takes
+			// any present value as the answer, so they would block every
+			// load of key. Delete them if they are still there, and load
+			// once more.
+			c.redis.deleteIfSame(ctx, key, res.Value)
+			res, err = g.Do(ctx, key, nil, c.loadFunc(r, key, load, shared))
+			if err == nil && !res.Loaded {
+				e, ok, err = c.decodeRemote(r, key, res.Value, res.TTL)
+				if err == nil && !ok {
+					err = fmt.Errorf("%w: redis keeps holding a value that does not verify", ErrDecode)
+				}
+			}
+		}
+	}
+	if err == nil && res.Loaded {
+		e, err = c.decodeLocal(r, res.Value)
+	}
+	c.own.forget(key)
+	if err != nil {
+		r.stats.misses.Add(1)
+		if errors.Is(err, ErrNotFound) {
+			return nil, false, nil
+		}
+		if f.stale && alive(&f.e.it, c.now()) {
+			r.stats.staleServes.Add(1)
+			note(ctx, key, SourceStale)
+			v, ok := value(&f.e.it)
+			return v, ok, nil
+		}
+		return nil, false, fmt.Errorf("tiered: load %q: %w", key, err)
+	}
+	if !res.Loaded {
+		// Found in Redis. Past its soft expiry but alive, it is served
+		// while one caller refreshes it (stale-while-revalidate).
+		r.stats.redisHits.Add(1)
+		if !fresh(&e.it, c.now()) {
+			c.refresh(r, key, res.Value, e.it.Version, load)
+			r.stats.staleServes.Add(1)
+			note(ctx, key, SourceStale)
+			v, ok := value(&e.it)
+			return v, ok, nil
+		}
+		note(ctx, key, SourceRedis)
+		if byp&BypassWrites == 0 {
+			c.fillLocal(r, key, &e, t)
+		}
+		v, ok := value(&e.it)
+		return v, ok, nil
+	}
+	r.stats.misses.Add(1)
+	note(ctx, key, SourceLoader)
+	if byp&BypassWrites == 0 && !shared {
+		// Not in Redis: local routes, or Redis down. (A value the herd
+		// stored was cached by afterWrite; one it could not store — the
+		// lease was lost — is not cached: Redis may hold a newer one.)
+		c.fillLocal(r, key, &e, t)
+	}
+	v, ok := value(&e.it)
+	return v, ok, nil
+}
+
+// afterWrite is the shared herd's hook after a fenced write stored value:
+// it caches the value locally, safely although the write comes back to
+// this process as an invalidation (Redis reports a script's write to the
+// writing connection even with NOLOOP). In order:
+//  1. loadFunc registered key just before the herd sent the write;
+//  2. the write's own invalidation arrives and bumps key's generation
+//     (wait sees it, or gives up after ownWriteWait);
+//  3. a ticket taken now, after it;
+//  4. a version check in Redis: one round trip;
+//  5. the fill under that ticket.
+//
+// Any other write of key after step 3 bumps the generation (the fill is
+// refused); any before it makes step 4 fail. If the own invalidation comes
+// after step 3 after all, the fill is refused: a missed cache fill, never a
+// stale one.
+func (c *Cache) afterWrite(ctx context.Context, key string, value []byte) {
+	r := c.router.find(key)
+	c.own.wait(ctx, key)
+	if r.Tiers&(Memory|Disk) == 0 {
+		return
+	}
+	t := c.mem.Reserve(key)
+	e, err := c.decodeLocal(r, value)
+	if err != nil {
+		return
+	}
+	c.hook("afterwrite:ticket", key)
+	match, pttl, err := c.redis.verify(ctx, r, key, e.it.Version)
+	if err != nil || !match {
+		return
+	}
+	capExpiry(&e.it, c.now(), pttl)
+	c.fillLocal(r, key, &e, t)
+}
+
+// ownWriteWait bounds how long afterWrite waits for its write's own
+// invalidation, which Redis sends right after the write's reply.
+const ownWriteWait = 20 * time.Millisecond
+
+// ownWrites tracks the keys whose fenced write is about to be sent, until
+// their own invalidation arrives. If the server turns out not to send one
+// (it honours NOLOOP for scripts), waiting stops after a few timeouts in a
+// row.
+type ownWrites struct {
+	n        atomic.Int32 // registered keys: the listener skips the lock when 0
+	timeouts atomic.Int32 // consecutive waits that timed out
+	mu       sync.Mutex
+	m        map[string]chan struct{}
+}
+
+func (o *ownWrites) init() { o.m = make(map[string]chan struct{}) }
+
+// expect registers key before its fenced write is sent.
+func (o *ownWrites) expect(key string) {
+	o.mu.Lock()
+	if _, ok := o.m[key]; !ok {
+		o.m[key] = make(chan struct{})
+		o.n.Add(1)
+	}
+	o.mu.Unlock()
+}
+
+// invalidated is called by the invalidation listener.
+func (o *ownWrites) invalidated(keys []string) {
+	if o.n.Load() == 0 {
+		return
+	}
+	o.mu.Lock()
+	for _, k := range keys {
+		if ch, ok := o.m[k]; ok {
+			close(ch)
+			delete(o.m, k)
+			o.n.Add(-1)
+		}
+	}
+	o.mu.Unlock()
+}
+
+func (o *ownWrites) wait(ctx context.Context, key string) {
+	o.mu.Lock()
+	ch, ok := o.m[key]
+	o.mu.Unlock()
+	if !ok || o.timeouts.Load() >= 3 {
+		o.forget(key)
+		return
+	}
+	t := time.NewTimer(ownWriteWait)
+	defer t.Stop()
+	select {
+	case <-ch:
+		o.timeouts.Store(0)
+	case <-t.C:
+		o.timeouts.Add(1)
+		o.forget(key)
+	case <-ctx.Done():
+		o.forget(key)
+	}
+}
+
+func (o *ownWrites) forget(key string) {
+	if o.n.Load() == 0 {
+		return
+	}
+	o.mu.Lock()
+	if _, ok := o.m[key]; ok {
+		delete(o.m, key)
+		o.n.Add(-1)
+	}
+	o.mu.Unlock()
+}
+
+// maybeRefresh starts an early refresh when XFetch says so.
+func (c *Cache) maybeRefresh(r *route, key string, it *tracking.Item, load Loader) {
+	if r.Beta < 0 || it.SoftExpiry == 0 || it.Delta <= 0 {
+		return
+	}
+	now := c.now()
+	// XFetch refreshes when -ln(u)·δ·β reaches the time left; u is at least
+	// 2^-53, so -ln(u) never exceeds 36.8. Far from expiry no draw can
+	// trigger a refresh: skip the draw, so the usual hit costs nothing.
+	if float64(it.SoftExpiry-now) > float64(it.Delta)*r.Beta*maxXFetchLog {
+		return
+	}
+	u := 1 - c.float64() // (0, 1]
+	if !herd.ShouldRefresh(time.Unix(0, now), time.Unix(0, it.SoftExpiry), it.Delta, r.Beta, u) {
+		return
+	}
+	var remote []byte
+	if r.Tiers&Redis != 0 {
+		// The herd takes the lease only if Redis still holds the value we
+		// saw, so across processes one caller refreshes each value.
+		remote = c.remoteBytes(r, it)
+	}
+	c.refresh(r, key, remote, it.Version, load)
+}
+
+// refresh rebuilds key in the background, once across the herd.
+func (c *Cache) refresh(r *route, key string, remote []byte, seen uint64, load Loader) {
+	g, shared := c.group(r)
+	t := c.mem.Reserve(key)
+	fn := c.loadFunc(r, key, load, shared)
+	started := g.Refresh(key, remote, func(ctx context.Context) ([]byte, time.Duration, error) {
+		// Look again before rebuilding: a refresh that finished just
+		// before this one started has replaced the value we saw.
+		if seen != 0 && r.Tiers&Memory != 0 {
+			if cur, _, ok := c.mem.Peek(key); ok && cur.Version != seen {
+				return nil, 0, errAlreadyRefreshed
+			}
+		}
+		v, ttl, err := fn(ctx)
+		if err == nil && !shared {
+			if e, derr := c.decodeLocal(r, v); derr == nil {
+				c.fillLocal(r, key, &e, t)
+			}
+		}
+		return v, ttl, err
+	})
+	if started {
+		r.stats.earlyRefreshes.Add(1)
+	}
+}
+
+// errAlreadyRefreshed ends a refresh that found the value already replaced.
+var errAlreadyRefreshed = errors.New("tiered: value already refreshed")
+
+// loadFunc wraps a Loader into the herd's LoadFunc: it counts and times the
+// load and returns the encoded value and its Redis TTL. On a shared herd it
+// registers the coming fenced write's own invalidation (see afterWrite).
+func (c *Cache) loadFunc(r *route, key string, load Loader, shared bool) herd.LoadFunc {
+	return func(ctx context.Context) ([]byte, time.Duration, error) {
+		r.stats.loads.Add(1)
+		start := time.Now()
+		v, err := load.Load(ctx, key)
+		delta := time.Since(start)
+		r.stats.loadLatency.Record(delta)
+		negative := errors.Is(err, ErrNotFound)
+		if err != nil && !negative {
+			r.stats.loadErrors.Add(1)
+			return nil, 0, err
+		}
+		if negative && (r.NegativeTTL <= 0 || r.Raw) {
+			return nil, 0, err
+		}
+		ttl := time.Duration(0)
+		if negative {
+			ttl = r.NegativeTTL
+		}
+		enc, _, hard, err := c.encode(r, key, v, ttl, delta, negative)
+		if err != nil {
+			r.stats.loadErrors.Add(1)
+			return nil, 0, err
+		}
+		if shared {
+			c.own.expect(key)
+		}
+		return enc, hard, nil
+	}
+}
