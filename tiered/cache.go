@@ -363,10 +363,7 @@ func (c *Cache) read(ctx context.Context, r *route, key string, tiers []tier) (f
 			}
 			continue
 		}
-		c.hook("fill", key)
-		for _, faster := range tiers[:i] {
-			faster.fill(r, key, &e, t)
-		}
+		c.fill(r, key, &e, t, tiers[:i])
 		c.countHit(r, tr.source())
 		return found{e: e, src: tr.source(), hit: true}, nil
 	}
@@ -443,10 +440,17 @@ func (c *Cache) countHit(r *route, src Source) {
 
 // fillLocal stores e in the local tiers of r under ticket t.
 func (c *Cache) fillLocal(r *route, key string, e *entry, t tracking.Ticket) {
-	c.hook("fill", key)
-	for _, tr := range r.local {
+	c.fill(r, key, e, t, r.local)
+}
+
+// fill stores e in tiers, fastest first, under ticket t: each tier refuses
+// it if t was overtaken by then.
+func (c *Cache) fill(r *route, key string, e *entry, t tracking.Ticket, tiers []tier) {
+	for _, tr := range tiers {
+		c.hook("fill:"+tr.source().String(), key)
 		tr.fill(r, key, e, t)
 	}
+	c.hook("filled", key)
 }
 
 // forgetLocal removes key from memory and disk, refusing every ticket
