@@ -408,6 +408,8 @@ func TestClusterInvalidatePrefix(t *testing.T) {
 			t.Fatalf("Set(%s): %v", k, err)
 		}
 	}
+	// Replicas send invalidations too, late: drain them first.
+	replicaBarrier(t, cl, a, a, b)
 	// Both hold every key in memory, verified. A read whose reply raced
 	// with the invalidation of a's write is, rightly, not kept, and an
 	// epoch bump (the first topology check) leaves entries unverified until
@@ -490,6 +492,48 @@ func TestClusterInvalidatePrefix(t *testing.T) {
 	}
 	if onDisk != 0 {
 		t.Errorf("a's disk still holds %d ip: keys", onDisk)
+	}
+}
+
+// replicaBarrier returns once every invalidation the replicas owe caches for
+// writer's writes so far has been applied. rueidis keeps a connection,
+// armed with BCAST tracking like any other, to every node it dialled: the
+// initial addresses (replicas included) and every node a topology refresh
+// asks for CLUSTER SLOTS. A replica invalidates a key when it applies the
+// write from the replication stream, on that connection, unordered with the
+// primary's connection and a replication lag late, even to the writer
+// (NOLOOP covers only the writing connection): it would drop an entry read
+// (or written) fresh since. WAIT on the writer's connection to each primary
+// returns once the replicas applied its writes, so their pushes are queued;
+// a PING on each cache's connection to each replica is answered after them,
+// and rueidis applies pushes on that connection's reader before the reply.
+func replicaBarrier(t testing.TB, cl *redistest.Cluster, writer *Cache, caches ...*Cache) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	wn := writer.mem.Client().Nodes()
+	for _, p := range cl.Primaries() {
+		reps := cl.Replicas(p)
+		if len(reps) == 0 {
+			continue
+		}
+		pc, ok := wn[p.Addr()]
+		if !ok {
+			t.Fatalf("the writer has no connection to primary %s", p.Addr())
+		}
+		n, err := pc.Do(ctx, pc.B().Wait().Numreplicas(int64(len(reps))).Timeout(10000).Build()).AsInt64()
+		if err != nil || n < int64(len(reps)) {
+			t.Fatalf("WAIT %d on %s = %d, %v", len(reps), p.Addr(), n, err)
+		}
+		for _, c := range caches {
+			for _, r := range reps {
+				if rc, ok := c.mem.Client().Nodes()[r.Addr()]; ok {
+					if err := rc.Do(ctx, rc.B().Ping().Build()).Error(); err != nil {
+						t.Fatalf("PING %s: %v", r.Addr(), err)
+					}
+				}
+			}
+		}
 	}
 }
 

@@ -65,6 +65,11 @@ type ClusterOptions struct {
 	// StartTimeout bounds each node's start and, separately, the wait for
 	// every node to report cluster_state:ok. Zero means DefaultStartTimeout.
 	StartTimeout time.Duration
+
+	// pick, if set, is asked for each node's port before the picker: tests
+	// hand out taken ports with it. It returns 0 to leave the choice to
+	// the picker.
+	pick func() (int, error)
 }
 
 // Cluster is a local Redis Cluster: every node a private redis-server on
@@ -72,11 +77,14 @@ type ClusterOptions struct {
 // there), joined with redis-cli --cluster create. Its methods are safe for
 // concurrent use.
 type Cluster struct {
-	nodes []*Server
+	nodes  []*Server
+	closed sync.Once
 }
 
 // StartCluster starts Primaries × (1+Replicas) nodes on free loopback ports
-// whose bus ports (port+10000) were free too, joins them with redis-cli
+// whose bus ports (port+10000) were free too, each checked to be the
+// process it started (see Start; a node whose port or bus port was taken
+// meanwhile is started again on other ports), joins them with redis-cli
 // --cluster create, and returns once every node reports cluster_state:ok.
 // On error every node it started is gone. Errors: ErrNotFound,
 // ErrCLINotFound, ErrClusterOptions, a node that does not start, a cluster
@@ -140,14 +148,22 @@ func StartCluster(ctx context.Context, opts *ClusterOptions) (*Cluster, error) {
 			}
 			var err error
 			for range startAttempts { // a picked port can be taken before redis binds it
-				var port int
-				if port, err = ports.pick(); err != nil {
-					continue
+				port := 0
+				if o.pick != nil {
+					if port, err = o.pick(); err != nil {
+						continue
+					}
+				}
+				if port == 0 {
+					if port, err = ports.pick(); err != nil {
+						continue
+					}
 				}
 				var s *Server
 				s, err = Start(ctx, &Options{Binary: o.Binary, Dir: dir, Port: port, Persist: o.Persist,
 					Args: args, StartTimeout: o.StartTimeout})
 				if err == nil {
+					reserve(port + 10000) // Close releases it
 					c.nodes[i] = s
 					return
 				}
@@ -239,6 +255,13 @@ func (c *Cluster) Close() error {
 			errs = append(errs, s.Close())
 		}
 	}
+	c.closed.Do(func() {
+		for _, s := range c.nodes {
+			if s != nil {
+				release(s.Port() + 10000)
+			}
+		}
+	})
 	return errors.Join(errs...)
 }
 
@@ -252,7 +275,8 @@ func lastLines(s string, n int) string {
 }
 
 // portPicker hands out distinct ports up to MaxClusterPort whose cluster
-// bus port (port+10000) was free too.
+// bus port (port+10000) was free too, neither of them reserved by a server
+// of this process.
 type portPicker struct {
 	mu   sync.Mutex
 	used map[int]bool
@@ -270,7 +294,7 @@ func (pp *portPicker) pick() (int, error) {
 		pp.mu.Lock()
 		taken := pp.used[port]
 		pp.mu.Unlock()
-		if taken || port > MaxClusterPort {
+		if taken || port > MaxClusterPort || isReserved(port) || isReserved(port+10000) {
 			l.Close()
 			continue
 		}

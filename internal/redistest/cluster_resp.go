@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/thermoscache/thermos/internal/redisproc"
 )
 
 // command sends one command to n over a fresh connection (authenticating
@@ -17,6 +19,10 @@ import (
 // an error. It is plumbing for cluster set-up, where replies are arrays that
 // Server.Do does not read.
 func (n *ClusterNode) command(args ...string) (any, error) {
+	if !n.Running() {
+		// Its port may be somebody else's by now.
+		return nil, fmt.Errorf("redistest: %s: %w", n.Addr(), redisproc.ErrNotRunning)
+	}
 	c, err := net.DialTimeout("tcp", n.Addr(), time.Second)
 	if err != nil {
 		return nil, err

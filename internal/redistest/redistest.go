@@ -57,10 +57,17 @@ func Binary(tb testing.TB) string {
 	return bin
 }
 
-// Start launches a private redis-server and returns once it answers PING.
+// Start launches a private redis-server and returns once it answers PING
+// as the process Start launched (its INFO process_id): never a server
+// someone else started on a port that was free a moment before.
 func Start(tb testing.TB, opts *Options) *Server {
 	tb.Helper()
-	po := &redisproc.Options{Binary: Binary(tb), Dir: tb.TempDir()}
+	return start(tb, opts, false)
+}
+
+func start(tb testing.TB, opts *Options, tls bool) *Server {
+	tb.Helper()
+	po := &redisproc.Options{Binary: Binary(tb), Dir: tb.TempDir(), TLS: tls}
 	if opts != nil {
 		po.Persist = opts.Persist
 		po.Args = append([]string(nil), opts.Args...)
@@ -70,12 +77,13 @@ func Start(tb testing.TB, opts *Options) *Server {
 		tb.Fatalf("redistest: %v", err)
 	}
 	// Registered after TempDir's cleanup, so it runs before the directory
-	// is removed.
-	tb.Cleanup(p.Kill)
+	// is removed. Close (not just Kill) gives the port back to FreePort.
+	tb.Cleanup(func() { p.Close() })
 	return &Server{tb: tb, p: p}
 }
 
-// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago and
+// belongs to no server of this test binary.
 func FreePort() (int, error) { return redisproc.FreePort() }
 
 // Addr returns the server's address, 127.0.0.1:port.
@@ -83,6 +91,10 @@ func (s *Server) Addr() string { return s.p.Addr() }
 
 // Port returns the server's port.
 func (s *Server) Port() int { return s.p.Port() }
+
+// PID returns the process ID of the server's current process: it changes
+// with every Restart.
+func (s *Server) PID() int { return s.p.PID() }
 
 // Dir returns the server's working directory.
 func (s *Server) Dir() string { return s.p.Dir() }
@@ -124,7 +136,8 @@ func (s *Server) Stop() {
 }
 
 // Restart stops the server if it is running and starts it again on the same
-// port and directory. Without Persist the data is gone.
+// port and directory. Without Persist the data is gone. It fails the test
+// if another process answers on the port instead of the new server.
 func (s *Server) Restart() {
 	s.tb.Helper()
 	if err := s.p.Restart(context.Background()); err != nil {

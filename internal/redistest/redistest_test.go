@@ -1,6 +1,7 @@
 package redistest
 
 import (
+	"strconv"
 	"testing"
 )
 
@@ -63,5 +64,31 @@ func TestServersAreIndependent(t *testing.T) {
 	}
 	if got, _ := b.Do("GET", "k"); got != "" {
 		t.Fatalf("b sees a's key: %q", got)
+	}
+}
+
+// TestServersAreTheirOwn: whatever answers on a server's ports is the
+// process Start (or Restart) launched: INFO server's process_id over the
+// plain port, and over the TLS port with the server's own CA.
+func TestServersAreTheirOwn(t *testing.T) {
+	s := Start(t, nil)
+	if got := s.Info("server", "process_id"); got != strconv.Itoa(s.PID()) {
+		t.Fatalf("process_id %s, want %d", got, s.PID())
+	}
+	first := s.PID()
+	s.Restart()
+	if got := s.Info("server", "process_id"); got != strconv.Itoa(s.PID()) || s.PID() == first {
+		t.Fatalf("after Restart process_id %s, PID %d; want the new process (first was %d)", got, s.PID(), first)
+	}
+	tl := StartTLS(t, &Options{Args: []string{"--requirepass", "pw"}})
+	if pid, err := tl.tlsPID(); err != nil || pid != tl.PID() {
+		t.Fatalf("over TLS process_id %d, %v; want %d", pid, err, tl.PID())
+	}
+	if tl.TLSAddr() == tl.Addr() {
+		t.Fatalf("TLS and plain listeners share %s", tl.Addr())
+	}
+	tl.Restart()
+	if pid, err := tl.tlsPID(); err != nil || pid != tl.PID() {
+		t.Fatalf("over TLS after Restart process_id %d, %v; want %d", pid, err, tl.PID())
 	}
 }

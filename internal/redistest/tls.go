@@ -1,6 +1,7 @@
 package redistest
 
 import (
+	"bufio"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -8,11 +9,13 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"net"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -122,27 +125,67 @@ type TLSServer struct {
 // StartTLS launches a private redis-server like Start, with TLS on a second
 // free loopback port (clients are not asked for certificates). The
 // certificates are generated for this server and live in its directory.
+// Both ports are checked to be the new server's: the plain one by its
+// process ID, the TLS one by a handshake that trusts only this server's CA
+// and the same process ID read over it.
 func StartTLS(tb testing.TB, opts *Options) *TLSServer {
 	tb.Helper()
 	ca := NewCA(tb)
 	certFile, keyFile, caFile := ca.writeServerCert(tb, tb.TempDir())
-	port, err := FreePort()
-	if err != nil {
-		tb.Fatalf("redistest: %v", err)
-	}
 	o := &Options{}
 	if opts != nil {
 		o.Persist = opts.Persist
 		o.Args = append(o.Args, opts.Args...)
 	}
 	o.Args = append(o.Args,
-		"--tls-port", strconv.Itoa(port),
 		"--tls-cert-file", certFile,
 		"--tls-key-file", keyFile,
 		"--tls-ca-cert-file", caFile,
 		"--tls-auth-clients", "no",
 	)
-	return &TLSServer{Server: Start(tb, o), CA: ca, tlsPort: port}
+	s := &TLSServer{Server: start(tb, o, true), CA: ca}
+	s.tlsPort = s.p.TLSPort()
+	if pid, err := s.tlsPID(); err != nil || pid != s.PID() {
+		tb.Fatalf("redistest: TLS port %d: process_id %d, %v; want the server's %d", s.tlsPort, pid, err, s.PID())
+	}
+	return s
+}
+
+// tlsPID reads INFO server's process_id over the TLS port.
+func (s *TLSServer) tlsPID() (int, error) {
+	d := &net.Dialer{Timeout: 2 * time.Second}
+	c, err := tls.DialWithDialer(d, "tcp", s.TLSAddr(), s.ClientConfig())
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	w := bufio.NewWriter(c)
+	r := bufio.NewReader(c)
+	pw := s.p.Password()
+	if pw != "" {
+		writeArgs(w, "AUTH", pw)
+	}
+	writeArgs(w, "INFO", "server")
+	if err := w.Flush(); err != nil {
+		return 0, err
+	}
+	if pw != "" {
+		if _, err := readReply(r); err != nil {
+			return 0, err
+		}
+	}
+	info, err := readReply(r)
+	if err != nil {
+		return 0, err
+	}
+	str, _ := info.(string)
+	for line := range strings.Lines(str) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "process_id:"); ok {
+			return strconv.Atoi(v)
+		}
+	}
+	return 0, fmt.Errorf("no process_id in INFO server over TLS")
 }
 
 // TLSAddr returns the TLS listener's address, 127.0.0.1:port.
