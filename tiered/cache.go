@@ -446,6 +446,7 @@ func (c *Cache) fillLocal(r *route, key string, e *entry, t tracking.Ticket) {
 // fill stores e in tiers, fastest first, under ticket t: each tier refuses
 // it if t was overtaken by then.
 func (c *Cache) fill(r *route, key string, e *entry, t tracking.Ticket, tiers []tier) {
+	c.hook("fill", key)
 	for _, tr := range tiers {
 		c.hook("fill:"+tr.source().String(), key)
 		tr.fill(r, key, e, t)

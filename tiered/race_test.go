@@ -158,10 +158,15 @@ func (g *rig) expect(key string, want []byte) {
 
 // once runs fn the first time point is reached for key.
 func (g *rig) once(point, key string, fn func()) {
-	var done bool
+	g.onceEach(key, map[string]func(){point: fn})
+}
+
+// onceEach runs each function the first time its point is reached for key.
+func (g *rig) onceEach(key string, fns map[string]func()) {
+	done := make(map[string]bool)
 	g.c.testHook = func(p, k string) {
-		if p == point && k == key && !done {
-			done = true
+		if fn, ok := fns[p]; ok && k == key && !done[p] {
+			done[p] = true
 			fn()
 		}
 	}
@@ -195,33 +200,41 @@ func TestRaceSetExternalWrite(t *testing.T) {
 // TestRaceFillInvalidationPending forces a fill racing an invalidation
 // through the write-behind queue:
 //  1. reader A misses memory and disk and reads v1 from Redis;
-//  2. another client writes v2; the invalidation is applied;
-//  3. A fills memory (refused) and queues v1 for the disk;
+//  2. another client writes v2; the invalidation is applied (there is
+//     nothing local to remove yet);
+//  3. A fills the local tiers with v1 (each must refuse);
 //  4. reader B reads key while A's fill is in flight.
 //
-// Before, A queued v1 to disk before its memory fill was refused, B found
-// the pending v1 (pending writes were served unchecked) and cached it
-// under its own, newer ticket: v1 forever. The invalidation may also land
-// after A queued the disk write (the second case): the queued copy must then
-// not be trusted.
+// Before, A queued v1 to disk even though its ticket was stale, B found the
+// pending v1 (pending writes were served unchecked) and cached it under its
+// own, newer ticket: v1 forever. The invalidation may also land after A
+// filled (the last case): the copies must then be removed or distrusted.
 func TestRaceFillInvalidationPending(t *testing.T) {
 	for _, rt := range raceRoutes {
 		if rt.tiers&Disk == 0 {
 			continue
 		}
-		for _, at := range []string{"fill:disk", "filled"} {
-			t.Run(rt.name+"/"+at, func(t *testing.T) {
+		for _, tc := range []struct{ name, write, read string }{
+			{"invalidated before the fill, read mid-fill", "fill", "fill:disk"},
+			{"invalidated before the fill, read after it", "fill", "filled"},
+			{"invalidated after the fill", "filled", "filled"},
+		} {
+			t.Run(rt.name+"/"+tc.name, func(t *testing.T) {
 				g := newRig(t, rt.tiers, rt.raw)
 				const key = "k:1"
 				ctx := context.Background()
 				g.external(key, []byte("v1"))
-				g.once(at, key, func() {
-					g.external(key, []byte("v2"))
-					// B reads inside A's fill.
+				readB := func() {
 					if v, ok, err := g.c.Get(ctx, key); err != nil || ok && string(v) != "v2" {
 						t.Errorf("B read %s = %q, %v, %v during A's fill, want v2 or a miss", key, v, ok, err)
 					}
-				})
+				}
+				writeV2 := func() { g.external(key, []byte("v2")) }
+				if tc.write == tc.read {
+					g.once(tc.write, key, func() { writeV2(); readB() })
+				} else {
+					g.onceEach(key, map[string]func(){tc.write: writeV2, tc.read: readB})
+				}
 				if v, ok, err := g.c.Get(ctx, key); err != nil || !ok || string(v) != "v1" {
 					t.Fatalf("A read %q, %v, %v; want v1, what Redis held when it read", v, ok, err)
 				}
