@@ -9,12 +9,11 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
-	"github.com/thermoscache/thermos/internal/envelope"
 	"github.com/thermoscache/thermos/store"
 )
 
 // Each benchmark has a raw Pebble twin doing the same work on the same data,
-// so ratios can be read off one run. Raw Pebble stores the same envelope
+// so ratios can be read off one run. Raw Pebble stores the same record
 // bytes and, like the store, copies values out.
 
 const benchKeys = 10_000
@@ -39,10 +38,8 @@ func openRaw(b *testing.B) *pebble.DB {
 	return pdb
 }
 
-func envelopeOf(n int) []byte {
-	e := envelope.Entry{Payload: make([]byte, n)}
-	return e.Append(nil)
-}
+// recordOf is what the store stores for an n-byte value.
+func recordOf(n int) []byte { return store.EncodeForTest(make([]byte, n), 0) }
 
 func BenchmarkGet(b *testing.B) {
 	for _, size := range []int{100, 4096} {
@@ -64,14 +61,14 @@ func BenchmarkGet(b *testing.B) {
 			b.ResetTimer()
 			for i := 0; b.Loop(); i++ {
 				e, ok, err := db.Get(ctx, keys[i%benchKeys])
-				if err != nil || !ok || len(e.Payload) != size {
-					b.Fatalf("Get = %d bytes, %v, %v", len(e.Payload), ok, err)
+				if err != nil || !ok || len(e.Value) != size {
+					b.Fatalf("Get = %d bytes, %v, %v", len(e.Value), ok, err)
 				}
 			}
 		})
 		b.Run(fmt.Sprintf("pebble/%dB", size), func(b *testing.B) {
 			pdb := openRaw(b)
-			val := envelopeOf(size)
+			val := recordOf(size)
 			for i := range benchKeys {
 				if err := pdb.Set([]byte(benchKey(i)), val, pebble.NoSync); err != nil {
 					b.Fatal(err)
@@ -111,7 +108,7 @@ func BenchmarkSetNoSync(b *testing.B) {
 	})
 	b.Run("pebble", func(b *testing.B) {
 		pdb := openRaw(b)
-		env := envelopeOf(100)
+		env := recordOf(100)
 		b.ReportAllocs()
 		for i := 0; b.Loop(); i++ {
 			if err := pdb.Set([]byte(benchKey(i%benchKeys)), env, pebble.NoSync); err != nil {
@@ -135,7 +132,7 @@ func BenchmarkSetSync(b *testing.B) {
 	})
 	b.Run("pebble", func(b *testing.B) {
 		pdb := openRaw(b)
-		env := envelopeOf(100)
+		env := recordOf(100)
 		b.ReportAllocs()
 		for i := 0; b.Loop(); i++ {
 			if err := pdb.Set([]byte(benchKey(i%benchKeys)), env, pebble.Sync); err != nil {
@@ -186,7 +183,7 @@ func BenchmarkSyncBatch16(b *testing.B) {
 	})
 	b.Run("pebble", func(b *testing.B) {
 		pdb := openRaw(b)
-		env := envelopeOf(100)
+		env := recordOf(100)
 		run(b, func(i int) error {
 			bt := pdb.NewBatch()
 			if err := bt.Set([]byte(benchKey(i)), env, nil); err != nil {
@@ -210,14 +207,14 @@ func BenchmarkScan10k(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
 			n := 0
-			if err := db.Scan(ctx, "bench:", func(string, envelope.Entry) error { n++; return nil }); err != nil || n != benchKeys {
+			if err := db.Scan(ctx, "bench:", func(string, store.Entry) error { n++; return nil }); err != nil || n != benchKeys {
 				b.Fatalf("Scan = %d entries, %v", n, err)
 			}
 		}
 	})
 	b.Run("pebble", func(b *testing.B) {
 		pdb := openRaw(b)
-		env := envelopeOf(100)
+		env := recordOf(100)
 		for i := range benchKeys {
 			if err := pdb.Set([]byte(benchKey(i)), env, pebble.NoSync); err != nil {
 				b.Fatal(err)
@@ -272,7 +269,7 @@ func BenchmarkDiskHit(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			val, env := make([]byte, size), envelopeOf(size)
+			val, env := make([]byte, size), recordOf(size)
 			keys := make([]string, benchKeys)
 			rkeys := make([][]byte, benchKeys)
 			for i := range benchKeys {
@@ -316,8 +313,8 @@ func BenchmarkDiskHit(b *testing.B) {
 			get := [2]func(i int32){
 				func(i int32) {
 					e, ok, err := db.Get(ctx, keys[i])
-					if err != nil || !ok || len(e.Payload) != size {
-						b.Fatalf("store Get = %d bytes, %v, %v", len(e.Payload), ok, err)
+					if err != nil || !ok || len(e.Value) != size {
+						b.Fatalf("store Get = %d bytes, %v, %v", len(e.Value), ok, err)
 					}
 				},
 				func(i int32) {

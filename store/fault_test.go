@@ -13,7 +13,6 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
-	"github.com/thermoscache/thermos/internal/envelope"
 	"github.com/thermoscache/thermos/store"
 )
 
@@ -97,14 +96,14 @@ func checkErrorState(t *testing.T, db *store.DB, dir string, cause error) {
 	}
 	db2, _ := openT(t, dir, nil)
 	n := 0
-	if err := db2.Scan(ctx, "", func(string, envelope.Entry) error { n++; return nil }); err != nil || n != 0 {
+	if err := db2.Scan(ctx, "", func(string, store.Entry) error { n++; return nil }); err != nil || n != 0 {
 		t.Fatalf("reopened wiped store: Scan saw %d entries, err %v; want empty", n, err)
 	}
 	if err := db2.Set(ctx, "k", []byte("v"), 0); err != nil {
 		t.Fatalf("Set on reopened store = %v", err)
 	}
-	if e, ok := mustGet(t, db2, "k"); !ok || string(e.Payload) != "v" {
-		t.Fatalf("Get on reopened store = %q, %v", e.Payload, ok)
+	if e, ok := mustGet(t, db2, "k"); !ok || string(e.Value) != "v" {
+		t.Fatalf("Get on reopened store = %q, %v", e.Value, ok)
 	}
 }
 
