@@ -247,7 +247,8 @@ func BenchmarkScan10k(b *testing.B) {
 // operations, each slice timed, so machine drift hits both alike. "fresh"
 // reads what was just written (memtables); "reopen" closes both and reopens
 // them first (sstables through the block cache). Raw Pebble is used well:
-// it flushes before Close.
+// it has a block cache of the store's default size and flushes before
+// Close.
 func BenchmarkDiskHit(b *testing.B) {
 	const size = 100
 	for _, reopen := range []bool{false, true} {
@@ -264,7 +265,9 @@ func BenchmarkDiskHit(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			ropts := func() *pebble.Options { return &pebble.Options{Logger: pebbleQuiet{}} }
+			ropts := func() *pebble.Options {
+				return &pebble.Options{Logger: pebbleQuiet{}, CacheSize: store.DefaultCacheBytes}
+			}
 			pdb, err := pebble.Open(rdir, ropts())
 			if err != nil {
 				b.Fatal(err)
@@ -331,6 +334,7 @@ func BenchmarkDiskHit(b *testing.B) {
 			var ns [2]time.Duration
 			var n [2]int
 			cur := 0
+			_, _, miss0 := db.CacheMetricsForTest()
 			b.ReportAllocs()
 			b.ResetTimer()
 			start := time.Now()
@@ -352,6 +356,8 @@ func BenchmarkDiskHit(b *testing.B) {
 			b.ReportMetric(st, "store-ns/get")
 			b.ReportMetric(raw, "pebble-ns/get")
 			b.ReportMetric(st/raw, "store/pebble")
+			_, _, miss := db.CacheMetricsForTest()
+			b.ReportMetric(float64(miss-miss0)/float64(n[0]), "store-blockmiss/get")
 		})
 	}
 }

@@ -89,8 +89,11 @@ func checkErrorState(t *testing.T, db *store.DB, dir string, cause error) {
 		t.Fatalf("Get in error state = %v, want ErrDiskFault", err)
 	}
 	start := time.Now()
-	err := db.Close() // may report the fault; must return
+	err := db.Close()
 	t.Logf("Close in error state took %v: %v", time.Since(start), err)
+	if !errors.Is(err, store.ErrDiskFault) {
+		t.Fatalf("Close in error state = %v, want the fault (ErrDiskFault)", err)
+	}
 	if err := store.Wipe(dir); err != nil {
 		t.Fatalf("Wipe after error state = %v", err)
 	}
