@@ -34,7 +34,7 @@ func (wallClock) Now() time.Time { return time.Now() }
 
 // EntryOverhead is the number of bytes the store adds to each entry on disk
 // beyond its key and value. Options.MaxBytes and Stats.Bytes count it.
-const EntryOverhead = recordHeader
+const EntryOverhead = 13
 
 // Record layout, the stored form of every value (big-endian):
 //
@@ -48,7 +48,7 @@ const EntryOverhead = recordHeader
 // and never returned.
 const (
 	recordMagic  byte = 0xD2
-	recordHeader      = 13
+	recordHeader      = EntryOverhead
 )
 
 var (

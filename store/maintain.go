@@ -98,7 +98,7 @@ func (db *DB) Sweep(ctx context.Context) error {
 //
 // Eviction: if live bytes exceed MaxBytes, or the pass was started because
 // the estimate did (budget) and they exceed the low-water mark of 90% of
-// MaxBytes, entries are deleted soonest hard expiry first (entries without
+// MaxBytes, entries are deleted soonest expiry first (entries without
 // expiry last) until live bytes are at the low-water mark. Evicting to a low
 // water mark keeps passes from running back to back.
 func (db *DB) pass(ctx context.Context, in *instance, budget bool) error {

@@ -47,6 +47,7 @@ const (
 	// Options.SyncInterval, so a crash loses at most about that much of the
 	// most recent writes (a process kill alone loses only what was still in
 	// Pebble's user-space buffer, which is also written out every interval).
+	// Batch.CommitSync and DB.Sync make chosen writes durable at once.
 	NoSync
 )
 
@@ -75,7 +76,7 @@ type Options struct {
 
 	// MaxBytes is the disk budget: the approximate logical size (keys plus
 	// values plus EntryOverhead each) of live entries. Zero means unlimited. When it is
-	// exceeded, entries are evicted soonest-hard-expiry first (entries without
+	// exceeded, entries are evicted soonest-expiry first (entries without
 	// expiry last) down to 90% of MaxBytes; see the package doc.
 	MaxBytes int64
 
@@ -113,7 +114,8 @@ type Options struct {
 	AllowSharedDir bool
 
 	// CloseTimeout bounds how long Close waits for in-flight operations and
-	// for Pebble to shut down. Zero means DefaultCloseTimeout (10s).
+	// for Pebble to shut down, and how long Recover waits for a faulted
+	// Pebble instance to close. Zero means DefaultCloseTimeout (10s).
 	CloseTimeout time.Duration
 
 	// Clock is the time source for expiry. Nil means the wall clock.
