@@ -215,7 +215,7 @@ func (db *DB) iterate(ctx context.Context, in *instance, fn func(key, val []byte
 	return nil
 }
 
-// evict deletes at least excess logical bytes of live entries, soonest hard
+// evict deletes at least excess logical bytes of live entries, soonest
 // expiry first. It keeps only the candidates it needs in a max-heap by
 // expiry, so memory is proportional to what it evicts.
 func (db *DB) evict(ctx context.Context, in *instance, excess int64) error {
