@@ -124,6 +124,13 @@ func TestRecoverAfterENOSPC(t *testing.T) {
 			if got := db.Stats().Reopens; got != 0 {
 				t.Fatalf("Stats().Reopens after a failed Recover = %d, want 0", got)
 			}
+			// The faulted instance is closed, but the directory stays ours.
+			if other, err := store.Open(dir, &store.Options{Logger: quietLogger(t)}); !errors.Is(err, store.ErrLocked) {
+				if other != nil {
+					other.Close()
+				}
+				t.Fatalf("Open of the directory while Recover is pending = %v, want ErrLocked", err)
+			}
 
 			inj.on.Store(false)
 			if err := db.Recover(ctx); err != nil {
