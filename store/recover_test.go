@@ -12,6 +12,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 	"github.com/thermoscache/thermos/store"
+	"go.uber.org/goleak"
 )
 
 // checkRefused asserts that every read and write of db fails with an error
@@ -338,5 +339,33 @@ func TestOpenOnFullDisk(t *testing.T) {
 	defer db.Close()
 	if e, ok := mustGet(t, db, "k"); !ok || string(e.Value) != "v" {
 		t.Fatalf("Get(k) = %q, %v", e.Value, ok)
+	}
+}
+
+// TestRecoverLeaksNothing: a fault, a failed and a successful Recover, and
+// Close leave no goroutine behind.
+func TestRecoverLeaksNothing(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "db")
+	inj := &injector{err: syscall.ENOSPC, match: writes(".log")}
+	db := openFaulty(t, dir, inj, store.Options{Durability: store.NoSync, SyncInterval: time.Millisecond, SweepInterval: time.Millisecond})
+	inj.on.Store(true)
+	for db.Err() == nil {
+		_ = db.Set(ctx, "k", []byte("v"), 0)
+		_ = db.Sync(ctx)
+	}
+	if err := db.Recover(ctx); err == nil {
+		t.Fatalf("Recover on a full disk = nil")
+	}
+	inj.on.Store(false)
+	if err := db.Recover(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Set(ctx, "k", []byte("v"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
 	}
 }
