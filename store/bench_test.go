@@ -4,16 +4,17 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	slices2 "slices"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
-	"github.com/thermoscache/thermos/internal/envelope"
 	"github.com/thermoscache/thermos/store"
 )
 
 // Each benchmark has a raw Pebble twin doing the same work on the same data,
-// so ratios can be read off one run. Raw Pebble stores the same envelope
+// so ratios can be read off one run. Raw Pebble stores the same record
 // bytes and, like the store, copies values out.
 
 const benchKeys = 10_000
@@ -38,10 +39,8 @@ func openRaw(b *testing.B) *pebble.DB {
 	return pdb
 }
 
-func envelopeOf(n int) []byte {
-	e := envelope.Entry{Payload: make([]byte, n)}
-	return e.Append(nil)
-}
+// recordOf is what the store stores for an n-byte value.
+func recordOf(n int) []byte { return store.EncodeForTest(make([]byte, n), 0) }
 
 func BenchmarkGet(b *testing.B) {
 	for _, size := range []int{100, 4096} {
@@ -63,14 +62,14 @@ func BenchmarkGet(b *testing.B) {
 			b.ResetTimer()
 			for i := 0; b.Loop(); i++ {
 				e, ok, err := db.Get(ctx, keys[i%benchKeys])
-				if err != nil || !ok || len(e.Payload) != size {
-					b.Fatalf("Get = %d bytes, %v, %v", len(e.Payload), ok, err)
+				if err != nil || !ok || len(e.Value) != size {
+					b.Fatalf("Get = %d bytes, %v, %v", len(e.Value), ok, err)
 				}
 			}
 		})
 		b.Run(fmt.Sprintf("pebble/%dB", size), func(b *testing.B) {
 			pdb := openRaw(b)
-			val := envelopeOf(size)
+			val := recordOf(size)
 			for i := range benchKeys {
 				if err := pdb.Set([]byte(benchKey(i)), val, pebble.NoSync); err != nil {
 					b.Fatal(err)
@@ -110,7 +109,7 @@ func BenchmarkSetNoSync(b *testing.B) {
 	})
 	b.Run("pebble", func(b *testing.B) {
 		pdb := openRaw(b)
-		env := envelopeOf(100)
+		env := recordOf(100)
 		b.ReportAllocs()
 		for i := 0; b.Loop(); i++ {
 			if err := pdb.Set([]byte(benchKey(i%benchKeys)), env, pebble.NoSync); err != nil {
@@ -134,7 +133,7 @@ func BenchmarkSetSync(b *testing.B) {
 	})
 	b.Run("pebble", func(b *testing.B) {
 		pdb := openRaw(b)
-		env := envelopeOf(100)
+		env := recordOf(100)
 		b.ReportAllocs()
 		for i := 0; b.Loop(); i++ {
 			if err := pdb.Set([]byte(benchKey(i%benchKeys)), env, pebble.Sync); err != nil {
@@ -185,7 +184,7 @@ func BenchmarkSyncBatch16(b *testing.B) {
 	})
 	b.Run("pebble", func(b *testing.B) {
 		pdb := openRaw(b)
-		env := envelopeOf(100)
+		env := recordOf(100)
 		run(b, func(i int) error {
 			bt := pdb.NewBatch()
 			if err := bt.Set([]byte(benchKey(i)), env, nil); err != nil {
@@ -209,14 +208,14 @@ func BenchmarkScan10k(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
 			n := 0
-			if err := db.Scan(ctx, "bench:", func(string, envelope.Entry) error { n++; return nil }); err != nil || n != benchKeys {
+			if err := db.Scan(ctx, "bench:", func(string, store.Entry) error { n++; return nil }); err != nil || n != benchKeys {
 				b.Fatalf("Scan = %d entries, %v", n, err)
 			}
 		}
 	})
 	b.Run("pebble", func(b *testing.B) {
 		pdb := openRaw(b)
-		env := envelopeOf(100)
+		env := recordOf(100)
 		for i := range benchKeys {
 			if err := pdb.Set([]byte(benchKey(i)), env, pebble.NoSync); err != nil {
 				b.Fatal(err)
@@ -242,4 +241,134 @@ func BenchmarkScan10k(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkDiskHit compares a store Get with a raw Pebble Get on the same
+// data in the same run: the two alternate in slices of diskHitSlice
+// operations, each slice timed, so machine drift hits both alike;
+// store/pebble is the median ratio of paired slices. "fresh"
+// reads what was just written (memtables); "reopen" closes both and reopens
+// them first (sstables through the block cache). Raw Pebble is used well:
+// it has a block cache of the store's default size and flushes before
+// Close.
+func BenchmarkDiskHit(b *testing.B) {
+	const size = 100
+	for _, reopen := range []bool{false, true} {
+		name := "fresh"
+		if reopen {
+			name = "reopen"
+		}
+		b.Run(name, func(b *testing.B) {
+			ctx := context.Background()
+			sdir := filepath.Join(b.TempDir(), "db")
+			rdir := filepath.Join(b.TempDir(), "raw")
+			so := &store.Options{Durability: store.NoSync, SweepInterval: -1, Logger: quietLogger(b)}
+			db, err := store.Open(sdir, so)
+			if err != nil {
+				b.Fatal(err)
+			}
+			ropts := func() *pebble.Options {
+				return &pebble.Options{Logger: pebbleQuiet{}, CacheSize: store.DefaultCacheBytes}
+			}
+			pdb, err := pebble.Open(rdir, ropts())
+			if err != nil {
+				b.Fatal(err)
+			}
+			val, env := make([]byte, size), recordOf(size)
+			keys := make([]string, benchKeys)
+			rkeys := make([][]byte, benchKeys)
+			for i := range benchKeys {
+				keys[i], rkeys[i] = benchKey(i), []byte(benchKey(i))
+				if err := db.Set(ctx, keys[i], val, 0); err != nil {
+					b.Fatal(err)
+				}
+				if err := pdb.Set(rkeys[i], env, pebble.NoSync); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if reopen {
+				if err := db.Close(); err != nil {
+					b.Fatal(err)
+				}
+				if err := pdb.Flush(); err != nil {
+					b.Fatal(err)
+				}
+				if err := pdb.Close(); err != nil {
+					b.Fatal(err)
+				}
+				if db, err = store.Open(sdir, so); err != nil {
+					b.Fatal(err)
+				}
+				if pdb, err = pebble.Open(rdir, ropts()); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.Cleanup(func() { _ = db.Close(); _ = pdb.Close() })
+
+			// A pre-generated pseudo-random key sequence, the same for both.
+			const seqLen = 1 << 16
+			seq := make([]int32, seqLen)
+			x := uint32(12345)
+			for i := range seq {
+				x ^= x << 13
+				x ^= x >> 17
+				x ^= x << 5
+				seq[i] = int32(x % benchKeys)
+			}
+			get := [2]func(i int32){
+				func(i int32) {
+					e, ok, err := db.Get(ctx, keys[i])
+					if err != nil || !ok || len(e.Value) != size {
+						b.Fatalf("store Get = %d bytes, %v, %v", len(e.Value), ok, err)
+					}
+				},
+				func(i int32) {
+					v, c, err := pdb.Get(rkeys[i])
+					if err != nil {
+						b.Fatal(err)
+					}
+					p := make([]byte, len(v))
+					copy(p, v)
+					_ = c.Close()
+				},
+			}
+			const diskHitSlice = 256
+			// slices[g] holds the duration of each of getter g's slices.
+			slices := [2][]time.Duration{make([]time.Duration, 0, 1024), make([]time.Duration, 0, 1024)}
+			cur := 0
+			_, _, miss0 := db.CacheMetricsForTest()
+			b.ReportAllocs()
+			b.ResetTimer()
+			start := time.Now()
+			for i := 0; b.Loop(); i++ {
+				if i%diskHitSlice == 0 && i > 0 {
+					now := time.Now()
+					slices[cur] = append(slices[cur], now.Sub(start))
+					start, cur = now, cur^1
+				}
+				get[cur](seq[i&(seqLen-1)])
+			}
+			b.StopTimer()
+			pairs := min(len(slices[0]), len(slices[1]))
+			if pairs == 0 {
+				return // too few iterations to compare (the b.N=1 probe)
+			}
+			// The ratio is the median over consecutive pairs of slices, so a
+			// preemption or GC landing in one slice does not skew it.
+			var sum [2]time.Duration
+			ratios := make([]float64, pairs)
+			for p := range pairs {
+				sum[0] += slices[0][p]
+				sum[1] += slices[1][p]
+				ratios[p] = float64(slices[0][p]) / float64(slices[1][p])
+			}
+			slices2.Sort(ratios)
+			per := float64(pairs * diskHitSlice)
+			b.ReportMetric(float64(sum[0])/per, "store-ns/get")
+			b.ReportMetric(float64(sum[1])/per, "pebble-ns/get")
+			b.ReportMetric(ratios[pairs/2], "store/pebble")
+			_, _, miss := db.CacheMetricsForTest()
+			b.ReportMetric(float64(miss-miss0)/per, "store-blockmiss/get")
+		})
+	}
 }

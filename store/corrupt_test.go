@@ -8,14 +8,10 @@ import (
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2"
-	"github.com/thermoscache/thermos/internal/envelope"
 	"github.com/thermoscache/thermos/store"
 )
 
-func encode(payload string) []byte {
-	e := envelope.Entry{Header: envelope.Header{Version: 1}, Payload: []byte(payload)}
-	return e.Append(nil)
-}
+func encode(value string) []byte { return store.EncodeForTest([]byte(value), 0) }
 
 // TestCorruptWrittenByRawPebble corrupts an entry the way a bad disk or a
 // foreign writer would: through Pebble itself, with the store closed.
@@ -31,7 +27,7 @@ func TestCorruptWrittenByRawPebble(t *testing.T) {
 	}
 
 	raw := encode("right bytes")
-	raw[len(raw)-1] ^= 0x01 // flip one payload bit: "right byter"
+	raw[len(raw)-1] ^= 0x01 // flip one value bit: "right byter"
 	pdb, err := pebble.Open(dir, &pebble.Options{Logger: pebbleQuiet{}})
 	if err != nil {
 		t.Fatal(err)
@@ -46,7 +42,7 @@ func TestCorruptWrittenByRawPebble(t *testing.T) {
 	db, _ = openT(t, dir, &store.Options{SweepInterval: -1})
 	e, ok, err := db.Get(ctx, "bad")
 	if ok || err != nil {
-		t.Fatalf("Get(bad) = %q, %v, %v; want a miss without error", e.Payload, ok, err)
+		t.Fatalf("Get(bad) = %q, %v, %v; want a miss without error", e.Value, ok, err)
 	}
 	if got := db.Stats().Corrupt; got != 1 {
 		t.Fatalf("Stats().Corrupt = %d, want 1", got)
@@ -54,12 +50,12 @@ func TestCorruptWrittenByRawPebble(t *testing.T) {
 	if _, found, err := db.GetRawForTest("bad"); err != nil || found {
 		t.Fatalf("corrupt entry still stored after Get (found %v, err %v)", found, err)
 	}
-	if e, ok := mustGet(t, db, "good"); !ok || string(e.Payload) != "fine" {
-		t.Fatalf("Get(good) = %q, %v", e.Payload, ok)
+	if e, ok := mustGet(t, db, "good"); !ok || string(e.Value) != "fine" {
+		t.Fatalf("Get(good) = %q, %v", e.Value, ok)
 	}
 }
 
-// TestCorruptEveryByte flips each byte of a stored envelope in turn, and
+// TestCorruptEveryByte flips each byte of a stored record in turn, and
 // truncates it at every length: Get never returns the wrong bytes.
 func TestCorruptEveryByte(t *testing.T) {
 	ctx := context.Background()
@@ -74,7 +70,7 @@ func TestCorruptEveryByte(t *testing.T) {
 			t.Fatal(err)
 		}
 		if e, ok, err := db.Get(ctx, key); ok || err != nil {
-			t.Errorf("Get with byte %d flipped = %q, %v, %v; want miss", i, e.Payload, ok, err)
+			t.Errorf("Get with byte %d flipped = %q, %v, %v; want miss", i, e.Value, ok, err)
 		}
 		want++
 	}
@@ -84,7 +80,7 @@ func TestCorruptEveryByte(t *testing.T) {
 			t.Fatal(err)
 		}
 		if e, ok, err := db.Get(ctx, key); ok || err != nil {
-			t.Errorf("Get of envelope torn at %d = %q, %v, %v; want miss", n, e.Payload, ok, err)
+			t.Errorf("Get of record torn at %d = %q, %v, %v; want miss", n, e.Value, ok, err)
 		}
 		want++
 	}
@@ -109,9 +105,9 @@ func TestCorruptSkippedByScanAndSweep(t *testing.T) {
 		}
 	}
 	var keys []string
-	if err := db.Scan(ctx, "p:", func(k string, e envelope.Entry) error {
-		if string(e.Payload) != k {
-			t.Errorf("Scan entry %q payload %q", k, e.Payload)
+	if err := db.Scan(ctx, "p:", func(k string, e store.Entry) error {
+		if string(e.Value) != k {
+			t.Errorf("Scan entry %q payload %q", k, e.Value)
 		}
 		keys = append(keys, k)
 		return nil
@@ -167,8 +163,8 @@ func TestDropCorruptNeverLosesAWrite(t *testing.T) {
 			}
 		}()
 		wg.Wait()
-		if e, ok := mustGet(t, db, key); !ok || string(e.Payload) != "good" {
-			t.Fatalf("round %d: Get(%s) = %q, %v; the concurrent Set was lost", i, key, e.Payload, ok)
+		if e, ok := mustGet(t, db, key); !ok || string(e.Value) != "good" {
+			t.Fatalf("round %d: Get(%s) = %q, %v; the concurrent Set was lost", i, key, e.Value, ok)
 		}
 	}
 }

@@ -133,10 +133,10 @@ func TestCrash(t *testing.T) {
 		lost := 0
 		for _, i := range acked {
 			e, ok, err := db.Get(context.Background(), fmt.Sprintf("k%05d", i))
-			if err != nil || !ok || string(e.Payload) != crashValue(run, i) {
+			if err != nil || !ok || string(e.Value) != crashValue(run, i) {
 				lost++
 				if lost <= 5 {
-					t.Errorf("run %d (seed %d): acknowledged k%05d: got %q, %v, %v", run, seed, i, e.Payload, ok, err)
+					t.Errorf("run %d (seed %d): acknowledged k%05d: got %q, %v, %v", run, seed, i, e.Value, ok, err)
 				}
 			}
 		}

@@ -14,41 +14,35 @@ import (
 	"unsafe"
 
 	"github.com/cockroachdb/pebble/v2"
-	"github.com/thermoscache/thermos/internal/clock"
-	"github.com/thermoscache/thermos/internal/envelope"
 )
 
-// Lock order: DB.mu before nothing (held only briefly); passMu before
-// writeMu. writeMu is only ever taken inside goroutines started by runAsync.
+// Lock order: recoverSem before DB.mu; passMu before instance.writeMu.
+// DB.mu is held only briefly and never while calling into Pebble. writeMu is
+// only taken inside Pebble calls (see runAsync).
 
-// DB is a Pebble-backed store of envelope entries with expiry. It is safe
-// for concurrent use; a Batch is not.
+// DB is a Pebble-backed store of values with expiry in one directory. It is
+// safe for concurrent use; a Batch is not.
 type DB struct {
-	opts  Options
-	dir   string
-	pdb   *pebble.DB
-	lock  *pebble.Lock
-	gfs   *guardFS
-	fault *faultState
-	log   *slog.Logger
-	clock clock.Clock
-	wo    *pebble.WriteOptions
-	seed  maphash.Seed
+	opts   Options
+	dir    string
+	log    *slog.Logger
+	clock  Clock
+	wo     *pebble.WriteOptions // the configured durability
+	seed   maphash.Seed
+	cache  *pebble.Cache // the block cache, shared by every instance
+	plock  *pebble.Lock  // the directory lock, held from Open to Close, across Recover
+	lockFS *guardFS      // the filesystem plock was taken through; owns the flock
 
 	mu struct {
 		sync.RWMutex
 		closed bool
+		in     *instance // the current Pebble instance; Recover replaces it
 	}
-	// ops counts Pebble calls in flight, including ones whose caller has
-	// stopped waiting (context done, error state). Close waits for it.
-	// Add happens under mu.RLock with closed false, so never after Close's Wait.
-	ops sync.WaitGroup
 
-	// writeMu is held shared by every write while Pebble applies it, and
-	// exclusively by the read-check-delete of dropping corrupt entries,
-	// sweeping expired ones and evicting, so that such a delete never removes
-	// a value written after its check.
-	writeMu sync.RWMutex
+	// recoverSem (one slot) is held by a Recover in progress, and by Close
+	// once it has started, so that the two never overlap.
+	recoverSem chan struct{}
+	closing    chan struct{} // closed when Close starts
 
 	passMu sync.Mutex // serialises maintenance passes
 
@@ -59,6 +53,7 @@ type DB struct {
 	evicted  atomic.Int64
 	expired  atomic.Int64
 	passes   atomic.Int64
+	reopens  atomic.Int64
 
 	kick     chan struct{} // budget exceeded: run a pass now
 	bgCtx    context.Context
@@ -66,14 +61,70 @@ type DB struct {
 	bg       sync.WaitGroup
 }
 
+// instance is one opened Pebble database in the DB's directory, with its own
+// error state. Recover retires a faulted instance and opens another; every
+// call works on the instance that was current when it started.
+type instance struct {
+	pdb   *pebble.DB // nil in a stub, which stands in while no instance is open
+	gfs   *guardFS
+	fault *faultState
+
+	// ops counts Pebble calls in flight on pdb, including ones whose caller
+	// has stopped waiting (context done, error state). Add happens under
+	// DB.mu.RLock while the instance is current and the DB open (see
+	// DB.enter), so never after the instance is retired or the DB closed,
+	// which is when stop waits for it.
+	ops sync.WaitGroup
+
+	// writeMu is held shared by every write while Pebble applies it, and
+	// exclusively by the read-check-delete of dropping corrupt entries,
+	// sweeping expired ones and evicting, so that such a delete never
+	// removes a value written after its check.
+	writeMu sync.RWMutex
+
+	stopOnce sync.Once
+	stopped  chan struct{} // closed once pdb.Close has returned
+	stopErr  error         // pdb.Close's error; read after stopped is closed
+
+	// prev is set on a stub only: the faulted instance it replaced, which
+	// must have stopped before the directory can be opened again.
+	prev *instance
+}
+
+// newStub returns an instance without Pebble in the error state fault,
+// standing in for prev (nil if none) while the DB has no open instance.
+func newStub(fault *faultState, prev *instance) *instance {
+	in := &instance{fault: fault, stopped: make(chan struct{}), prev: prev}
+	in.stopOnce.Do(func() { close(in.stopped) })
+	return in
+}
+
+// stop closes in's Pebble instance once its in-flight calls are done, and
+// returns a channel closed when it has. The instance must be retired (no
+// longer current, or the DB closed). The closing goroutine is left behind
+// if Pebble never returns (a wedged disk).
+func (in *instance) stop() <-chan struct{} {
+	in.stopOnce.Do(func() {
+		go func() {
+			in.ops.Wait()
+			in.fault.closing.Store(true)
+			in.stopErr = closePebble(in.pdb)
+			close(in.stopped)
+		}()
+	})
+	return in.stopped
+}
+
 // Open opens the store in dir, creating it (mode 0700) if needed.
 //
-// It fails with ErrLocked if another DB has dir open, ErrIncompatible if dir
-// holds another format or unrelated files, ErrInvalidOptions for bad
-// Options, and an error wrapping ErrDiskFault if the disk failed while
-// opening. Pebble's own open errors (a corrupt MANIFEST, for example) are
-// wrapped as they are; a caller that can live with a cold start may Wipe the
-// directory and try again.
+// It fails with ErrInvalidOptions for bad Options, ErrInsecureDir if dir
+// exists and other users could write to it (see Options.AllowSharedDir),
+// ErrLocked if another DB has dir open, ErrIncompatible if dir holds another
+// format or unrelated files, and an error wrapping ErrDiskFault, and the
+// cause where known (such as syscall.ENOSPC), if the disk or Pebble fails
+// while opening, a corrupt Pebble database included. Open does not retry: a
+// caller that can run without the store may do so, and one that can live
+// with a cold start may Wipe the directory and try again.
 func Open(dir string, opts *Options) (*DB, error) {
 	o := opts.withDefaults()
 	if err := o.validate(); err != nil {
@@ -82,68 +133,114 @@ func Open(dir string, opts *Options) (*DB, error) {
 	if dir == "" {
 		return nil, fmt.Errorf("store: open: %w: empty directory name", ErrInvalidOptions)
 	}
-	fault := newFaultState(o.Logger)
-	gfs := newGuardFS(o.FS, fault)
+	gfs := newGuardFS(o.FS, newFaultState(o.Logger))
 	if gfs.disk {
-		warnSharedDir(dir, o.Logger)
+		if err := checkDir(dir, o.AllowSharedDir, o.Logger); err != nil {
+			return nil, fmt.Errorf("store: open %s: %w", dir, err)
+		}
 	}
 	if err := gfs.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("store: open %s: %w", dir, err)
+		return nil, fmt.Errorf("store: open %s: %w", dir, diskFault(err))
 	}
-	lock, err := pebble.LockDirectory(dir, gfs)
+	plock, err := pebble.LockDirectory(dir, gfs)
 	if err != nil {
+		if !errors.Is(err, ErrLocked) {
+			err = diskFault(err)
+		}
 		return nil, fmt.Errorf("store: open %s: %w", dir, err)
 	}
 	if err := checkFormat(gfs, dir); err != nil {
-		_ = lock.Close()
-		return nil, fmt.Errorf("store: open %s: %w", dir, err)
-	}
-	popts := &pebble.Options{
-		FS:            gfs,
-		Lock:          lock,
-		Logger:        pebbleLogger{log: o.Logger, fault: fault},
-		EventListener: eventListener(o.Logger, fault),
-	}
-	pdb, err := openPebble(dir, popts, fault)
-	if err == nil {
-		err = fault.get()
-		if err != nil {
-			fault.closing.Store(true)
-			_ = closePebble(pdb, fault, o.CloseTimeout)
-		}
-	}
-	if err != nil {
-		_ = lock.Close()
+		_ = plock.Close()
 		gfs.releaseLock()
+		if !errors.Is(err, ErrIncompatible) {
+			err = diskFault(err)
+		}
 		return nil, fmt.Errorf("store: open %s: %w", dir, err)
 	}
 
 	db := &DB{
-		opts:  o,
-		dir:   dir,
-		pdb:   pdb,
-		lock:  lock,
-		gfs:   gfs,
-		fault: fault,
-		log:   o.Logger,
-		clock: o.Clock,
-		wo:    pebble.Sync,
-		seed:  maphash.MakeSeed(),
-		kick:  make(chan struct{}, 1),
+		opts:       o,
+		dir:        dir,
+		log:        o.Logger,
+		clock:      o.Clock,
+		wo:         pebble.Sync,
+		seed:       maphash.MakeSeed(),
+		cache:      pebble.NewCache(o.CacheBytes),
+		plock:      plock,
+		lockFS:     gfs,
+		recoverSem: make(chan struct{}, 1),
+		closing:    make(chan struct{}),
+		kick:       make(chan struct{}, 1),
 	}
 	if o.Durability == NoSync {
 		db.wo = pebble.NoSync
 	}
+	in, err := db.openInstance()
+	if err != nil {
+		stopped := true
+		if in != nil {
+			select {
+			case <-in.stop():
+			case <-time.After(o.CloseTimeout):
+				stopped = false
+				in.gfs.dead.Store(true)
+			}
+		}
+		if stopped {
+			db.cache.Unref() // else the abandoned instance may still use it
+		}
+		_ = plock.Close()
+		gfs.releaseLock()
+		return nil, fmt.Errorf("store: open %s: %w", dir, err)
+	}
+	db.mu.in = in
 	db.bgCtx, db.bgCancel = context.WithCancel(context.Background())
-	if o.Durability == NoSync {
-		db.bg.Add(1)
-		go db.syncLoop()
-	}
-	if o.SweepInterval > 0 || o.MaxBytes > 0 {
-		db.bg.Add(1)
-		go db.maintainLoop()
-	}
+	db.startLoops(in)
 	return db, nil
+}
+
+// openInstance opens Pebble in the locked directory. If Pebble opened but
+// the store entered its error state while it did (a WAL failure hidden from
+// Pebble), it returns the instance, faulted, with the error.
+func (db *DB) openInstance() (*instance, error) {
+	fault := newFaultState(db.log)
+	gfs := newGuardFS(db.opts.FS, fault)
+	popts := &pebble.Options{
+		FS:            gfs,
+		Lock:          db.plock,
+		Cache:         db.cache,
+		Logger:        pebbleLogger{log: db.log, fault: fault},
+		EventListener: eventListener(db.log, fault),
+	}
+	pdb, err := openPebble(db.dir, popts, fault)
+	if err != nil {
+		// Pebble dropped its reference to plock; ours still holds the lock.
+		return nil, diskFault(err)
+	}
+	in := &instance{pdb: pdb, gfs: gfs, fault: fault, stopped: make(chan struct{})}
+	return in, fault.get()
+}
+
+// diskFault marks err, a failure of the disk or of Pebble, as ErrDiskFault.
+func diskFault(err error) error {
+	if errors.Is(err, ErrDiskFault) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", ErrDiskFault, err)
+}
+
+// startLoops starts in's background goroutines. The caller either has not
+// published the DB yet or holds db.mu with the DB open, so that Close's
+// wait for db.bg covers them.
+func (db *DB) startLoops(in *instance) {
+	if db.opts.Durability == NoSync {
+		db.bg.Add(1)
+		go db.syncLoop(in)
+	}
+	if db.opts.SweepInterval > 0 || db.opts.MaxBytes > 0 {
+		db.bg.Add(1)
+		go db.maintainLoop(in)
+	}
 }
 
 // openPebble opens Pebble, turning a panic into an error.
@@ -156,33 +253,26 @@ func openPebble(dir string, popts *pebble.Options, fault *faultState) (pdb *pebb
 	return pebble.Open(dir, popts)
 }
 
-// closePebble closes pdb, giving up after timeout. It reports whether Pebble
-// closed (with or without error) in time.
-func closePebble(pdb *pebble.DB, fault *faultState, timeout time.Duration) error {
-	done := make(chan error, 1)
-	go func() {
-		defer func() {
-			if r := recover(); r != nil {
-				done <- fmt.Errorf("pebble panic during close: %v", r)
-			}
-		}()
-		done <- pdb.Close()
+// closePebble closes pdb, turning a panic into an error.
+func closePebble(pdb *pebble.DB) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("pebble panic during close: %v", r)
+		}
 	}()
-	t := time.NewTimer(timeout)
-	defer t.Stop()
-	select {
-	case err := <-done:
-		return err
-	case <-t.C:
-		return errAbandoned
-	}
+	return pdb.Close()
 }
 
-var errAbandoned = errors.New("store: gave up waiting for pebble")
-
-// Close stops the background goroutines, waits for in-flight operations and
-// closes Pebble, releasing the directory. Every later call on the DB fails
-// with ErrClosed. Close is safe to call twice (the second call returns nil).
+// Close stops the background goroutines, waits for in-flight operations,
+// flushes Pebble's memtables to sstables (so that the next Open starts with
+// nothing to replay and its block cache free for reads) and closes Pebble,
+// releasing the directory and the block cache. Every later call on the DB
+// fails with ErrClosed. Close is safe to call twice (the second call
+// returns nil).
+//
+// If the store is in its error state, Close still closes Pebble and
+// releases the directory, and returns the fault (wrapping ErrDiskFault):
+// writes acknowledged under NoSync may then be lost.
 //
 // If in-flight operations or Pebble itself do not finish within
 // Options.CloseTimeout, which happens only when the disk hangs or Pebble is
@@ -197,89 +287,136 @@ func (db *DB) Close() error {
 	}
 	db.mu.closed = true
 	db.mu.Unlock()
+	close(db.closing)
 
 	deadline := time.Now().Add(db.opts.CloseTimeout)
+	t := time.NewTimer(db.opts.CloseTimeout)
+	defer t.Stop()
 	db.bgCancel()
 	db.bg.Wait()
-
-	opsDone := make(chan struct{})
-	go func() {
-		db.ops.Wait()
-		close(opsDone)
-	}()
-	t := time.NewTimer(time.Until(deadline))
-	defer t.Stop()
 	select {
-	case <-opsDone:
+	case db.recoverSem <- struct{}{}: // never released: no Recover runs after Close
 	case <-t.C:
-		return db.abandon("in-flight operations did not finish")
+		return db.abandon(db.current(), "a recovery in progress did not finish")
 	}
 
-	db.fault.closing.Store(true)
-	err := closePebble(db.pdb, db.fault, time.Until(deadline))
-	if err == errAbandoned {
-		return db.abandon("pebble did not close")
+	in := db.current()
+	ferr := in.fault.get()
+	if ferr == nil {
+		// Nothing enters in any more (the DB is closed): this count is ours.
+		in.ops.Add(1)
+		ctx, cancel := context.WithDeadline(context.Background(), deadline)
+		if err := db.runAsync(ctx, in, in.pdb.Flush); err != nil {
+			ferr = fmt.Errorf("flush: %w", err)
+		}
+		cancel()
 	}
-	_ = db.lock.Close()
-	db.gfs.releaseLock()
-	if err != nil {
-		return fmt.Errorf("store: close %s: %w", db.dir, err)
+	for _, x := range []*instance{in.prev, in} {
+		if x == nil {
+			continue
+		}
+		select {
+		case <-x.stop():
+		case <-t.C:
+			return db.abandon(in, "pebble did not close")
+		}
+	}
+	_ = db.plock.Close()
+	db.lockFS.releaseLock()
+	db.cache.Unref()
+	switch {
+	case ferr != nil:
+		return fmt.Errorf("store: close %s: %w", db.dir, ferr)
+	case in.stopErr != nil:
+		return fmt.Errorf("store: close %s: %w", db.dir, in.stopErr)
 	}
 	return nil
 }
 
-func (db *DB) abandon(why string) error {
+// abandon gives up on in (and the instance it stands in for), releasing
+// the directory lock; see Close.
+func (db *DB) abandon(in *instance, why string) error {
 	err := fmt.Errorf("store: close %s: %s within %v; pebble abandoned: %w", db.dir, why, db.opts.CloseTimeout, ErrDiskFault)
-	db.fault.set(err)
+	in.fault.set(err)
 	db.log.Error("store: abandoning pebble instance", "dir", db.dir, "reason", why)
-	db.gfs.dead.Store(true)
-	db.gfs.releaseLock()
+	for _, x := range []*instance{in, in.prev} {
+		if x != nil && x.gfs != nil {
+			x.gfs.dead.Store(true)
+		}
+	}
+	db.lockFS.releaseLock()
 	return err
 }
 
-// Err returns nil, or the error that put the store in its error state (it
-// wraps ErrDiskFault and, where known, the cause).
-func (db *DB) Err() error { return db.fault.get() }
+// current returns the current instance.
+func (db *DB) current() *instance {
+	db.mu.RLock()
+	defer db.mu.RUnlock()
+	return db.mu.in
+}
 
-// enter registers an operation. On success the caller owns one count of
-// db.ops and must release it (or hand it to runAsync).
-func (db *DB) enter() error {
+// Err returns nil, or the error that put the store in its error state (it
+// wraps ErrDiskFault and, where known, the cause). After a successful
+// Recover it returns nil again.
+func (db *DB) Err() error { return db.current().fault.get() }
+
+// enter registers an operation on the current instance. On success the
+// caller owns one count of in.ops and must release it (or hand it to
+// runAsync).
+func (db *DB) enter() (*instance, error) {
 	db.mu.RLock()
 	if db.mu.closed {
 		db.mu.RUnlock()
-		return ErrClosed
+		return nil, ErrClosed
 	}
-	db.ops.Add(1)
+	in := db.mu.in
+	in.ops.Add(1)
 	db.mu.RUnlock()
-	if err := db.fault.get(); err != nil {
-		db.ops.Done()
+	if err := in.fault.get(); err != nil {
+		in.ops.Done()
+		return nil, err
+	}
+	return in, nil
+}
+
+// enterSame is enter for a background loop tied to in: it fails once in is
+// no longer current.
+func (db *DB) enterSame(in *instance) error {
+	cur, err := db.enter()
+	if err != nil {
 		return err
+	}
+	if cur != in {
+		cur.ops.Done()
+		return errRetired
 	}
 	return nil
 }
 
-// runAsync runs fn, a call into Pebble, on its own goroutine and waits for
-// it, for the error state, or for ctx. It takes over one count of db.ops
-// from the caller. A Pebble call wedged by a disk fault therefore never
-// blocks the caller: it returns the fault and the goroutine is left behind.
-// If ctx ends first, the caller gets ctx.Err() and fn may still complete.
-// Success is reported only if the store is not in its error state after fn
-// returned, so a write that Pebble could not make durable is never
-// acknowledged (see guardFS).
-func (db *DB) runAsync(ctx context.Context, fn func() error) error {
+var errRetired = errors.New("store: instance retired")
+
+// runAsync runs fn, a call into in's Pebble, on its own goroutine and waits
+// for it, for the error state, or for ctx. It takes over one count of
+// in.ops from the caller. A Pebble call wedged by a disk fault therefore
+// never blocks the caller: it returns the fault and the goroutine is left
+// behind. If ctx ends first, the caller gets ctx.Err() and fn may still
+// complete. Success is reported only if the instance is not in its error
+// state after fn returned, so a write that Pebble could not make durable is
+// never acknowledged (see guardFS).
+func (db *DB) runAsync(ctx context.Context, in *instance, fn func() error) error {
 	done := make(chan error, 1)
 	go func() {
-		defer db.ops.Done()
-		done <- db.protect(fn)
+		defer in.ops.Done()
+		done <- db.protect(in, fn)
 	}()
 	select {
 	case err := <-done:
 		if err != nil {
 			return err
 		}
-		return db.fault.get()
-	case <-db.fault.ch:
-		return db.fault.get()
+		return in.fault.get()
+	case <-in.fault.ch:
+		return in.fault.get()
 	case <-ctx.Done():
 		return ctx.Err()
 	}
@@ -287,23 +424,23 @@ func (db *DB) runAsync(ctx context.Context, fn func() error) error {
 
 // protect runs fn, turning a panic (Pebble panics on some disk failures)
 // into the error state.
-func (db *DB) protect(fn func() error) (err error) {
+func (db *DB) protect(in *instance, fn func() error) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			err = db.panicked(r)
+			err = db.panicked(in, r)
 		}
 	}()
 	return fn()
 }
 
-func (db *DB) panicked(r any) error {
+func (db *DB) panicked(in *instance, r any) error {
 	db.log.Error("store: recovered pebble panic", "panic", r, "stack", string(debug.Stack()))
-	return db.fault.set(fmt.Errorf("pebble panic: %v", r))
+	return in.fault.set(fmt.Errorf("pebble panic: %v", r))
 }
 
 func (db *DB) now() int64 { return db.clock.Now().UnixNano() }
 
-// expiryAfter returns the hard expiry for ttl from now (0: none), saturating.
+// expiryAfter returns the expiry for ttl from now (0: none), saturating.
 func (db *DB) expiryAfter(ttl time.Duration) int64 {
 	if ttl == 0 {
 		return 0
@@ -339,51 +476,52 @@ func unsafeBytes(s string) []byte { return unsafe.Slice(unsafe.StringData(s), le
 // Get returns the entry stored under key. A missing, expired or corrupt
 // entry is a miss: ok is false and err nil. A corrupt entry (its checksum
 // does not match) is also counted in Stats.Corrupt, logged and deleted.
-// The returned Payload is a copy owned by the caller. Errors: ErrEmptyKey,
-// ErrKeyTooLarge, ErrClosed, ctx.Err(), or one wrapping ErrDiskFault when a
-// read fails (a read failure puts the store in its error state).
-func (db *DB) Get(ctx context.Context, key string) (e envelope.Entry, ok bool, err error) {
+// The returned Value is a copy owned by the caller. Errors: ErrEmptyKey,
+// ErrKeyTooLarge, ErrClosed, ctx.Err(), or one wrapping ErrDiskFault when
+// the store is in its error state or a read fails (which puts it there).
+func (db *DB) Get(ctx context.Context, key string) (e Entry, ok bool, err error) {
 	if err = ctx.Err(); err != nil {
 		return e, false, err
 	}
 	if err = db.checkKey(key); err != nil {
 		return e, false, err
 	}
-	if err = db.enter(); err != nil {
+	in, err := db.enter()
+	if err != nil {
 		return e, false, err
 	}
-	defer db.ops.Done()
+	defer in.ops.Done()
 	defer func() {
 		if r := recover(); r != nil {
-			e, ok, err = envelope.Entry{}, false, db.panicked(r)
+			e, ok, err = Entry{}, false, db.panicked(in, r)
 		}
 	}()
-	val, closer, err := db.pdb.Get(unsafeBytes(key))
+	val, closer, err := in.pdb.Get(unsafeBytes(key))
 	if err != nil {
 		if err == pebble.ErrNotFound || errors.Is(err, pebble.ErrNotFound) {
 			return e, false, nil
 		}
-		return e, false, db.fault.set(fmt.Errorf("get: %w", err))
+		return e, false, in.fault.set(fmt.Errorf("get: %w", err))
 	}
-	h, derr := envelope.DecodeHeader(val)
+	exp, derr := decodeRecord(val)
 	if derr != nil {
 		v := victim{key: key, tag: maphash.Bytes(db.seed, val)}
 		_ = closer.Close()
 		db.noteCorrupt(key, derr)
-		db.ops.Add(1) // for dropIfSame's Pebble call; we still hold ours
-		if _, _, err := db.deleteIfSame(ctx, []victim{v}); err != nil {
+		in.ops.Add(1) // for deleteIfSame's Pebble call; we still hold ours
+		if _, _, err := db.deleteIfSame(ctx, in, []victim{v}); err != nil {
 			db.log.Warn("store: could not drop corrupt entry", "key", key, "err", err)
 		}
 		return e, false, nil
 	}
-	if h.Expired(db.now()) {
+	if exp != 0 && db.now() >= exp {
 		_ = closer.Close()
 		return e, false, nil
 	}
-	p := make([]byte, len(val)-h.Size())
-	copy(p, val[h.Size():])
+	v := make([]byte, len(val)-recordHeader)
+	copy(v, val[recordHeader:])
 	_ = closer.Close()
-	return envelope.Entry{Header: h, Payload: p}, true, nil
+	return Entry{Value: v, Expiry: expiryTime(exp)}, true, nil
 }
 
 func (db *DB) noteCorrupt(key string, cause error) {
@@ -391,12 +529,12 @@ func (db *DB) noteCorrupt(key string, cause error) {
 	db.log.Warn("store: corrupt entry dropped", "key", key, "err", cause)
 }
 
-// Set stores value under key with a hard expiry ttl from now (0: none).
-// Errors: ErrInvalidTTL for a negative ttl, ErrEmptyKey, ErrKeyTooLarge,
-// ErrValueTooLarge, ErrClosed, ctx.Err(), or one wrapping ErrDiskFault. Under
-// Sync durability a nil error means the write is on disk. If ctx ends while
-// the write is in flight, Set returns ctx.Err() and the write may or may not
-// take effect. The store does not keep value.
+// Set stores value under key, to expire ttl from now (0: never). Errors:
+// ErrInvalidTTL for a negative ttl, ErrEmptyKey, ErrKeyTooLarge,
+// ErrValueTooLarge, ErrClosed, ctx.Err(), or one wrapping ErrDiskFault.
+// Under Sync durability a nil error means the write is on disk. If ctx ends
+// while the write is in flight, Set returns ctx.Err() and the write may or
+// may not take effect. The store does not keep value.
 func (db *DB) Set(ctx context.Context, key string, value []byte, ttl time.Duration) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -404,52 +542,40 @@ func (db *DB) Set(ctx context.Context, key string, value []byte, ttl time.Durati
 	if ttl < 0 {
 		return fmt.Errorf("%w: %v", ErrInvalidTTL, ttl)
 	}
-	e := envelope.Entry{Header: envelope.Header{HardExpiry: db.expiryAfter(ttl)}, Payload: value}
-	return db.setEntry(ctx, key, &e)
+	return db.set(ctx, key, value, db.expiryAfter(ttl))
 }
 
-// SetExpiry stores value under key with the absolute hard expiry expiry (the
-// zero Time: none). An expiry in the past stores an entry that is never
-// returned. Errors as for Set, without ErrInvalidTTL.
+// SetExpiry stores value under key, to expire at expiry (the zero Time:
+// never). An expiry not after now stores an entry that is never returned.
+// Errors as for Set, without ErrInvalidTTL.
 func (db *DB) SetExpiry(ctx context.Context, key string, value []byte, expiry time.Time) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	e := envelope.Entry{Header: envelope.Header{HardExpiry: unixNanoOrZero(expiry)}, Payload: value}
-	return db.setEntry(ctx, key, &e)
+	return db.set(ctx, key, value, expiryNanos(expiry))
 }
 
-// SetEntry stores the whole envelope e under key: soft and hard expiry,
-// delta, version, flags and signature as given (the checksum is computed
-// here). Errors as for SetExpiry, plus ErrInvalidEntry for a nil e.
-func (db *DB) SetEntry(ctx context.Context, key string, e *envelope.Entry) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if e == nil {
-		return fmt.Errorf("%w: nil entry", ErrInvalidEntry)
-	}
-	return db.setEntry(ctx, key, e)
-}
-
-func (db *DB) setEntry(ctx context.Context, key string, e *envelope.Entry) error {
+func (db *DB) set(ctx context.Context, key string, value []byte, exp int64) error {
 	if err := db.checkKey(key); err != nil {
 		return err
 	}
-	if err := db.checkValue(len(e.Payload)); err != nil {
+	if err := db.checkValue(len(value)); err != nil {
 		return err
 	}
-	if err := db.enter(); err != nil {
+	in, err := db.enter()
+	if err != nil {
 		return err
 	}
-	b := db.pdb.NewBatch()
-	n := putEntry(b, key, e)
-	return db.apply(ctx, b, n, 1)
+	b := in.pdb.NewBatch()
+	n := putEntry(b, key, value, exp)
+	return db.apply(ctx, in, b, n, 1, db.wo)
 }
 
 // Delete removes key. Deleting a missing key is not an error. Errors:
 // ErrEmptyKey, ErrKeyTooLarge, ErrClosed, ctx.Err(), or one wrapping
-// ErrDiskFault.
+// ErrDiskFault. Under NoSync durability the delete, like a write, is
+// durable only after the next sync; a Batch committed with CommitSync
+// makes it durable before returning.
 func (db *DB) Delete(ctx context.Context, key string) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -457,53 +583,65 @@ func (db *DB) Delete(ctx context.Context, key string) error {
 	if err := db.checkKey(key); err != nil {
 		return err
 	}
-	if err := db.enter(); err != nil {
+	in, err := db.enter()
+	if err != nil {
 		return err
 	}
-	b := db.pdb.NewBatch()
+	b := in.pdb.NewBatch()
 	_ = b.Delete(unsafeBytes(key), nil) // copies the key
-	return db.apply(ctx, b, 0, 0)
+	return db.apply(ctx, in, b, 0, 0, db.wo)
 }
 
-func unixNanoOrZero(t time.Time) int64 {
-	if t.IsZero() {
-		return 0
+// Sync makes every write acknowledged so far durable: it fsyncs Pebble's
+// write-ahead log. Under Sync durability there is nothing left to do, but
+// it still reports the error state. Errors: ErrClosed, ctx.Err(), or one
+// wrapping ErrDiskFault, in particular when a NoSync write acknowledged
+// earlier could not be written.
+func (db *DB) Sync(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
 	}
-	return t.UnixNano()
+	in, err := db.enter()
+	if err != nil {
+		return err
+	}
+	db.unsynced.Store(0)
+	return db.runAsync(ctx, in, func() error { return in.pdb.LogData(nil, pebble.Sync) })
 }
 
-// putEntry encodes e directly into b under key and returns the logical size.
-func putEntry(b *pebble.Batch, key string, e *envelope.Entry) int64 {
-	size := e.Size()
+// putEntry encodes a record of value into b under key and returns the
+// logical size.
+func putEntry(b *pebble.Batch, key string, value []byte, exp int64) int64 {
+	size := recordSize(len(value))
 	op := b.SetDeferred(len(key), size)
 	copy(op.Key, key)
-	e.Append(op.Value[:0])
+	putRecord(op.Value, value, exp)
 	_ = op.Finish()
 	return int64(len(key) + size)
 }
 
-// apply commits b (whose ownership it takes) with the store's durability.
-// The caller must have entered; apply releases that count.
+// apply commits b (whose ownership it takes) to in with write options wo.
+// The caller must have entered in; apply releases that count.
 //
 // A healthy store applies on the caller's goroutine: that is as fast as raw
 // Pebble. While Pebble reports a write stall, which never ends if the disk
 // has failed under it, writes go through runAsync instead, so their callers
 // can be released by the error state or ctx.
-func (db *DB) apply(ctx context.Context, b *pebble.Batch, bytes, count int64) error {
+func (db *DB) apply(ctx context.Context, in *instance, b *pebble.Batch, bytes, count int64, wo *pebble.WriteOptions) error {
 	var err error
-	if db.fault.stalled.Load() {
-		err = db.runAsync(ctx, func() error { return db.applyBatch(b) })
+	if in.fault.stalled.Load() {
+		err = db.runAsync(ctx, in, func() error { return applyBatch(in, b, wo) })
 	} else {
-		err = db.protect(func() error { return db.applyBatch(b) })
-		db.ops.Done()
+		err = db.protect(in, func() error { return applyBatch(in, b, wo) })
+		in.ops.Done()
 		if err == nil {
-			err = db.fault.get()
+			err = in.fault.get()
 		}
 	}
 	if err != nil {
 		return err
 	}
-	if db.opts.Durability == NoSync {
+	if wo == pebble.NoSync {
 		db.unsynced.Add(1)
 	}
 	if count != 0 || bytes != 0 {
@@ -518,11 +656,11 @@ func (db *DB) apply(ctx context.Context, b *pebble.Batch, bytes, count int64) er
 	return nil
 }
 
-// applyBatch commits b under writeMu held shared (see DB.writeMu).
-func (db *DB) applyBatch(b *pebble.Batch) error {
-	db.writeMu.RLock()
-	defer db.writeMu.RUnlock()
-	if err := db.pdb.Apply(b, db.wo); err != nil {
+// applyBatch commits b under in.writeMu held shared.
+func applyBatch(in *instance, b *pebble.Batch, wo *pebble.WriteOptions) error {
+	in.writeMu.RLock()
+	defer in.writeMu.RUnlock()
+	if err := in.pdb.Apply(b, wo); err != nil {
 		return err
 	}
 	return b.Close()
@@ -537,25 +675,25 @@ type victim struct {
 }
 
 // deleteIfSame deletes every victim whose stored value still hashes to its
-// tag, under writeMu held exclusively, and returns how many it deleted and
-// their sizes. The deletes are not synced: losing them in a crash brings back
-// entries that are expired, corrupt or evictable, which the next pass
-// handles. The caller must hand it one count of db.ops.
-func (db *DB) deleteIfSame(ctx context.Context, vs []victim) (n int, bytes int64, err error) {
+// tag, under in.writeMu held exclusively, and returns how many it deleted
+// and their sizes. The deletes are not synced: losing them in a crash
+// brings back entries that are expired, corrupt or evictable, which the
+// next pass handles. The caller must hand it one count of in.ops.
+func (db *DB) deleteIfSame(ctx context.Context, in *instance, vs []victim) (n int, bytes int64, err error) {
 	var dn int
 	var freed int64
-	err = db.runAsync(ctx, func() error {
-		db.writeMu.Lock()
-		defer db.writeMu.Unlock()
-		b := db.pdb.NewBatch()
+	err = db.runAsync(ctx, in, func() error {
+		in.writeMu.Lock()
+		defer in.writeMu.Unlock()
+		b := in.pdb.NewBatch()
 		for _, v := range vs {
-			val, closer, err := db.pdb.Get(unsafeBytes(v.key))
+			val, closer, err := in.pdb.Get(unsafeBytes(v.key))
 			if err == pebble.ErrNotFound || errors.Is(err, pebble.ErrNotFound) {
 				continue
 			}
 			if err != nil {
 				_ = b.Close()
-				return db.fault.set(fmt.Errorf("get: %w", err))
+				return in.fault.set(fmt.Errorf("get: %w", err))
 			}
 			same := maphash.Bytes(db.seed, val) == v.tag
 			_ = closer.Close()
@@ -568,7 +706,7 @@ func (db *DB) deleteIfSame(ctx context.Context, vs []victim) (n int, bytes int64
 		if b.Empty() {
 			return b.Close()
 		}
-		if err := db.pdb.Apply(b, pebble.NoSync); err != nil {
+		if err := in.pdb.Apply(b, pebble.NoSync); err != nil {
 			return err
 		}
 		return b.Close()
@@ -583,9 +721,9 @@ func (db *DB) deleteIfSame(ctx context.Context, vs []victim) (n int, bytes int64
 // Stats is a snapshot of a DB's counters.
 type Stats struct {
 	// Entries and Bytes approximate the live entries and their logical size
-	// (keys plus encoded envelopes): exact as of the last maintenance pass,
-	// plus every Set since (an overwrite counts as new, a Delete subtracts
-	// nothing) minus evictions.
+	// (keys plus values plus EntryOverhead each): exact as of the last
+	// maintenance pass, plus every Set since (an overwrite counts as new, a
+	// Delete subtracts nothing) minus evictions.
 	Entries int64
 	Bytes   int64
 	// MaxBytes is the configured budget (0: unlimited).
@@ -603,6 +741,8 @@ type Stats struct {
 	Expired int64
 	// Passes counts completed maintenance passes.
 	Passes int64
+	// Reopens counts successful Recover calls that reopened the directory.
+	Reopens int64
 	// Durability is the configured durability.
 	Durability Durability
 	// Err is Err(): nil, or the error state's error.
@@ -619,14 +759,15 @@ func (db *DB) Stats() Stats {
 		Evicted:    db.evicted.Load(),
 		Expired:    db.expired.Load(),
 		Passes:     db.passes.Load(),
+		Reopens:    db.reopens.Load(),
 		Durability: db.opts.Durability,
-		Err:        db.fault.get(),
+		Err:        db.Err(),
 	}
-	if s.Err == nil && db.enter() == nil {
+	if in, err := db.enter(); err == nil {
 		func() {
-			defer db.ops.Done()
+			defer in.ops.Done()
 			defer func() { _ = recover() }()
-			m := db.pdb.Metrics()
+			m := in.pdb.Metrics()
 			s.DiskBytes = m.DiskSpaceUsage()
 		}()
 	}

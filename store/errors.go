@@ -14,8 +14,8 @@ var (
 	// ErrKeyTooLarge is returned when a key is longer than Options.MaxKeyBytes.
 	ErrKeyTooLarge = errors.New("store: key too large")
 
-	// ErrValueTooLarge is returned when a value (an envelope's payload) is
-	// longer than Options.MaxValueBytes.
+	// ErrValueTooLarge is returned when a value is longer than
+	// Options.MaxValueBytes.
 	ErrValueTooLarge = errors.New("store: value too large")
 
 	// ErrInvalidTTL is returned for a negative TTL.
@@ -33,16 +33,21 @@ var (
 	// non-empty directory without one.
 	ErrIncompatible = errors.New("store: incompatible directory format")
 
-	// ErrDiskFault is the error state: a disk or Pebble failure the store
-	// cannot recover from while open. Once it is entered every method except
-	// Stats, Err and Close fails with an error wrapping ErrDiskFault (and,
-	// where known, the underlying cause, such as syscall.ENOSPC). Recover by
-	// calling Close, then Wipe, then Open: the store comes back empty.
+	// ErrInsecureDir is returned by Open when the directory already exists
+	// and is writable by its group or by others, or is owned by another user,
+	// and Options.AllowSharedDir is not set. The message names the path, its
+	// mode and its owner.
+	ErrInsecureDir = errors.New("store: directory not private to this user")
+
+	// ErrDiskFault is the error state: a disk or Pebble failure. Once it is
+	// entered every method except Stats, Err, Recover and Close fails with
+	// an error wrapping ErrDiskFault (and, where known, the underlying
+	// cause, such as syscall.ENOSPC or syscall.EIO). Recover reopens the
+	// directory once the cause is gone; if it cannot, Close, Wipe and Open
+	// start the store again empty. Open returns it too when the disk or
+	// Pebble fails while opening.
 	ErrDiskFault = errors.New("store: disk fault")
 
 	// ErrBatchDone is returned by a Batch method called after Commit or Close.
 	ErrBatchDone = errors.New("store: batch already committed or closed")
-
-	// ErrInvalidEntry is returned by SetEntry for a nil entry.
-	ErrInvalidEntry = errors.New("store: invalid entry")
 )

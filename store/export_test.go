@@ -6,15 +6,15 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 )
 
-// PutRawForTest writes raw bytes under key, bypassing the envelope, to
+// PutRawForTest writes raw bytes under key, bypassing the record format, to
 // simulate a corrupted entry.
 func (db *DB) PutRawForTest(key string, raw []byte) error {
-	return db.pdb.Set([]byte(key), raw, pebble.Sync)
+	return db.current().pdb.Set([]byte(key), raw, pebble.Sync)
 }
 
 // GetRawForTest returns the raw stored bytes under key.
 func (db *DB) GetRawForTest(key string) ([]byte, bool, error) {
-	v, c, err := db.pdb.Get([]byte(key))
+	v, c, err := db.current().pdb.Get([]byte(key))
 	if err == pebble.ErrNotFound {
 		return nil, false, nil
 	}
@@ -27,16 +27,32 @@ func (db *DB) GetRawForTest(key string) ([]byte, bool, error) {
 
 // FlushForTest flushes memtables to sstables.
 func (db *DB) FlushForTest() error {
-	if err := db.enter(); err != nil {
+	in, err := db.enter()
+	if err != nil {
 		return err
 	}
-	return db.runAsync(context.Background(), db.pdb.Flush)
+	return db.runAsync(context.Background(), in, in.pdb.Flush)
 }
 
 // RunAsyncForTest runs fn as a Pebble call would be run.
 func (db *DB) RunAsyncForTest(ctx context.Context, fn func() error) error {
-	if err := db.enter(); err != nil {
+	in, err := db.enter()
+	if err != nil {
 		return err
 	}
-	return db.runAsync(ctx, fn)
+	return db.runAsync(ctx, in, fn)
+}
+
+// EncodeForTest returns the stored record of value with expiry exp (Unix
+// ns, 0: none).
+func EncodeForTest(value []byte, exp int64) []byte {
+	rec := make([]byte, recordSize(len(value)))
+	putRecord(rec, value, exp)
+	return rec
+}
+
+// CacheMetricsForTest returns the block cache's size and hit and miss counts.
+func (db *DB) CacheMetricsForTest() (size int64, hits, misses int64) {
+	m := db.current().pdb.Metrics()
+	return m.BlockCache.Size, m.BlockCache.Hits, m.BlockCache.Misses
 }

@@ -50,7 +50,7 @@ func (f *faultState) set(cause error) error {
 		won = true
 	})
 	if won {
-		f.log.Error("store: entering error state; writes are refused until Close, Wipe and Open", "err", err)
+		f.log.Error("store: entering error state; reads and writes are refused until Recover succeeds", "err", err)
 		return err
 	}
 	f.log.Debug("store: further fault while in error state", "err", err)

@@ -13,7 +13,6 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
-	"github.com/thermoscache/thermos/internal/envelope"
 	"github.com/thermoscache/thermos/store"
 )
 
@@ -90,21 +89,24 @@ func checkErrorState(t *testing.T, db *store.DB, dir string, cause error) {
 		t.Fatalf("Get in error state = %v, want ErrDiskFault", err)
 	}
 	start := time.Now()
-	err := db.Close() // may report the fault; must return
+	err := db.Close()
 	t.Logf("Close in error state took %v: %v", time.Since(start), err)
+	if !errors.Is(err, store.ErrDiskFault) {
+		t.Fatalf("Close in error state = %v, want the fault (ErrDiskFault)", err)
+	}
 	if err := store.Wipe(dir); err != nil {
 		t.Fatalf("Wipe after error state = %v", err)
 	}
 	db2, _ := openT(t, dir, nil)
 	n := 0
-	if err := db2.Scan(ctx, "", func(string, envelope.Entry) error { n++; return nil }); err != nil || n != 0 {
+	if err := db2.Scan(ctx, "", func(string, store.Entry) error { n++; return nil }); err != nil || n != 0 {
 		t.Fatalf("reopened wiped store: Scan saw %d entries, err %v; want empty", n, err)
 	}
 	if err := db2.Set(ctx, "k", []byte("v"), 0); err != nil {
 		t.Fatalf("Set on reopened store = %v", err)
 	}
-	if e, ok := mustGet(t, db2, "k"); !ok || string(e.Payload) != "v" {
-		t.Fatalf("Get on reopened store = %q, %v", e.Payload, ok)
+	if e, ok := mustGet(t, db2, "k"); !ok || string(e.Value) != "v" {
+		t.Fatalf("Get on reopened store = %q, %v", e.Value, ok)
 	}
 }
 

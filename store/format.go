@@ -14,9 +14,11 @@ import (
 const (
 	// formatFile names the marker file that identifies a store directory.
 	formatFile = "THERMOS-FORMAT"
-	// formatV1 is the marker's content for this version of the store:
-	// Pebble v2, keys as given, values as internal/envelope encodings.
-	formatV1 = "thermos-store-format v1\n"
+	// formatMarker is the marker's content for this version of the store:
+	// Pebble v2, keys as given, values as records (see entry.go). Version 1
+	// stored internal/envelope encodings; a v1 directory is refused with
+	// ErrIncompatible.
+	formatMarker = "thermos-store-format v2\n"
 	// lockName is Pebble's lock file, which may exist before the marker.
 	lockName = "LOCK"
 )
@@ -33,8 +35,8 @@ func checkFormat(fs vfs.FS, dir string) error {
 		if err != nil {
 			return fmt.Errorf("read format marker: %w", err)
 		}
-		if string(buf) != formatV1 {
-			return fmt.Errorf("%w: marker %q, want %q", ErrIncompatible, truncate(string(buf), 64), strings.TrimSpace(formatV1))
+		if string(buf) != formatMarker {
+			return fmt.Errorf("%w: marker %q, want %q", ErrIncompatible, truncate(string(buf), 64), strings.TrimSpace(formatMarker))
 		}
 		return nil
 	case !oserror.IsNotExist(err):
@@ -60,7 +62,7 @@ func writeFormat(fs vfs.FS, dir string) error {
 	if err != nil {
 		return fmt.Errorf("write format marker: %w", err)
 	}
-	_, err = io.WriteString(f, formatV1)
+	_, err = io.WriteString(f, formatMarker)
 	if err == nil {
 		err = f.Sync()
 	}

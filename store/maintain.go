@@ -9,15 +9,15 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
-	"github.com/thermoscache/thermos/internal/envelope"
 )
 
 // deleteChunk is how many entries a pass deletes per exclusive hold of writeMu.
 const deleteChunk = 256
 
-// syncLoop fsyncs the WAL every SyncInterval under NoSync, if anything was
-// written since the last sync. It stops when Close cancels bgCtx.
-func (db *DB) syncLoop() {
+// syncLoop fsyncs in's WAL every SyncInterval under NoSync, if anything was
+// written since the last sync. It stops when Close cancels bgCtx or in
+// enters its error state.
+func (db *DB) syncLoop(in *instance) {
 	defer db.bg.Done()
 	t := time.NewTicker(db.opts.SyncInterval)
 	defer t.Stop()
@@ -25,32 +25,28 @@ func (db *DB) syncLoop() {
 		select {
 		case <-db.bgCtx.Done():
 			return
-		case <-db.fault.ch:
+		case <-in.fault.ch:
 			return
 		case <-t.C:
 		}
 		if db.unsynced.Swap(0) == 0 {
 			continue
 		}
-		if err := db.syncWAL(db.bgCtx); err != nil && db.bgCtx.Err() == nil {
+		if err := db.enterSame(in); err != nil {
+			return
+		}
+		err := db.runAsync(db.bgCtx, in, func() error { return in.pdb.LogData(nil, pebble.Sync) })
+		if err != nil && db.bgCtx.Err() == nil {
 			db.log.Warn("store: wal sync failed", "err", err)
 		}
 	}
 }
 
-// syncWAL makes every write so far durable.
-func (db *DB) syncWAL(ctx context.Context) error {
-	if err := db.enter(); err != nil {
-		return err
-	}
-	return db.runAsync(ctx, func() error { return db.pdb.LogData(nil, pebble.Sync) })
-}
-
-// maintainLoop runs a maintenance pass at start (to measure the store), every
-// SweepInterval (if positive) and whenever a write pushes the byte estimate
-// over MaxBytes. It runs only if sweeping is on or MaxBytes is set, and stops
-// when Close cancels bgCtx.
-func (db *DB) maintainLoop() {
+// maintainLoop runs a maintenance pass on in at start (to measure the
+// store), every SweepInterval (if positive) and whenever a write pushes the
+// byte estimate over MaxBytes. It runs only if sweeping is on or MaxBytes is
+// set, and stops when Close cancels bgCtx or in enters its error state.
+func (db *DB) maintainLoop(in *instance) {
 	defer db.bg.Done()
 	var tick <-chan time.Time
 	if db.opts.SweepInterval > 0 {
@@ -60,18 +56,18 @@ func (db *DB) maintainLoop() {
 	}
 	budget := false
 	for {
-		if err := db.enter(); err != nil {
+		if err := db.enterSame(in); err != nil {
 			return
 		}
-		err := db.pass(db.bgCtx, budget)
-		db.ops.Done()
-		if err != nil && db.bgCtx.Err() == nil && db.fault.get() == nil {
+		err := db.pass(db.bgCtx, in, budget)
+		in.ops.Done()
+		if err != nil && db.bgCtx.Err() == nil && in.fault.get() == nil {
 			db.log.Warn("store: maintenance pass failed", "err", err)
 		}
 		select {
 		case <-db.bgCtx.Done():
 			return
-		case <-db.fault.ch:
+		case <-in.fault.ch:
 			return
 		case <-tick:
 			budget = false
@@ -90,21 +86,22 @@ func (db *DB) Sweep(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if err := db.enter(); err != nil {
+	in, err := db.enter()
+	if err != nil {
 		return err
 	}
-	defer db.ops.Done()
-	return db.pass(ctx, false)
+	defer in.ops.Done()
+	return db.pass(ctx, in, false)
 }
 
-// pass is one maintenance pass. The caller holds one count of db.ops.
+// pass is one maintenance pass on in. The caller holds one count of in.ops.
 //
 // Eviction: if live bytes exceed MaxBytes, or the pass was started because
 // the estimate did (budget) and they exceed the low-water mark of 90% of
-// MaxBytes, entries are deleted soonest hard expiry first (entries without
+// MaxBytes, entries are deleted soonest expiry first (entries without
 // expiry last) until live bytes are at the low-water mark. Evicting to a low
 // water mark keeps passes from running back to back.
-func (db *DB) pass(ctx context.Context, budget bool) error {
+func (db *DB) pass(ctx context.Context, in *instance, budget bool) error {
 	db.passMu.Lock()
 	defer db.passMu.Unlock()
 	startEst := db.estBytes.Load()
@@ -112,40 +109,40 @@ func (db *DB) pass(ctx context.Context, budget bool) error {
 
 	now := db.now()
 	var total, count int64
-	var expired, corrupt []victim
-	err := db.iterate(ctx, func(key, val []byte) error {
-		h, derr := envelope.DecodeHeader(val)
+	var dead, corrupt []victim
+	err := db.iterate(ctx, in, func(key, val []byte) error {
+		exp, derr := decodeRecord(val)
 		switch {
 		case derr != nil:
 			k := string(key)
 			db.noteCorrupt(k, derr)
 			corrupt = append(corrupt, victim{key: k, tag: maphash.Bytes(db.seed, val)})
-		case h.Expired(now):
-			expired = append(expired, victim{key: string(key), tag: maphash.Bytes(db.seed, val), size: int64(len(key) + len(val))})
+		case expired(exp, now):
+			dead = append(dead, victim{key: string(key), tag: maphash.Bytes(db.seed, val), size: int64(len(key) + len(val))})
 		default:
 			total += int64(len(key) + len(val))
 			count++
 			return nil
 		}
-		if len(expired) >= deleteChunk {
-			if err := db.dropExpired(ctx, expired); err != nil {
+		if len(dead) >= deleteChunk {
+			if err := db.dropExpired(ctx, in, dead); err != nil {
 				return err
 			}
-			expired = expired[:0]
+			dead = dead[:0]
 		}
 		if len(corrupt) >= deleteChunk {
-			if err := db.drop(ctx, corrupt); err != nil {
+			if err := db.drop(ctx, in, corrupt); err != nil {
 				return err
 			}
 			corrupt = corrupt[:0]
 		}
 		return nil
 	})
-	if err == nil && len(expired) > 0 {
-		err = db.dropExpired(ctx, expired)
+	if err == nil && len(dead) > 0 {
+		err = db.dropExpired(ctx, in, dead)
 	}
 	if err == nil && len(corrupt) > 0 {
-		err = db.drop(ctx, corrupt)
+		err = db.drop(ctx, in, corrupt)
 	}
 	if err != nil {
 		return err
@@ -158,7 +155,7 @@ func (db *DB) pass(ctx context.Context, budget bool) error {
 	if max := db.opts.MaxBytes; max > 0 {
 		low := max - max/10
 		if total > max || (budget && total > low) {
-			if err := db.evict(ctx, total-low); err != nil {
+			if err := db.evict(ctx, in, total-low); err != nil {
 				return err
 			}
 		}
@@ -167,34 +164,34 @@ func (db *DB) pass(ctx context.Context, budget bool) error {
 	return nil
 }
 
-func (db *DB) drop(ctx context.Context, vs []victim) error {
-	db.ops.Add(1)
-	_, _, err := db.deleteIfSame(ctx, vs)
+func (db *DB) drop(ctx context.Context, in *instance, vs []victim) error {
+	in.ops.Add(1)
+	_, _, err := db.deleteIfSame(ctx, in, vs)
 	return err
 }
 
-func (db *DB) dropExpired(ctx context.Context, vs []victim) error {
-	db.ops.Add(1)
-	n, _, err := db.deleteIfSame(ctx, vs)
+func (db *DB) dropExpired(ctx context.Context, in *instance, vs []victim) error {
+	in.ops.Add(1)
+	n, _, err := db.deleteIfSame(ctx, in, vs)
 	db.expired.Add(int64(n))
 	return err
 }
 
 // iterate calls fn for every stored key and raw value. The slices are only
 // valid during the call. Pebble read errors enter the error state.
-func (db *DB) iterate(ctx context.Context, fn func(key, val []byte) error) (err error) {
+func (db *DB) iterate(ctx context.Context, in *instance, fn func(key, val []byte) error) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			err = db.panicked(r)
+			err = db.panicked(in, r)
 		}
 	}()
-	it, err := db.pdb.NewIter(nil)
+	it, err := in.pdb.NewIter(nil)
 	if err != nil {
-		return db.fault.set(fmt.Errorf("iterate: %w", err))
+		return in.fault.set(fmt.Errorf("iterate: %w", err))
 	}
 	defer func() {
 		if cerr := it.Close(); cerr != nil && err == nil {
-			err = db.fault.set(fmt.Errorf("iterate: %w", cerr))
+			err = in.fault.set(fmt.Errorf("iterate: %w", cerr))
 		}
 	}()
 	n := 0
@@ -206,31 +203,30 @@ func (db *DB) iterate(ctx context.Context, fn func(key, val []byte) error) (err 
 		}
 		val, verr := it.ValueAndErr()
 		if verr != nil {
-			return db.fault.set(fmt.Errorf("iterate: %w", verr))
+			return in.fault.set(fmt.Errorf("iterate: %w", verr))
 		}
 		if err := fn(it.Key(), val); err != nil {
 			return err
 		}
 	}
 	if err := it.Error(); err != nil {
-		return db.fault.set(fmt.Errorf("iterate: %w", err))
+		return in.fault.set(fmt.Errorf("iterate: %w", err))
 	}
 	return nil
 }
 
-// evict deletes at least excess logical bytes of live entries, soonest hard
+// evict deletes at least excess logical bytes of live entries, soonest
 // expiry first. It keeps only the candidates it needs in a max-heap by
 // expiry, so memory is proportional to what it evicts.
-func (db *DB) evict(ctx context.Context, excess int64) error {
+func (db *DB) evict(ctx context.Context, in *instance, excess int64) error {
 	now := db.now()
 	var h expiryHeap
 	var held int64
-	err := db.iterate(ctx, func(key, val []byte) error {
-		hd, derr := envelope.DecodeHeader(val)
-		if derr != nil || hd.Expired(now) {
+	err := db.iterate(ctx, in, func(key, val []byte) error {
+		exp, derr := decodeRecord(val)
+		if derr != nil || expired(exp, now) {
 			return nil // the pass that called us has just dealt with these
 		}
-		exp := hd.HardExpiry
 		if exp == 0 {
 			exp = math.MaxInt64
 		}
@@ -255,8 +251,8 @@ func (db *DB) evict(ctx context.Context, excess int64) error {
 	for len(vs) > 0 {
 		chunk := vs[:min(len(vs), deleteChunk)]
 		vs = vs[len(chunk):]
-		db.ops.Add(1)
-		n, freed, err := db.deleteIfSame(ctx, chunk)
+		in.ops.Add(1)
+		n, freed, err := db.deleteIfSame(ctx, in, chunk)
 		if err != nil {
 			return err
 		}

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/thermoscache/thermos/internal/clock"
-	"github.com/thermoscache/thermos/internal/envelope"
 	"github.com/thermoscache/thermos/store"
 )
 
@@ -23,9 +22,9 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// entrySize is the logical size of a stored entry: key plus envelope.
-func entrySize(key string, payload int) int64 {
-	return int64(len(key) + envelope.HeaderSize + payload)
+// entrySize is the logical size of a stored entry.
+func entrySize(key string, value int) int64 {
+	return int64(len(key) + value + store.EntryOverhead)
 }
 
 // TestEvictionPolicy fills the store over its budget with entries of known
@@ -68,7 +67,7 @@ func TestEvictionPolicy(t *testing.T) {
 		t.Fatalf("after eviction Bytes = %d, want <= low-water %d", st.Bytes, low)
 	}
 	kept := map[int]bool{}
-	if err := db.Scan(ctx, "", func(k string, _ envelope.Entry) error {
+	if err := db.Scan(ctx, "", func(k string, _ store.Entry) error {
 		var i int
 		fmt.Sscanf(k, "k%d", &i)
 		kept[i] = true
@@ -159,8 +158,8 @@ func TestSweepNeverLosesAWrite(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range n {
-		if e, ok := mustGet(t, db, fmt.Sprintf("k%d", i)); !ok || string(e.Payload) != "new" {
-			t.Fatalf("k%d = %q, %v after a concurrent sweep; want new", i, e.Payload, ok)
+		if e, ok := mustGet(t, db, fmt.Sprintf("k%d", i)); !ok || string(e.Value) != "new" {
+			t.Fatalf("k%d = %q, %v after a concurrent sweep; want new", i, e.Value, ok)
 		}
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
-	"github.com/thermoscache/thermos/internal/clock"
 )
 
 // Defaults for zero Options fields.
@@ -17,8 +16,13 @@ const (
 	DefaultSweepInterval = time.Minute
 	// DefaultMaxKeyBytes is the longest key accepted.
 	DefaultMaxKeyBytes = 1 << 10
-	// DefaultMaxValueBytes is the longest value (envelope payload) accepted.
+	// DefaultMaxValueBytes is the longest value accepted.
 	DefaultMaxValueBytes = 64 << 20
+	// DefaultCacheBytes is the size of the store's Pebble block cache. Pebble
+	// charges its memtables (4 MiB each, two while one is flushed) to the
+	// same cache, so it must be well above 8 MiB for sstable blocks to stay
+	// cached; 32 MiB holds the hot blocks of a few million small entries.
+	DefaultCacheBytes = 32 << 20
 	// DefaultCloseTimeout bounds how long Close waits for in-flight work and
 	// for Pebble to close before giving up on them (see DB.Close).
 	DefaultCloseTimeout = 10 * time.Second
@@ -43,6 +47,7 @@ const (
 	// Options.SyncInterval, so a crash loses at most about that much of the
 	// most recent writes (a process kill alone loses only what was still in
 	// Pebble's user-space buffer, which is also written out every interval).
+	// Batch.CommitSync and DB.Sync make chosen writes durable at once.
 	NoSync
 )
 
@@ -70,8 +75,8 @@ type Options struct {
 	SyncInterval time.Duration
 
 	// MaxBytes is the disk budget: the approximate logical size (keys plus
-	// encoded envelopes) of live entries. Zero means unlimited. When it is
-	// exceeded, entries are evicted soonest-hard-expiry first (entries without
+	// values plus EntryOverhead each) of live entries. Zero means unlimited. When it is
+	// exceeded, entries are evicted soonest-expiry first (entries without
 	// expiry last) down to 90% of MaxBytes; see the package doc.
 	MaxBytes int64
 
@@ -86,16 +91,35 @@ type Options struct {
 	// (1 KiB); at most 1 MiB.
 	MaxKeyBytes int
 
-	// MaxValueBytes is the longest value (envelope payload) accepted. Zero
-	// means DefaultMaxValueBytes (64 MiB); at most 1 GiB.
+	// MaxValueBytes is the longest value accepted. Zero means
+	// DefaultMaxValueBytes (64 MiB); at most 1 GiB.
 	MaxValueBytes int
 
+	// CacheBytes is the size of the block cache the store gives Pebble, in
+	// memory, for sstable blocks it reads (and for its memtables, which
+	// Pebble charges to the same cache). Zero means DefaultCacheBytes
+	// (32 MiB). The cache belongs to the DB and is freed by Close.
+	CacheBytes int64
+
+	// AllowSharedDir lets Open use an existing directory that is writable by
+	// its group or by others, or owned by another user; without it Open
+	// refuses such a directory with ErrInsecureDir. Whoever can write to the
+	// directory can replace or delete the store's files while it is closed,
+	// and rename or delete them while it is open: they can make Get return
+	// any value and expiry they choose for any key (the checksum is not a
+	// signature), make acknowledged writes disappear, fill the disk, or make
+	// Open fail. Set it only when every such user is trusted with the data,
+	// or when the values carry their own signature that the caller checks.
+	// The store still creates its files owner-only (0600).
+	AllowSharedDir bool
+
 	// CloseTimeout bounds how long Close waits for in-flight operations and
-	// for Pebble to shut down. Zero means DefaultCloseTimeout (10s).
+	// for Pebble to shut down, and how long Recover waits for a faulted
+	// Pebble instance to close. Zero means DefaultCloseTimeout (10s).
 	CloseTimeout time.Duration
 
 	// Clock is the time source for expiry. Nil means the wall clock.
-	Clock clock.Clock
+	Clock Clock
 
 	// Logger receives Pebble's logs (info at debug level), disk events and
 	// corruption reports. Nil means slog.Default().
@@ -126,8 +150,11 @@ func (o *Options) withDefaults() Options {
 	if c.CloseTimeout == 0 {
 		c.CloseTimeout = DefaultCloseTimeout
 	}
+	if c.CacheBytes == 0 {
+		c.CacheBytes = DefaultCacheBytes
+	}
 	if c.Clock == nil {
-		c.Clock = clock.Wall{}
+		c.Clock = wallClock{}
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -150,6 +177,8 @@ func (o *Options) validate() error {
 		return fmt.Errorf("%w: max key bytes %d not in [1, %d]", ErrInvalidOptions, o.MaxKeyBytes, maxKeyLimit)
 	case o.MaxValueBytes < 0 || o.MaxValueBytes > maxValueLimit:
 		return fmt.Errorf("%w: max value bytes %d not in [1, %d]", ErrInvalidOptions, o.MaxValueBytes, maxValueLimit)
+	case o.CacheBytes < 0:
+		return fmt.Errorf("%w: negative cache bytes", ErrInvalidOptions)
 	case o.CloseTimeout < 0:
 		return fmt.Errorf("%w: negative close timeout", ErrInvalidOptions)
 	}

@@ -7,7 +7,6 @@ import (
 	"unsafe"
 
 	"github.com/cockroachdb/pebble/v2"
-	"github.com/thermoscache/thermos/internal/envelope"
 )
 
 // maxScanRepairs bounds how many corrupt entries one Scan remembers to delete.
@@ -17,40 +16,41 @@ const maxScanRepairs = 256
 // entries for ""), in key order. It streams through a Pebble iterator and
 // never holds more than one entry; entries written during the scan may or may
 // not be seen. Expired entries are skipped; corrupt ones are skipped,
-// counted, logged and deleted after the scan. e.Payload is a copy that fn may
-// keep.
+// counted, logged and deleted after the scan. key and e.Value are copies
+// that fn may keep.
 //
 // If fn returns an error, Scan stops and returns that error unchanged. A
 // panic in fn propagates to the caller. fn must not call Close. Other errors:
 // ErrClosed, ctx.Err() (checked between entries), or one wrapping
 // ErrDiskFault when a read fails.
-func (db *DB) Scan(ctx context.Context, prefix string, fn func(key string, e envelope.Entry) error) (err error) {
+func (db *DB) Scan(ctx context.Context, prefix string, fn func(key string, e Entry) error) (err error) {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if err := db.enter(); err != nil {
+	in, err := db.enter()
+	if err != nil {
 		return err
 	}
 	var repairs []victim
-	err = db.scan(ctx, prefix, fn, &repairs)
+	err = db.scan(ctx, in, prefix, fn, &repairs)
 	if len(repairs) > 0 && err == nil {
-		db.ops.Add(1) // for deleteIfSame; we still hold ours
-		if _, _, rerr := db.deleteIfSame(ctx, repairs); rerr != nil {
+		in.ops.Add(1) // for deleteIfSame; we still hold ours
+		if _, _, rerr := db.deleteIfSame(ctx, in, repairs); rerr != nil {
 			db.log.Warn("store: could not drop corrupt entries", "count", len(repairs), "err", rerr)
 		}
 	}
-	db.ops.Done()
+	in.ops.Done()
 	return err
 }
 
-func (db *DB) scan(ctx context.Context, prefix string, fn func(string, envelope.Entry) error, repairs *[]victim) (err error) {
+func (db *DB) scan(ctx context.Context, in *instance, prefix string, fn func(string, Entry) error, repairs *[]victim) (err error) {
 	inFn := false
 	defer func() {
 		if r := recover(); r != nil {
 			if inFn {
 				panic(r)
 			}
-			err = db.panicked(r)
+			err = db.panicked(in, r)
 		}
 	}()
 	opts := &pebble.IterOptions{}
@@ -58,13 +58,13 @@ func (db *DB) scan(ctx context.Context, prefix string, fn func(string, envelope.
 		opts.LowerBound = []byte(prefix)
 		opts.UpperBound = prefixEnd(opts.LowerBound)
 	}
-	it, err := db.pdb.NewIter(opts)
+	it, err := in.pdb.NewIter(opts)
 	if err != nil {
-		return db.fault.set(fmt.Errorf("scan: %w", err))
+		return in.fault.set(fmt.Errorf("scan: %w", err))
 	}
 	defer func() {
 		if cerr := it.Close(); cerr != nil && err == nil {
-			err = db.fault.set(fmt.Errorf("scan: %w", cerr))
+			err = in.fault.set(fmt.Errorf("scan: %w", cerr))
 		}
 	}()
 	now := db.now()
@@ -77,9 +77,9 @@ func (db *DB) scan(ctx context.Context, prefix string, fn func(string, envelope.
 		}
 		val, verr := it.ValueAndErr()
 		if verr != nil {
-			return db.fault.set(fmt.Errorf("scan: %w", verr))
+			return in.fault.set(fmt.Errorf("scan: %w", verr))
 		}
-		h, derr := envelope.DecodeHeader(val)
+		exp, derr := decodeRecord(val)
 		if derr != nil {
 			key := string(it.Key())
 			db.noteCorrupt(key, derr)
@@ -88,26 +88,26 @@ func (db *DB) scan(ctx context.Context, prefix string, fn func(string, envelope.
 			}
 			continue
 		}
-		if h.Expired(now) {
+		if expired(exp, now) {
 			continue
 		}
-		// One allocation holds both the key and the payload copy; the key's
+		// One allocation holds both the key and the value copy; the key's
 		// bytes are never written again, so viewing them as a string is safe.
 		k := it.Key()
-		buf := make([]byte, len(k)+len(val)-h.Size())
+		buf := make([]byte, len(k)+len(val)-recordHeader)
 		copy(buf, k)
-		copy(buf[len(k):], val[h.Size():])
+		copy(buf[len(k):], val[recordHeader:])
 		key := unsafe.String(unsafe.SliceData(buf), len(k))
-		p := buf[len(k):len(buf):len(buf)]
+		v := buf[len(k):len(buf):len(buf)]
 		inFn = true
-		err := fn(key, envelope.Entry{Header: h, Payload: p})
+		err := fn(key, Entry{Value: v, Expiry: expiryTime(exp)})
 		inFn = false
 		if err != nil {
 			return err
 		}
 	}
 	if err := it.Error(); err != nil {
-		return db.fault.set(fmt.Errorf("scan: %w", err))
+		return in.fault.set(fmt.Errorf("scan: %w", err))
 	}
 	return nil
 }
