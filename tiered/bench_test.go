@@ -106,7 +106,7 @@ func BenchmarkDiskHit(b *testing.B) {
 			b.Fatal(err)
 		}
 		e := envelope.Entry{Header: envelope.Header{Version: uint64(i)}, Payload: benchValue}
-		if err := db.SetEntry(ctx, benchKey(i), &e); err != nil {
+		if err := db.Set(ctx, benchKey(i), e.Append(nil), 0); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -140,6 +140,15 @@ func Open(ctx context.Context, opts *Options) (*Cache, error) {
 			so.MaxValueBytes = max(so.MaxValueBytes, r.MaxValueBytes+maxEnvelopeOverhead)
 		}
 		db, err := store.Open(o.Dir, so)
+		if errors.Is(err, store.ErrIncompatible) && !localDisk(o.Routes) {
+			// A directory of another format version holds only copies of
+			// what Redis holds: start it afresh rather than refuse to
+			// start. (With a route whose only copy is on disk, Open fails.)
+			o.Logger.Warn("tiered: disk tier in an older format; wiping it", "dir", o.Dir, "err", err)
+			if err = store.Wipe(o.Dir); err == nil {
+				db, err = store.Open(o.Dir, so)
+			}
+		}
 		if err != nil {
 			return fail(fmt.Errorf("tiered: open disk tier: %w", err))
 		}
@@ -170,6 +179,16 @@ func Open(ctx context.Context, opts *Options) (*Cache, error) {
 	go c.revalidator()
 	c.kickRevalidation()
 	return c, nil
+}
+
+// localDisk reports whether some route keeps its keys on disk without Redis.
+func localDisk(routes []Route) bool {
+	for _, r := range routes {
+		if r.Tiers&Disk != 0 && r.Tiers&Redis == 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // onInvalidate hears every invalidation after the memory tier bumped the

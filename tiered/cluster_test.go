@@ -107,7 +107,8 @@ func TestClusterRestartNeverServesChangedKeys(t *testing.T) {
 		t.Fatalf("the restart keys fall on %d shards, want all %d: %v", len(spread), len(cl.Primaries()), spread)
 	}
 	st := testRestart(t, restartRedis{
-		opts: func() *rueidis.ClientOption { return clusterOpts(cl) },
+		opts:   func() *rueidis.ClientOption { return clusterOpts(cl) },
+		settle: func(t *testing.T, c *Cache) { replicaBarrier(t, cl, c, c) },
 		setRaw: func(t *testing.T, pairs []string) {
 			t.Helper()
 			cmds := make(rueidis.Commands, 0, len(pairs)/2)
@@ -487,7 +488,7 @@ func TestClusterInvalidatePrefix(t *testing.T) {
 	}
 	// a's disk holds none of them.
 	var onDisk int
-	if err := a.disk.scan(ctx, "ip:", func(string, []byte) error { onDisk++; return nil }); err != nil {
+	if err := a.disk.scan(ctx, "ip:", func(string, []byte, int64) error { onDisk++; return nil }); err != nil {
 		t.Fatal(err)
 	}
 	if onDisk != 0 {

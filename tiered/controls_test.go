@@ -161,7 +161,7 @@ func TestGetManyAndInvalidatePrefix(t *testing.T) {
 	}
 	if a.disk != nil {
 		found := 0
-		_ = a.disk.scan(ctx, "d:", func(string, []byte) error { found++; return nil })
+		_ = a.disk.scan(ctx, "d:", func(string, []byte, int64) error { found++; return nil })
 		if found != 0 {
 			t.Fatalf("%d d: keys left on disk", found)
 		}

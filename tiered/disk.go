@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/thermoscache/thermos/internal/envelope"
 	"github.com/thermoscache/thermos/store"
@@ -40,7 +41,7 @@ type diskTier struct {
 	stats *cacheStats
 	// decode turns stored bytes into an entry, verifying signatures: the
 	// Cache's decodeDisk, which holds the keys and limits.
-	decode func(r *route, key string, b []byte) (entry, error)
+	decode func(r *route, key string, b []byte, expiry int64) (entry, error)
 	// owns reports whether key's route has the disk tier.
 	owns func(key string) bool
 
@@ -65,11 +66,11 @@ func (*diskTier) source() Source { return SourceDisk }
 
 // get reads key from the write-behind queue, else from the store.
 func (d *diskTier) get(ctx context.Context, r *route, key string) (entry, bool, bool, error) {
-	b, ok, err := d.read(ctx, key)
+	b, expiry, ok, err := d.read(ctx, key)
 	if err != nil || !ok {
 		return entry{}, false, false, err
 	}
-	e, err := d.decode(r, key, b)
+	e, err := d.decode(r, key, b, expiry)
 	if err != nil {
 		d.stats.diskCorrupt.Add(1)
 		d.log.Warn("tiered: disk entry refused", "key", key, "err", err)
@@ -79,18 +80,27 @@ func (d *diskTier) get(ctx context.Context, r *route, key string) (entry, bool, 
 	return e, r.Tiers&Redis == 0 || d.trust.has(d.mem, key), true, nil
 }
 
-// read returns key's bytes as the disk tier holds them: the latest queued
-// op, else the store's entry.
-func (d *diskTier) read(ctx context.Context, key string) ([]byte, bool, error) {
+// read returns key's bytes as the disk tier holds them, and the hard
+// expiry they were stored with (Unix ns, 0: none): the latest queued op,
+// else the store's entry.
+func (d *diskTier) read(ctx context.Context, key string) ([]byte, int64, bool, error) {
 	if op, ok := d.wb.lookup(key); ok {
-		return op.data, op.data != nil, nil
+		return op.data, op.expiry, op.data != nil, nil
 	}
 	d.stats.diskReads.Add(1)
 	se, ok, err := d.db.Get(ctx, key)
 	if err != nil || !ok {
-		return nil, false, err
+		return nil, 0, false, err
 	}
-	return se.Append(make([]byte, 0, se.Size())), true, nil
+	return se.Value, unixNano(se.Expiry), true, nil
+}
+
+// unixNano is t in Unix ns, 0 for the zero Time.
+func unixNano(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
 }
 
 func (d *diskTier) fill(r *route, key string, e *entry, t tracking.Ticket) bool {
@@ -109,7 +119,7 @@ func (d *diskTier) confirm(_ *route, key string, _ *entry, t tracking.Ticket) bo
 // put queues e under ticket t (dropped if t was overtaken) and trusts it on
 // Redis routes. wait asks for a handle to wait on its commit (SyncWrites).
 func (d *diskTier) put(r *route, key string, e *entry, t tracking.Ticket, wait bool) (*diskOp, bool) {
-	op, ok := d.wb.put(key, e.disk, &t, wait)
+	op, ok := d.wb.put(key, e.disk, e.it.HardExpiry, &t, wait)
 	if ok && r.Tiers&Redis != 0 {
 		d.trust.add(key, t)
 	}
@@ -142,21 +152,21 @@ func (d *diskTier) lock(key string) func() {
 // and lose an acknowledged write from the disk.
 func (d *diskTier) write(r *route, key string, e *entry, next tracking.Ticket, valid, wait bool) *diskOp {
 	if e != nil && valid {
-		op, _ := d.wb.put(key, e.disk, nil, wait)
+		op, _ := d.wb.put(key, e.disk, e.it.HardExpiry, nil, wait)
 		if r.Tiers&Redis != 0 {
 			d.trust.add(key, next)
 		}
 		return op
 	}
 	d.trust.forget(key)
-	op, _ := d.wb.put(key, nil, nil, wait)
+	op, _ := d.wb.put(key, nil, 0, nil, wait)
 	return op
 }
 
 // drop removes key's copy.
 func (d *diskTier) drop(key string) {
 	d.trust.forget(key)
-	d.wb.put(key, nil, nil, false)
+	d.wb.put(key, nil, 0, nil, false)
 }
 
 // invalidated is the memory tier's invalidation listener: it runs on the
@@ -223,11 +233,12 @@ func (t *trust) reset() {
 	t.mu.Unlock()
 }
 
-// scan calls fn with every stored key under prefix and its bytes.
-func (d *diskTier) scan(ctx context.Context, prefix string, fn func(key string, b []byte) error) error {
+// scan calls fn with every stored key under prefix, its bytes and their
+// hard expiry.
+func (d *diskTier) scan(ctx context.Context, prefix string, fn func(key string, b []byte, expiry int64) error) error {
 	d.stats.diskReads.Add(1)
-	return d.db.Scan(ctx, prefix, func(key string, se envelope.Entry) error {
-		return fn(key, se.Append(make([]byte, 0, se.Size())))
+	return d.db.Scan(ctx, prefix, func(key string, se store.Entry) error {
+		return fn(key, se.Value, unixNano(se.Expiry))
 	})
 }
 
@@ -244,7 +255,7 @@ func (d *diskTier) dropPrefix(ctx context.Context, prefix string) error {
 	for _, k := range keys {
 		d.drop(k)
 	}
-	return d.scan(ctx, prefix, func(key string, _ []byte) error {
+	return d.scan(ctx, prefix, func(key string, _ []byte, _ int64) error {
 		d.drop(key)
 		return nil
 	})

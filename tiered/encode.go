@@ -100,10 +100,13 @@ const flagCapped envelope.Flags = 1 << 7
 // capExpiry shortens it's expiries to Redis's remaining TTL (pttl < 0:
 // none), so a local copy never outlives its key.
 func capExpiry(it *tracking.Item, now int64, pttl time.Duration) {
-	if pttl < 0 {
-		return
+	if pttl >= 0 {
+		capAt(it, now+int64(pttl))
 	}
-	limit := now + int64(pttl)
+}
+
+// capAt shortens it's expiries to limit (Unix ns).
+func capAt(it *tracking.Item, limit int64) {
 	if it.HardExpiry == 0 || it.HardExpiry > limit {
 		it.HardExpiry = limit
 		it.Flags |= flagCapped
@@ -138,7 +141,9 @@ func (c *Cache) decodeLocal(r *route, b []byte) (entry, error) {
 
 // decodeDisk decodes what the disk tier stored for key, verifying its
 // signature on signed routes: the disk is no more trusted than Redis.
-func (c *Cache) decodeDisk(r *route, key string, b []byte) (entry, error) {
+// expiry is the hard expiry it was stored with (Unix ns, 0: none), which
+// may be shorter than the envelope's (Redis's TTL capped it).
+func (c *Cache) decodeDisk(r *route, key string, b []byte, expiry int64) (entry, error) {
 	e, err := envelope.Decode(b)
 	if err != nil {
 		return entry{}, err
@@ -151,7 +156,11 @@ func (c *Cache) decodeDisk(r *route, key string, b []byte) (entry, error) {
 	if len(e.Payload) > r.MaxValueBytes {
 		return entry{}, fmt.Errorf("%w: %d bytes on disk > %d", ErrValueTooLarge, len(e.Payload), r.MaxValueBytes)
 	}
-	return entry{it: itemOf(r, &e), disk: b}, nil
+	it := itemOf(r, &e)
+	if expiry != 0 {
+		capAt(&it, expiry)
+	}
+	return entry{it: it, disk: b}, nil
 }
 
 func itemOf(r *route, e *envelope.Entry) tracking.Item {

@@ -112,7 +112,7 @@ func (c *Cache) revalidateAll() error {
 		err = flush()
 	}
 	if err == nil && c.disk != nil {
-		err = c.disk.scan(ctx, "", func(key string, b []byte) error {
+		err = c.disk.scan(ctx, "", func(key string, b []byte, expiry int64) error {
 			r := c.router.find(key)
 			if r.Tiers&Redis == 0 || r.Tiers&Disk == 0 {
 				return nil
@@ -121,7 +121,7 @@ func (c *Cache) revalidateAll() error {
 			if c.disk.trust.has(c.mem, key) {
 				return nil
 			}
-			e, derr := c.decodeDisk(r, key, b)
+			e, derr := c.decodeDisk(r, key, b, expiry)
 			if derr != nil {
 				c.stats.diskCorrupt.Add(1)
 				c.disk.drop(key)
@@ -187,12 +187,12 @@ func (c *Cache) settle(ctx context.Context, batch []check) (refused int, err err
 // and as fresh for local routes. It stops when the memory budget is full.
 func (c *Cache) warm(ctx context.Context) error {
 	var budget int64
-	err := c.disk.scan(ctx, "", func(key string, b []byte) error {
+	err := c.disk.scan(ctx, "", func(key string, b []byte, expiry int64) error {
 		r := c.router.find(key)
 		if r.Tiers&Disk == 0 || r.Tiers&Memory == 0 {
 			return nil
 		}
-		e, err := c.decodeDisk(r, key, b)
+		e, err := c.decodeDisk(r, key, b, expiry)
 		if err != nil {
 			c.stats.diskCorrupt.Add(1)
 			c.o.Logger.Warn("tiered: disk entry refused at warm-up", "key", key, "err", err)

@@ -8,7 +8,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/thermoscache/thermos/internal/envelope"
 	"github.com/thermoscache/thermos/store"
 	"github.com/thermoscache/thermos/tracking"
 )
@@ -51,9 +50,10 @@ type writeBehind struct {
 
 // diskOp is one queued write; data == nil deletes key.
 type diskOp struct {
-	key  string
-	data []byte
-	seq  uint64
+	key    string
+	data   []byte
+	expiry int64 // hard expiry, Unix ns; 0: none
+	seq    uint64
 	done chan error // the commit's result, for a caller that waits; else nil
 }
 
@@ -73,7 +73,7 @@ func newWriteBehind(db *store.DB, mem *tracking.Cache, interval time.Duration, l
 // queued. wait gives the op a channel that receives its commit's result.
 // put never blocks, so it is safe on the tracking connection's reader
 // goroutine.
-func (w *writeBehind) put(key string, data []byte, guard *tracking.Ticket, wait bool) (*diskOp, bool) {
+func (w *writeBehind) put(key string, data []byte, expiry int64, guard *tracking.Ticket, wait bool) (*diskOp, bool) {
 	w.mu.Lock()
 	if w.mu.closed || guard != nil && !w.mem.Valid(*guard) {
 		w.mu.Unlock()
@@ -85,7 +85,7 @@ func (w *writeBehind) put(key string, data []byte, guard *tracking.Ticket, wait 
 		return nil, false
 	}
 	w.mu.seq++
-	op := &diskOp{key: key, data: data, seq: w.mu.seq}
+	op := &diskOp{key: key, data: data, expiry: expiry, seq: w.mu.seq}
 	if wait {
 		op.done = make(chan error, 1)
 	}
@@ -174,7 +174,7 @@ func (w *writeBehind) apply(ops []*diskOp) {
 		if op.data == nil {
 			err = b.Delete(op.key)
 		} else {
-			err = putStore(b, op.key, op.data)
+			err = b.SetExpiry(op.key, op.data, expiryTime(op.expiry))
 		}
 		if err != nil {
 			break
@@ -198,13 +198,12 @@ func (w *writeBehind) apply(ops []*diskOp) {
 	}
 }
 
-// putStore adds a write of the envelope b to a store batch.
-func putStore(b *store.Batch, key string, data []byte) error {
-	e, err := envelope.Decode(data)
-	if err != nil {
-		return err
+// expiryTime is ns as a Time, the zero Time for 0.
+func expiryTime(ns int64) time.Time {
+	if ns == 0 {
+		return time.Time{}
 	}
-	return b.SetEntry(key, &e)
+	return time.Unix(0, ns)
 }
 
 // wait waits for op's commit and returns its result.
