@@ -54,7 +54,7 @@ type diskOp struct {
 	data   []byte
 	expiry int64 // hard expiry, Unix ns; 0: none
 	seq    uint64
-	done chan error // the commit's result, for a caller that waits; else nil
+	done   chan error // the commit's result, for a caller that waits; else nil
 }
 
 func newWriteBehind(db *store.DB, mem *tracking.Cache, interval time.Duration, log *slog.Logger) *writeBehind {
