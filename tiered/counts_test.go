@@ -1,0 +1,249 @@
+package tiered
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/rueidis"
+
+	"github.com/thermoscache/thermos/internal/envelope"
+	"github.com/thermoscache/thermos/internal/redistest"
+)
+
+// TestStatsAddUp runs a scripted sequence and asserts every counter: each
+// read is exactly one hit of the tier that answered or one miss, a loader
+// call is one load, and HitRatio is hits over hits plus misses.
+func TestStatsAddUp(t *testing.T) {
+	s := redistest.Start(t, nil)
+	ctx := context.Background()
+	c := openT(t, &Options{Redis: redisOpts(s), Dir: t.TempDir(), Logger: quietLog, Routes: []Route{
+		{Prefix: "r:", Tiers: Memory | Redis, TTL: time.Hour, Beta: -1},
+		{Prefix: "d:", Tiers: Disk, TTL: time.Hour, Beta: -1},
+	}})
+	l := &countingLoader{}
+	ext, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{s.Addr()}, DisableCache: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ext.Close()
+
+	for i := range 10 { // 10 misses
+		if _, ok := mustGet(t, c, fmt.Sprintf("r:missing%d", i)); ok {
+			t.Fatal("hit on a missing key")
+		}
+	}
+	if _, _, err := c.GetOrLoad(ctx, "r:1", l); err != nil { // 1 miss, 1 load
+		t.Fatal(err)
+	}
+	for range 3 { // 3 memory hits: the loaded value was cached locally
+		if _, ok := mustGet(t, c, "r:1"); !ok {
+			t.Fatal("miss after GetOrLoad")
+		}
+	}
+	if _, _, err := c.GetOrLoad(ctx, "r:1", l); err != nil { // 1 memory hit
+		t.Fatal(err)
+	}
+	now := time.Now().UnixNano()
+	e := envelope.Entry{Header: envelope.Header{SoftExpiry: now + int64(time.Hour), HardExpiry: now + int64(time.Hour), Version: 1}, Payload: []byte("x")}
+	heard := make(chan struct{})
+	var once sync.Once
+	c.mem.OnInvalidate(func(keys []string, _ bool) {
+		if slices.Contains(keys, "r:2") {
+			once.Do(func() { close(heard) })
+		}
+	})
+	if err := ext.Do(ctx, ext.B().Set().Key("r:2").Value(string(e.Append(nil))).Build()).Error(); err != nil {
+		t.Fatal(err)
+	}
+	// A read whose ticket was taken before the write's invalidation was
+	// applied would (rightly) not be cached: wait for it, so the count
+	// below is exact.
+	<-heard
+	if _, ok := mustGet(t, c, "r:2"); !ok { // 1 redis hit
+		t.Fatal("miss on r:2")
+	}
+	if _, ok := mustGet(t, c, "r:2"); !ok { // 1 memory hit
+		t.Fatal("miss on r:2")
+	}
+	if err := c.Set(ctx, "d:1", []byte("v"), 0); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // 2 disk hits
+		if _, ok := mustGet(t, c, "d:1"); !ok {
+			t.Fatal("miss on d:1")
+		}
+	}
+	if _, ok := mustGet(t, c, "d:2"); ok { // 1 miss
+		t.Fatal("hit on d:2")
+	}
+
+	st := c.Stats()
+	got := map[string]RouteStats{}
+	for _, rs := range st.Routes {
+		got[rs.Prefix] = rs
+	}
+	for _, tt := range []struct {
+		prefix                        string
+		mem, disk, redis, miss, loads int64
+		ratio                         float64
+	}{
+		{"r:", 5, 0, 1, 11, 1, 6.0 / 17},
+		{"d:", 0, 2, 0, 1, 0, 2.0 / 3},
+	} {
+		rs := got[tt.prefix]
+		if rs.MemoryHits != tt.mem || rs.DiskHits != tt.disk || rs.RedisHits != tt.redis || rs.Misses != tt.miss || rs.Loads != tt.loads {
+			t.Errorf("route %q: memory %d disk %d redis %d misses %d loads %d; want %d %d %d %d %d",
+				tt.prefix, rs.MemoryHits, rs.DiskHits, rs.RedisHits, rs.Misses, rs.Loads, tt.mem, tt.disk, tt.redis, tt.miss, tt.loads)
+		}
+		if r := rs.HitRatio(); r != tt.ratio {
+			t.Errorf("route %q: HitRatio = %v, want %v", tt.prefix, r, tt.ratio)
+		}
+	}
+	if n := l.calls.Load(); n != 1 {
+		t.Errorf("loader calls = %d, want 1", n)
+	}
+}
+
+// roundTrips counts the writes a cache's connections make: rueidis flushes
+// each command, or each pipeline, in one write, so for one caller at a time
+// every write is one round trip.
+type roundTrips struct{ n atomic.Int64 }
+
+func (rt *roundTrips) options(s *redistest.Server) *rueidis.ClientOption {
+	return &rueidis.ClientOption{InitAddress: []string{s.Addr()},
+		DialCtxFn: func(ctx context.Context, addr string, d *net.Dialer, _ *tls.Config) (net.Conn, error) {
+			c, err := d.DialContext(ctx, "tcp", addr)
+			return countingConn{Conn: c, n: &rt.n}, err
+		}}
+}
+
+type countingConn struct {
+	net.Conn
+	n *atomic.Int64
+}
+
+func (c countingConn) Write(b []byte) (int, error) {
+	c.n.Add(1)
+	return c.Conn.Write(b)
+}
+
+// TestColdLoadRoundTrips counts what a cold GetOrLoad sends on a route with
+// every tier: the herd's acquire (which reads the key), the fenced write,
+// and the version check that lets this process cache its own write — three
+// EVALSHA, one round trip each — and the value is then read from memory.
+func TestColdLoadRoundTrips(t *testing.T) {
+	s := redistest.Start(t, nil)
+	a := newAdmin(t, s)
+	ctx := context.Background()
+	var rt roundTrips
+	c := openT(t, &Options{Redis: rt.options(s), Dir: t.TempDir(), Logger: quietLog,
+		Routes: []Route{{Prefix: "rt:", Tiers: Memory | Disk | Redis, TTL: time.Hour, Beta: -1}}})
+	l := &countingLoader{}
+	if _, _, err := c.GetOrLoad(ctx, "rt:warm", l); err != nil { // loads the scripts
+		t.Fatal(err)
+	}
+	const n = 20
+	var total int64
+	for i := range n {
+		key := fmt.Sprintf("rt:%d", i)
+		stats := a.cmdstats()
+		before := rt.n.Load()
+		if _, _, err := c.GetOrLoad(ctx, key, l); err != nil {
+			t.Fatal(err)
+		}
+		sent := rt.n.Load() - before
+		if d := diffStats(stats, a.cmdstats()); d["evalsha"] != 3 || d["eval"] != 0 {
+			t.Errorf("GetOrLoad(%s) ran %v; want 3 EVALSHA (acquire, fenced write, version check)", key, d)
+		}
+		total += sent
+		det := &Detector{}
+		if _, ok, err := c.Get(WithDetector(ctx, det), key); err != nil || !ok {
+			t.Fatalf("Get(%s) after GetOrLoad: %v, %v", key, ok, err)
+		}
+		if src, _ := det.Source(key); src != SourceMemory {
+			t.Errorf("Get(%s) after its GetOrLoad answered by %v, want memory", key, src)
+		}
+	}
+	t.Logf("cold GetOrLoad: %.2f round trips each", float64(total)/n)
+	if total > 3*n {
+		t.Errorf("cold GetOrLoad made %d round trips for %d keys, want at most 3 each", total, n)
+	}
+}
+
+// BenchmarkColdGetOrLoad reports the round trips a cold GetOrLoad makes
+// (round-trips/op) with its time and allocations.
+func BenchmarkColdGetOrLoad(b *testing.B) {
+	s := redistest.Start(b, nil)
+	ctx := context.Background()
+	var rt roundTrips
+	c := openT(b, &Options{Redis: rt.options(s), Logger: quietLog,
+		Routes: []Route{{Prefix: "rt:", Tiers: Memory | Redis, TTL: time.Hour, Beta: -1}}})
+	l := &countingLoader{}
+	if _, _, err := c.GetOrLoad(ctx, "rt:warm", l); err != nil {
+		b.Fatal(err)
+	}
+	before := rt.n.Load()
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		i++
+		if _, _, err := c.GetOrLoad(ctx, "rt:"+strconv.Itoa(i), l); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(rt.n.Load()-before)/float64(i), "round-trips/op")
+}
+
+// coarseLag bounds how far behind the wall clock the cache's coarse clock
+// (advanced every millisecond by a goroutine) may be on a loaded machine.
+const coarseLag = 25 * time.Millisecond
+
+// TestRedisTTLHonoured: a value read from Redis never outlives its key's
+// TTL there, on raw and enveloped routes, in memory or on disk: another
+// program sets the key with PX 400 (an enveloped value says it lives an
+// hour), and no read may return it after Redis would have expired it.
+func TestRedisTTLHonoured(t *testing.T) {
+	for _, rt := range raceRoutes {
+		t.Run(rt.name, func(t *testing.T) {
+			g := newRig(t, rt.tiers, rt.raw)
+			ctx := context.Background()
+			const key, ttl = "k:ttl", 400 * time.Millisecond
+			start := time.Now()
+			if err := g.ext.Do(ctx, g.ext.B().Set().Key(key).Value(string(g.encode([]byte("short")))).PxMilliseconds(ttl.Milliseconds()).Build()).Error(); err != nil {
+				t.Fatal(err)
+			}
+			// Redis expires the key no later than this.
+			pttl, err := g.ext.Do(ctx, g.ext.B().Pttl().Key(key).Build()).AsInt64()
+			if err != nil {
+				t.Fatal(err)
+			}
+			expires := time.Now().Add(time.Duration(pttl) * time.Millisecond)
+			if v, ok := mustGet(t, g.c, key); !ok || string(v) != "short" {
+				t.Fatalf("first read = %q, %v", v, ok)
+			}
+			// Read until well after the expiry; a hit is allowed only before
+			// it, plus what the cache's coarse clock may lag behind the wall
+			// clock on a loaded machine.
+			var last time.Duration
+			for time.Since(start) < ttl+300*time.Millisecond {
+				v, ok := mustGet(t, g.c, key)
+				if ok {
+					last = time.Since(start)
+					if at := time.Now(); at.After(expires.Add(coarseLag)) {
+						t.Fatalf("read %q %v after Redis expired the key", v, at.Sub(expires))
+					}
+				}
+				time.Sleep(time.Millisecond)
+			}
+			t.Logf("last hit %v after the write (TTL %v, expired %v after it)", last, ttl, expires.Sub(start))
+		})
+	}
+}
