@@ -248,6 +248,13 @@ func (c *Cache) shutdown() error {
 	return nil
 }
 
+// StalenessBound is the longest another client's acknowledged write can go
+// unseen by this cache: the tracking connection's bound for noticing a
+// frozen or silently partitioned Redis (tracking.Cache.StalenessBound),
+// which also bounds how late an invalidation may be applied while the
+// connection is alive. Zero without Redis.
+func (c *Cache) StalenessBound() time.Duration { return c.mem.StalenessBound() }
+
 func (c *Cache) now() int64 {
 	if c.fast != nil {
 		return c.fast.UnixNano()
