@@ -26,3 +26,9 @@ var ErrInvalidOptions = errors.New("herd: invalid options")
 // ErrNegativeTTL is returned to every waiter of a flight whose load returned a
 // negative ttl; nothing is written to Redis.
 var ErrNegativeTTL = errors.New("herd: load returned a negative ttl")
+
+// ErrLease is wrapped, with Redis's error, by the error Do returns when the
+// shared lease could not be taken because Redis failed: unreachable, or
+// refusing (OOM under noeviction, a read-only replica, an ACL). The load did
+// not run; a caller may fall back to a local-only Group.
+var ErrLease = errors.New("herd: cannot take the lease")

@@ -46,6 +46,11 @@ type Result struct {
 	// TTL is, for a Value found in Redis, the data key's remaining TTL
 	// read in the same step (negative: no expiry); zero otherwise.
 	TTL time.Duration
+	// WriteErr is the error of a fenced write that failed (Redis could not
+	// answer or refused): Value was loaded but is not in Redis, and the
+	// lease expires on its own. Nil when the write succeeded or was
+	// refused because the lease was lost.
+	WriteErr error
 }
 
 // Group runs at most one rebuild per key at a time: across the goroutines of
@@ -444,6 +449,7 @@ func (g *Group) hold(ctx context.Context, f *flight, k keys, token string, load 
 	ok, werr := g.writeFenced(wctx, k, token, res.Value, res.ttl)
 	if werr != nil {
 		g.o.Logger.Warn("herd: fenced write failed", "key", f.key, "err", werr)
+		res.WriteErr = werr
 		return res.Result, nil
 	}
 	if !ok {

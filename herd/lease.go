@@ -219,7 +219,7 @@ func (g *Group) acquire(ctx context.Context, k keys, mode acquireMode, token str
 	}
 	arr, err := r.ToArray()
 	if err != nil {
-		return 0, nil, 0, fmt.Errorf("herd: acquire lease: %w", err)
+		return 0, nil, 0, fmt.Errorf("%w: %w", ErrLease, err)
 	}
 	if len(arr) < 2 {
 		return 0, nil, 0, fmt.Errorf("herd: acquire lease: unexpected reply of %d elements", len(arr))
@@ -311,13 +311,13 @@ func (g *Group) acquireTx(ctx context.Context, k keys, mode acquireMode, token s
 			return nil
 		})
 		if err != nil {
-			return 0, nil, 0, fmt.Errorf("herd: acquire lease (transaction): %w", err)
+			return 0, nil, 0, fmt.Errorf("%w (transaction): %w", ErrLease, err)
 		}
 		if !retry {
 			return st, val, pttl, nil
 		}
 	}
-	return 0, nil, 0, fmt.Errorf("herd: acquire lease: %w", errTxContended)
+	return 0, nil, 0, fmt.Errorf("%w: %w", ErrLease, errTxContended)
 }
 
 // casTx runs the commands built by ops in a MULTI/EXEC only while token

@@ -342,7 +342,9 @@ type found struct {
 	e     entry
 	src   Source
 	hit   bool // a fresh (or, by policy, unverified) value: served
-	stale bool // e is past its soft expiry but alive: a stale candidate
+	stale bool // e is a stale candidate: past its soft expiry but alive,
+	// or (unverified) a copy Redis could not vouch for
+	unverified bool
 }
 
 // read is the slow path of every read: it takes the key's ticket, looks in
@@ -370,7 +372,11 @@ func (c *Cache) read(ctx context.Context, r *route, key string, tiers []tier) (f
 			switch v {
 			case unreachable:
 				// Redis cannot vouch for the copy, and would not answer
-				// the read either.
+				// the read either. The copy is a candidate for
+				// stale-on-error if the caller goes on to load.
+				if !stale.stale {
+					stale = found{e: e, src: tr.source(), stale: true, unverified: true}
+				}
 				return stale, err
 			case serveAnyway:
 				r.stats.staleServes.Add(1)

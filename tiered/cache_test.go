@@ -134,6 +134,9 @@ func TestStaleOnError(t *testing.T) {
 	if err != nil || !ok || string(v) != "v:k:1" {
 		t.Fatalf("GetOrLoad with failing origin = %q, %v, %v; want the stale value", v, ok, err)
 	}
+	// Served stale at once (stale-while-revalidate), the refresh failing
+	// in the background.
+	waitFor(t, 5*time.Second, func() bool { return c.Stats().Routes[0].LoadErrors == 1 }, "the background refresh to fail")
 	if st := c.Stats().Routes[0]; st.StaleServes != 1 || st.LoadErrors != 1 {
 		t.Fatalf("stale serves %d, load errors %d; want 1, 1", st.StaleServes, st.LoadErrors)
 	}

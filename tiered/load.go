@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/redis/rueidis"
+
 	"github.com/thermoscache/thermos/herd"
 	"github.com/thermoscache/thermos/tracking"
 )
@@ -49,6 +51,18 @@ func (c *Cache) GetOrLoad(ctx context.Context, key string, load Loader) ([]byte,
 		if err != nil {
 			c.o.Logger.Debug("tiered: read before load", "key", key, "err", err)
 		}
+		if r.Tiers&Redis == 0 && f.stale && !f.unverified && alive(&f.e.it, c.now()) {
+			// Stale-while-revalidate on a route without Redis (one with
+			// Redis asks Redis first: another process may have refreshed):
+			// one caller refreshes in the background, everyone is served
+			// the stale value meanwhile.
+			c.refresh(r, key, nil, f.e.it.Version, load)
+			c.countHit(r, f.src)
+			r.stats.staleServes.Add(1)
+			note(ctx, key, SourceStale)
+			v, ok := value(&f.e.it)
+			return v, ok, nil
+		}
 	}
 	return c.load(ctx, r, key, load, f, byp)
 }
@@ -63,6 +77,15 @@ func (c *Cache) load(ctx context.Context, r *route, key string, load Loader, f f
 		g, shared = c.local, false
 	}
 	res, err := g.Do(ctx, key, nil, c.loadFunc(r, key, load, shared))
+	if shared && errors.Is(err, herd.ErrLease) && ctx.Err() == nil {
+		// Redis cannot give the lease (unreachable, OOM, read-only): load
+		// in this process's single-flight instead. At most one load per
+		// key across the fleet does not hold while this lasts.
+		r.stats.degradedLoads.Add(1)
+		c.o.Logger.Debug("tiered: lease unavailable; loading locally", "key", key, "err", err)
+		g, shared = c.local, false
+		res, err = g.Do(ctx, key, nil, c.loadFunc(r, key, load, false))
+	}
 	var e entry
 	if err == nil && shared && !res.Loaded {
 		// The value Redis holds (or another process just stored).
@@ -92,7 +115,13 @@ func (c *Cache) load(ctx context.Context, r *route, key string, load Loader, f f
 		if errors.Is(err, ErrNotFound) {
 			return nil, false, nil
 		}
-		if f.stale && alive(&f.e.it, c.now()) {
+		if errors.Is(err, herd.ErrPanic) {
+			err = fmt.Errorf("%w: %w", ErrLoaderPanic, err)
+		}
+		if f.stale && alive(&f.e.it, c.now()) && (!f.unverified || r.MaxStale > 0) {
+			// Stale-on-error: a value past its TTL within MaxStale, or a
+			// copy Redis could not vouch for on a route that allows
+			// stale values at all.
 			r.stats.staleServes.Add(1)
 			note(ctx, key, SourceStale)
 			v, ok := value(&f.e.it)
@@ -120,10 +149,11 @@ func (c *Cache) load(ctx context.Context, r *route, key string, load Loader, f f
 	}
 	r.stats.misses.Add(1)
 	note(ctx, key, SourceLoader)
-	if byp&BypassWrites == 0 && !shared {
+	if byp&BypassWrites == 0 && (!shared || connFailure(res.WriteErr)) {
 		// Not in Redis: local routes, or Redis down. (A value the herd
-		// stored was cached by afterWrite; one it could not store — the
-		// lease was lost — is not cached: Redis may hold a newer one.)
+		// stored was cached by afterWrite; one it could not store because
+		// the lease was lost or Redis refused the write is not cached:
+		// Redis may hold a newer one.)
 		c.fillLocal(r, key, &e, t)
 	}
 	v, ok := value(&e.it)
@@ -163,6 +193,16 @@ func (c *Cache) afterWrite(ctx context.Context, key string, value []byte) {
 	}
 	capExpiry(&e.it, c.now(), pttl)
 	c.fillLocal(r, key, &e, t)
+}
+
+// connFailure reports whether err is Redis failing to answer (not Redis
+// answering with an error).
+func connFailure(err error) bool {
+	if err == nil {
+		return false
+	}
+	_, refused := rueidis.IsRedisErr(err)
+	return !refused
 }
 
 // ownWriteWait bounds how long afterWrite waits for its write's own

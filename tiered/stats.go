@@ -19,6 +19,7 @@ type routeStats struct {
 	memNotServed, memSlowHits   atomic.Int64
 	diskHits, redisHits         atomic.Int64
 	misses, loads, loadErrors   atomic.Int64
+	degradedLoads               atomic.Int64
 	staleServes, earlyRefreshes atomic.Int64
 	unverifiedReads             atomic.Int64
 	revalidated, dropped        atomic.Int64
@@ -48,13 +49,15 @@ type RouteStats struct {
 	MemoryHits, DiskHits, RedisHits int64
 	Misses                          int64
 	// Loads counts calls of the loader by this process; LoadErrors those
-	// that failed.
-	Loads, LoadErrors    int64
-	StaleServes          int64 // stale-on-error and stale-while-revalidate
-	EarlyRefreshes       int64 // XFetch refreshes started
-	UnverifiedReads      int64 // reads that met an unverified entry
-	Revalidated, Dropped int64 // unverified entries confirmed / dropped
-	IntegrityFailures    int64 // undecodable or unverifiable values refused
+	// that failed. DegradedLoads counts the loads of a route with Redis
+	// that ran without the fleet-wide lease, because Redis could not give
+	// it (unreachable, OOM, read-only).
+	Loads, LoadErrors, DegradedLoads int64
+	StaleServes                      int64 // stale-on-error and stale-while-revalidate
+	EarlyRefreshes                   int64 // XFetch refreshes started
+	UnverifiedReads                  int64 // reads that met an unverified entry
+	Revalidated, Dropped             int64 // unverified entries confirmed / dropped
+	IntegrityFailures                int64 // undecodable or unverifiable values refused
 
 	// Latencies of the loader, of disk reads (including any revalidation
 	// round trip) and of Redis GETs. Memory hits are not timed: timing
@@ -131,7 +134,7 @@ func (c *Cache) Stats() Stats {
 		st.Routes = append(st.Routes, RouteStats{
 			Prefix: r.Prefix, Tiers: r.Tiers,
 			MemoryHits: int64(tagHits[r.idx]) - s.memNotServed.Load() + s.memSlowHits.Load(), DiskHits: s.diskHits.Load(), RedisHits: s.redisHits.Load(),
-			Misses: s.misses.Load(), Loads: s.loads.Load(), LoadErrors: s.loadErrors.Load(),
+			Misses: s.misses.Load(), Loads: s.loads.Load(), LoadErrors: s.loadErrors.Load(), DegradedLoads: s.degradedLoads.Load(),
 			StaleServes: s.staleServes.Load(), EarlyRefreshes: s.earlyRefreshes.Load(),
 			UnverifiedReads: s.unverifiedReads.Load(),
 			Revalidated:     s.revalidated.Load(), Dropped: s.dropped.Load(),
