@@ -2,4 +2,12 @@ package e2e
 
 import "fmt"
 
-func runRole(role string) error { return fmt.Errorf("unknown role %q", role) }
+// runRole plays role in a re-executed test binary (see TestMain).
+func runRole(role string) error {
+	rio := newRoleIO()
+	switch role {
+	case "reactor":
+		return runReactor(rio)
+	}
+	return fmt.Errorf("unknown role %q", role)
+}
