@@ -34,8 +34,8 @@ const (
 
 // probeEnv is where a probe runs: a single server or a cluster.
 type probeEnv struct {
-	addrs []string      // for the cache and the plain client
-	subs  []string      // nodes to SUBSCRIBE on: keyevent notifications are node-local
+	addrs []string       // for the cache and the plain client
+	subs  []string       // nodes to SUBSCRIBE on: keyevent notifications are node-local
 	plain rueidis.Client // writes and reads that are not thermos code
 }
 
