@@ -118,7 +118,7 @@ func check(h []hop, o checkOptions) checkResult {
 			res.byKind["ambiguous "+x.in.kind.String()]++
 		}
 		byKey[x.key] = append(byKey[x.key], porcupine.Operation{
-			ClientId: clients[cid], Input: in, Call: in.call, Output: x.out, Return: in.ret,
+			ClientId: clients[cid], Input: in, Call: in.call, Output: x.out, Return: in.ret, Metadata: cid,
 		})
 		hops[x.key] = append(hops[x.key], x)
 		res.ops++
@@ -220,10 +220,10 @@ func excerpt(key string, ops []porcupine.Operation, info porcupine.Linearization
 		}
 		return fmt.Sprintf("%+.3fs", float64(t-t0)/1e9)
 	}
-	fmt.Fprintf(&b, "key %q: no linearization explains\n    %s  [%s, %s] (client %d)\n", key,
-		describe(bin, outputOf(bad.Output)), rel(bin.call), rel(bin.ret), bad.ClientId)
-	if bin.kind == kindRead {
-		fmt.Fprintf(&b, "    (a thermos read's interval starts δ=%v before its call)\n", delta)
+	fmt.Fprintf(&b, "key %q: no linearization explains\n    %s  [%s, %s] by %v\n", key,
+		describe(bin, outputOf(bad.Output)), rel(bin.call), rel(bin.ret), bad.Metadata)
+	if bin.kind == kindRead && bin.ret-bin.call >= int64(delta) {
+		fmt.Fprintf(&b, "    (a thermos read: its interval starts δ=%v before its call)\n", delta)
 	}
 	var state string
 	if len(longest) > 0 {
@@ -267,7 +267,7 @@ func excerpt(key string, ops []porcupine.Operation, info porcupine.Linearization
 		if op.Call == bad.Call && op.ClientId == bad.ClientId {
 			mark = "=>"
 		}
-		fmt.Fprintf(&b, "  %s [%s, %s] client %d: %s\n", mark, rel(in.call), rel(in.ret), op.ClientId, describe(in, outputOf(op.Output)))
+		fmt.Fprintf(&b, "  %s [%s, %s] %v: %s\n", mark, rel(in.call), rel(in.ret), op.Metadata, describe(in, outputOf(op.Output)))
 	}
 	if state != "" {
 		fmt.Fprintf(&b, "  state after the longest linearizable prefix (%d of %d operations): %s\n", len(longest), len(ops), state)

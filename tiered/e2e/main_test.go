@@ -9,6 +9,7 @@ import (
 
 var (
 	flagLong = flag.Bool("history.long", false, "run the long history check (>= 10 min, a fault every 20 s, >= 4 processes); also THERMOS_E2E_LONG=1")
+	flagRun  = flag.Duration("history.run", 0, "override the history check's run length (and space faults evenly, 5 of them), e.g. for a quick look")
 	flagOut  = flag.String("history.out", "", "directory for porcupine's HTML visualizations of violating keys (default: the test's temporary directory)")
 )
 

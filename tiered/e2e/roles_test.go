@@ -8,6 +8,10 @@ func runRole(role string) error {
 	switch role {
 	case "reactor":
 		return runReactor(rio)
+	case "thermos":
+		return runThermos(rio)
+	case "plain":
+		return runPlain(rio)
 	}
 	return fmt.Errorf("unknown role %q", role)
 }
