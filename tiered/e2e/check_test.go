@@ -67,6 +67,13 @@ type checkOptions struct {
 	ambiguous time.Duration
 	timeout   time.Duration // per key; a key not decided in time is reported as unknown
 	vizDir    string        // where visualizations of violating keys go; empty: none
+	faults    []faultSpan   // shown in excerpts near the offending operation
+}
+
+// faultSpan is a fault the harness injected, and when.
+type faultSpan struct {
+	kind       string
+	start, end int64
 }
 
 // keyResult is the verdict on one key.
@@ -75,6 +82,7 @@ type keyResult struct {
 	ops     int
 	result  porcupine.CheckResult
 	excerpt string // for an illegal key
+	class   string // "stale value", "false miss" or "other"
 	viz     string // path of its visualization
 }
 
@@ -118,7 +126,8 @@ func check(h []hop, o checkOptions) checkResult {
 			res.byKind["ambiguous "+x.in.kind.String()]++
 		}
 		byKey[x.key] = append(byKey[x.key], porcupine.Operation{
-			ClientId: clients[cid], Input: in, Call: in.call, Output: x.out, Return: in.ret, Metadata: cid,
+			ClientId: clients[cid], Input: in, Call: in.call, Output: x.out, Return: in.ret,
+			Metadata: opMeta{proc: x.proc, worker: x.client, thermos: x.thermos, call: x.call},
 		})
 		hops[x.key] = append(hops[x.key], x)
 		res.ops++
@@ -143,8 +152,8 @@ func check(h []hop, o checkOptions) checkResult {
 			r := porcupine.CheckOperationsTimeout(model, ops, o.timeout)
 			kr := keyResult{key: k, ops: len(ops), result: r}
 			if r == porcupine.Illegal {
+				kr.excerpt, kr.class = diagnose(k, ops, model, o)
 				_, info := porcupine.CheckOperationsVerbose(model, ops, o.timeout)
-				kr.excerpt = excerpt(k, ops, info, o.delta)
 				if o.vizDir != "" {
 					p := filepath.Join(o.vizDir, "history-"+safeName(k)+".html")
 					if err := porcupine.VisualizePath(model, info, p); err == nil {
@@ -176,14 +185,116 @@ func safeName(k string) string {
 	}, k)
 }
 
-// excerpt names the operation porcupine could not place for key and the
-// writes around it. The longest partial linearization ends just before the
-// trouble: the first operation (by return time) outside it is the one no
-// order explains, most often a read of a value already overwritten.
-func excerpt(key string, ops []porcupine.Operation, info porcupine.LinearizationInfo, delta time.Duration) string {
-	parts := info.PartialLinearizationsOperations()
+// opMeta identifies an operation's origin in excerpts and in the
+// visualization.
+type opMeta struct {
+	proc    string
+	worker  int
+	thermos bool
+	call    int64 // as recorded: a thermos read's Call is δ earlier
+}
+
+func (m opMeta) String() string { return fmt.Sprintf("%s/%d", m.proc, m.worker) }
+
+func metaOf(op porcupine.Operation) opMeta { return op.Metadata.(opMeta) }
+
+func isThermosRead(op porcupine.Operation) bool {
+	return metaOf(op).thermos && op.Input.(input).kind == kindRead
+}
+
+// culprit is a process whose reads of a key, taken away, leave the key's
+// history linearizable.
+type culprit struct {
+	proc  string
+	first porcupine.Operation // its first read that contradicts everything else
+	same  int                 // its later reads that return the same
+}
+
+// diagnose explains an illegal key: which process's reads no order
+// reconciles with the rest, the first such read, and the writes around it.
+// It returns the excerpt and the class of the violation: "stale value" (a
+// read of a value already replaced), "false miss" (absent while Redis held
+// a value), or "other".
+//
+// Taking reads away never makes a legal history illegal, so for each process
+// whose reads are the trouble, a binary search over them (by return time)
+// finds the first read that no linearization of the rest allows.
+func diagnose(key string, ops []porcupine.Operation, model porcupine.Model, o checkOptions) (string, string) {
+	legal := func(ops []porcupine.Operation) bool {
+		return porcupine.CheckOperationsTimeout(model, ops, o.timeout) == porcupine.Ok
+	}
+	var procs []string
+	for _, op := range ops {
+		if isThermosRead(op) && !slices.Contains(procs, metaOf(op).proc) {
+			procs = append(procs, metaOf(op).proc)
+		}
+	}
+	base := slices.DeleteFunc(slices.Clone(ops), isThermosRead)
+	if !legal(base) {
+		_, info := porcupine.CheckOperationsVerbose(model, base, o.timeout)
+		bad := outsideLongest(base, info)
+		return fmt.Sprintf("key %q: the writes and plain reads alone are not linearizable (a model or Redis problem)\n%s",
+			key, around(bad, ops, o)), "other"
+	}
+	var cands []culprit
+	for _, p := range procs {
+		mine := func(op porcupine.Operation) bool { return isThermosRead(op) && metaOf(op).proc == p }
+		without := slices.DeleteFunc(slices.Clone(ops), mine)
+		if !legal(without) {
+			continue
+		}
+		var reads []porcupine.Operation
+		for _, op := range ops {
+			if mine(op) {
+				reads = append(reads, op)
+			}
+		}
+		slices.SortFunc(reads, func(x, y porcupine.Operation) int { return cmp.Compare(x.Return, y.Return) })
+		lo, hi := 1, len(reads) // illegal with all of them
+		for lo < hi {
+			mid := (lo + hi) / 2
+			if legal(append(slices.Clone(without), reads[:mid]...)) {
+				lo = mid + 1
+			} else {
+				hi = mid
+			}
+		}
+		c := culprit{proc: p, first: reads[lo-1]}
+		for _, r := range reads[lo:] {
+			if outputOf(r.Output) == outputOf(c.first.Output) {
+				c.same++
+			}
+		}
+		cands = append(cands, c)
+	}
+	if len(cands) == 0 {
+		_, info := porcupine.CheckOperationsVerbose(model, ops, o.timeout)
+		return fmt.Sprintf("key %q: no single process's reads are the trouble\n%s", key, around(outsideLongest(ops, info), ops, o)), "other"
+	}
+	// A cache stuck on a value keeps serving it: the candidate with the
+	// most reads of the same value after its first contradicting one
+	// goes first.
+	slices.SortStableFunc(cands, func(x, y culprit) int { return cmp.Compare(y.same, x.same) })
+	var b strings.Builder
+	fmt.Fprintf(&b, "key %q:", key)
+	for _, c := range cands {
+		fmt.Fprintf(&b, " without %s's reads it is linearizable (its first contradicting read: %s, then %d more alike);",
+			c.proc, describe(c.first.Input.(input), outputOf(c.first.Output)), c.same)
+	}
+	b.WriteString("\n")
+	b.WriteString(around(cands[0].first, ops, o))
+	class := "stale value"
+	if !outputOf(cands[0].first.Output).present {
+		class = "false miss"
+	}
+	return b.String(), class
+}
+
+// outsideLongest returns the operation porcupine could not place: the one
+// with the earliest return outside the longest partial linearization.
+func outsideLongest(ops []porcupine.Operation, info porcupine.LinearizationInfo) porcupine.Operation {
 	var longest []porcupine.Operation
-	for _, p := range parts {
+	for _, p := range info.PartialLinearizationsOperations() {
 		for _, l := range p {
 			if len(l) > len(longest) {
 				longest = l
@@ -198,55 +309,49 @@ func excerpt(key string, ops []porcupine.Operation, info porcupine.Linearization
 	for _, op := range longest {
 		placed[id{op.Call, op.Return, op.ClientId}] = true
 	}
-	var bad *porcupine.Operation
-	for i := range ops {
-		op := &ops[i]
-		if placed[id{op.Call, op.Return, op.ClientId}] {
-			continue
-		}
-		if bad == nil || op.Return < bad.Return {
-			bad = op
+	bad := ops[0]
+	found := false
+	for _, op := range ops {
+		if !placed[id{op.Call, op.Return, op.ClientId}] && (!found || op.Return < bad.Return) {
+			bad, found = op, true
 		}
 	}
-	if bad == nil {
-		return fmt.Sprintf("key %q: illegal, but no operation left out of the longest linearization", key)
-	}
+	return bad
+}
+
+// around renders bad with the writes near it (the last five before, and all
+// within 3δ before and δ after), and every process's reads near it in runs
+// of equal results. Times are relative to bad's interval's start.
+func around(bad porcupine.Operation, ops []porcupine.Operation, o checkOptions) string {
+	delta := o.delta
 	bin := bad.Input.(input)
 	var b strings.Builder
-	t0 := bin.call
+	t0 := metaOf(bad).call
 	rel := func(t int64) string {
 		if t >= never/2 {
 			return "∞"
 		}
 		return fmt.Sprintf("%+.3fs", float64(t-t0)/1e9)
 	}
-	fmt.Fprintf(&b, "key %q: no linearization explains\n    %s  [%s, %s] by %v\n", key,
-		describe(bin, outputOf(bad.Output)), rel(bin.call), rel(bin.ret), bad.Metadata)
-	if bin.kind == kindRead && bin.ret-bin.call >= int64(delta) {
-		fmt.Fprintf(&b, "    (a thermos read: its interval starts δ=%v before its call)\n", delta)
+	fmt.Fprintf(&b, "  offending: %s  [%s, %s] by %v, called at %s", describe(bin, outputOf(bad.Output)), rel(t0), rel(bin.ret), bad.Metadata,
+		time.Unix(0, t0).Format("15:04:05.000"))
+	if isThermosRead(bad) {
+		fmt.Fprintf(&b, " (a thermos read: checked against [call − δ, return], δ=%v)", delta)
 	}
-	var state string
-	if len(longest) > 0 {
-		var st regState = absent
-		for _, op := range longest {
-			next := step(st, op.Input.(input), outputOf(op.Output))
-			if len(next) > 0 {
-				st = next[len(next)-1]
-			}
+	for _, f := range o.faults {
+		if f.end >= t0-int64(10*time.Second) && f.start <= bin.ret+int64(delta) {
+			fmt.Fprintf(&b, "\n  fault %s [%s, %s]", f.kind, rel(f.start), rel(f.end))
 		}
-		state = registerModel().DescribeState([]any{st})
 	}
-	fmt.Fprintf(&b, "  the last writes before it, and every write within 3δ before it or δ after it\n  (times relative to its interval's start):\n")
+	b.WriteString("\n  writes: the last five before, and all from 3δ before to δ after it (times from its call):\n")
 	window := int64(3 * delta)
 	sorted := slices.Clone(ops)
 	slices.SortFunc(sorted, func(x, y porcupine.Operation) int { return cmp.Compare(x.Call, y.Call) })
-	var show []porcupine.Operation
-	var before []porcupine.Operation // writes that returned before the window
+	var show, before []porcupine.Operation
 	for _, op := range sorted {
 		in := op.Input.(input)
-		isBad := op.Call == bad.Call && op.ClientId == bad.ClientId
 		switch {
-		case in.kind == kindRead && !isBad:
+		case in.kind == kindRead:
 		case op.Call > bin.ret+int64(delta):
 		case op.Return < bin.call-window:
 			before = append(before, op)
@@ -263,14 +368,40 @@ func excerpt(key string, ops []porcupine.Operation, info porcupine.Linearization
 	}
 	for _, op := range show {
 		in := op.Input.(input)
-		mark := "  "
-		if op.Call == bad.Call && op.ClientId == bad.ClientId {
-			mark = "=>"
-		}
-		fmt.Fprintf(&b, "  %s [%s, %s] %v: %s\n", mark, rel(in.call), rel(in.ret), op.Metadata, describe(in, outputOf(op.Output)))
+		fmt.Fprintf(&b, "     [%s, %s] %v: %s\n", rel(in.call), rel(in.ret), op.Metadata, describe(in, outputOf(op.Output)))
 	}
-	if state != "" {
-		fmt.Fprintf(&b, "  state after the longest linearizable prefix (%d of %d operations): %s\n", len(longest), len(ops), state)
+	b.WriteString("  reads from 3δ before to 3δ after it (runs of equal results, by process):\n")
+	type run struct {
+		who         string
+		out         output
+		n           int
+		first, last int64
+	}
+	var runs []run
+	open := map[string]int{} // process → index of its current run
+	for _, op := range sorted {
+		if op.Input.(input).kind != kindRead || op.Return < bin.call-window || op.Call > bin.ret+window {
+			continue
+		}
+		who := metaOf(op).proc
+		if !metaOf(op).thermos {
+			who += " (plain)"
+		}
+		out := outputOf(op.Output)
+		call := metaOf(op).call
+		if i, ok := open[who]; ok && runs[i].out == out {
+			runs[i].n++
+			runs[i].last = call
+			continue
+		}
+		open[who] = len(runs)
+		runs = append(runs, run{who: who, out: out, n: 1, first: call, last: call})
+	}
+	if len(runs) > 40 {
+		runs = runs[:40]
+	}
+	for _, r := range runs {
+		fmt.Fprintf(&b, "     %s: %s ×%d, called from %s to %s\n", r.who, describe(input{kind: kindRead, known: true}, r.out), r.n, rel(r.first), rel(r.last))
 	}
 	return b.String()
 }
@@ -291,7 +422,7 @@ func (res checkResult) report(logf func(string, ...any)) {
 	logf("history: %d operations on %d keys: %s", res.ops, res.keys, strings.Join(parts, " "))
 	logf("history: %d keys with violations, %d keys undecided in time", len(res.violations), len(res.unknown))
 	for _, v := range res.violations {
-		logf("VIOLATION (%d ops on the key)\n%s", v.ops, v.excerpt)
+		logf("VIOLATION, %s (%d ops on the key)\n%s", v.class, v.ops, v.excerpt)
 		if v.viz != "" {
 			logf("visualization: %s", v.viz)
 		}

@@ -81,6 +81,7 @@ type historyRun struct {
 	files   []procFile // every history file, with its process name
 	harness []hop      // the harness's own operations (flushes)
 	faults  map[string]int
+	spans   []faultSpan
 	rnd     *rand.Rand
 }
 
@@ -152,7 +153,7 @@ func runHistory(t *testing.T, p historyParams) {
 	hist = append(hist, h.harness...)
 	viz := vizDirOr(t.TempDir())
 	start := time.Now()
-	res := check(hist, checkOptions{delta: delta, ambiguous: opTimeout + maxPause + 1500*time.Millisecond, timeout: 2 * time.Minute, vizDir: viz})
+	res := check(hist, checkOptions{delta: delta, ambiguous: opTimeout + maxPause + 1500*time.Millisecond, timeout: 2 * time.Minute, vizDir: viz, faults: h.spans})
 	t.Logf("history: checked in %v", time.Since(start).Round(time.Millisecond))
 	res.report(t.Logf)
 	var fk []string
@@ -196,6 +197,8 @@ func (h *historyRun) start(sl *procSlot) {
 func (h *historyRun) fault(kind string) {
 	t := h.t
 	t.Logf("history: fault %s at %s", kind, time.Now().Format("15:04:05.000"))
+	start := now()
+	defer func() { h.spans = append(h.spans, faultSpan{kind: kind, start: start, end: now()}) }()
 	switch kind {
 	case "client-kill":
 		ids := h.trackingClients()
@@ -321,14 +324,20 @@ func (h *historyRun) converge() []string {
 }
 
 // redisView is what Redis holds for keys, as tiered would serve it
-// (quoted payload); absent keys are missing from the map.
+// (quoted payload); absent keys are missing from the map. The GETs join the
+// harness's history as plain reads.
 func (h *historyRun) redisView(keys []historyKey) map[string]string {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	m := map[string]string{}
 	for _, k := range keys {
+		t0 := now()
 		s, err := h.plain.Do(ctx, h.plain.B().Get().Key(k.Key).Build()).ToString()
+		t1 := now()
 		if rueidis.IsRedisNil(err) {
+			// Plain reads in the history too: they pin Redis's final
+			// state, so a cache stuck on an older value is the one blamed.
+			h.harness = append(h.harness, hop{proc: "harness", key: k.Key, in: input{kind: kindRead}, call: t0, ret: t1})
 			continue
 		}
 		if err != nil {
@@ -339,6 +348,7 @@ func (h *historyRun) redisView(keys []historyKey) map[string]string {
 			h.t.Fatalf("GET %s: %v", k.Key, err)
 		}
 		m[k.Key] = strconv.Quote(p)
+		h.harness = append(h.harness, hop{proc: "harness", key: k.Key, in: input{kind: kindRead}, out: output{present: true, val: p}, call: t0, ret: t1})
 	}
 	return m
 }

@@ -33,6 +33,14 @@ func ambiguous(h hop) hop { h.ret = never; return h }
 
 func onClient(h hop, c int) hop { h.client = c; return h }
 
+func byProc(h hop, p string) hop { h.proc = p; return h }
+
+func plainRead(val string, call, ret int64) hop {
+	h := r(val, call, ret)
+	h.proc, h.thermos = "harness", false
+	return h
+}
+
 func TestCheckerSelf(t *testing.T) {
 	del := output{n: -1}
 	one, zero := output{n: 1}, output{n: 0}
@@ -81,6 +89,8 @@ func TestCheckerSelf(t *testing.T) {
 		{"ambiguous write may have landed", []hop{ambiguous(w(kindSet, "y", 100, 0, output{})), r("y", 2000, 2010)}, true},
 		{"ambiguous write may not have landed", []hop{
 			w(kindSet, "x", 0, 10, output{}), ambiguous(w(kindSet, "y", 100, 0, output{})), r("x", 2000, 2010)}, true},
+		{"ambiguous write that never landed, past its bound", []hop{
+			w(kindSet, "x", 0, 10, output{}), ambiguous(w(kindSet, "y", 100, 0, output{})), r("x", 8000, 8010)}, true},
 		{"ambiguous write, then a newer one, then a stale read", []hop{
 			ambiguous(w(kindSet, "y", 100, 0, output{})), w(kindSet, "z", 11000, 11010, output{}), r("y", 13000, 13010)}, false},
 		{"load that was refused", []hop{w(kindSet, "a", 0, 10, output{}), w(kindLoad, "L", 20, 30, output{}), r("a", 500, 510)}, true},
@@ -123,12 +133,41 @@ func TestCheckerExcerpt(t *testing.T) {
 		t.Fatalf("%d violations, want 1", len(res.violations))
 	}
 	ex := res.violations[0].excerpt
-	for _, want := range []string{`read → "mine"`, "del → 1", `set "mine"`} {
+	for _, want := range []string{`read → "mine"`, "del → 1", `set "mine"`, "without T0's reads"} {
 		if !strings.Contains(ex, want) {
 			t.Errorf("excerpt lacks %q:\n%s", want, ex)
 		}
 	}
 	if res.violations[0].viz == "" {
 		t.Errorf("no visualization written")
+	}
+}
+
+// TestCheckerBlame checks that, of two processes whose reads conflict, the
+// one stuck on an overwritten value is named, and the class is right.
+func TestCheckerBlame(t *testing.T) {
+	o := checkOptions{delta: 100 * time.Millisecond, ambiguous: 5 * time.Second, timeout: 10 * time.Second}
+	// T1's set and the reactor's overlap: either order is possible, but
+	// T1 keeps reading its own value while T2 and the final plain read
+	// see the reactor's.
+	h := []hop{
+		byProc(w(kindSet, "mine", 0, 10, output{}), "T1"), w(kindSet, "theirs", 5, 10, output{}),
+		byProc(r("mine", 20, 21), "T1"), byProc(r("theirs", 30, 31), "T2"),
+		byProc(r("mine", 500, 501), "T1"), byProc(r("theirs", 600, 601), "T2"), byProc(r("mine", 900, 901), "T1"),
+		plainRead("theirs", 2000, 2001),
+	}
+	res := check(h, o)
+	if len(res.violations) != 1 {
+		t.Fatalf("%d violations, want 1", len(res.violations))
+	}
+	v := res.violations[0]
+	if v.class != "stale value" || !strings.Contains(v.excerpt, `offending: read → "mine"`) || !strings.Contains(v.excerpt, "T1/0") {
+		t.Errorf("class %q, excerpt:\n%s\nwant a stale value read by T1", v.class, v.excerpt)
+	}
+	// A miss while Redis holds a value is a false miss.
+	h = []hop{w(kindSet, "a", 0, 10, output{}), byProc(rAbsent(500, 510), "T1"), plainRead("a", 600, 610)}
+	res = check(h, o)
+	if len(res.violations) != 1 || res.violations[0].class != "false miss" {
+		t.Fatalf("violations %+v, want one false miss", res.violations)
 	}
 }

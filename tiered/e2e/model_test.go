@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -106,8 +107,17 @@ func (s regState) mayBeAbsent(ret int64) bool {
 
 var absent = regState{}
 
-// step returns every state the register can be in after in with out.
+// step returns every state the register can be in after in with out. A
+// write whose outcome is unknown may also never have happened.
 func step(s regState, in input, out output) []regState {
+	next := applyStep(s, in, out)
+	if !in.known && in.kind != kindRead && in.kind != kindFlush && !slices.Contains(next, s) {
+		next = append(next, s)
+	}
+	return next
+}
+
+func applyStep(s regState, in input, out output) []regState {
 	switch in.kind {
 	case kindRead:
 		if out.present {

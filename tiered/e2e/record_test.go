@@ -206,6 +206,7 @@ func hopOf(proc string, c, r rec, returned bool) (*hop, error) {
 	if k == kindLoad && !(r.P && string(r.O) == string(c.V)) {
 		// GetOrLoad served a value it did not load: a read.
 		h.in = input{kind: kindRead}
+		h.out.n = 0
 	}
 	return h, nil
 }
