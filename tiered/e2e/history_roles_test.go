@@ -115,8 +115,68 @@ type checkReply struct {
 	Err     string `json:"err,omitempty"`
 }
 
-// runThermos is a thermos process: tiered through its public API only.
-func runThermos(rio *roleIO) error {
+// cacheOps is what a reading-and-writing process of the history check
+// calls: tiered (the thermos role), or plain Redis commands (the direct
+// role, a correct "cache" the checker must accept).
+type cacheOps interface {
+	Get(ctx context.Context, key string) ([]byte, bool, error)
+	GetOrLoad(ctx context.Context, key string, load tiered.Loader) ([]byte, bool, error)
+	Set(ctx context.Context, key string, value []byte, ttl time.Duration) error
+	Delete(ctx context.Context, key string) error
+}
+
+// direct is cacheOps straight on Redis: GET, SET NX for a load, SET, DEL.
+type direct struct {
+	cl   rueidis.Client
+	raws map[string]bool
+}
+
+func (d direct) Get(ctx context.Context, key string) ([]byte, bool, error) {
+	s, err := d.cl.Do(ctx, d.cl.B().Get().Key(key).Build()).ToString()
+	if rueidis.IsRedisNil(err) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	p, err := payloadOf(d.raws[key], s)
+	return []byte(p), err == nil, err
+}
+
+func (d direct) GetOrLoad(ctx context.Context, key string, load tiered.Loader) ([]byte, bool, error) {
+	if v, ok, err := d.Get(ctx, key); ok || err != nil {
+		return v, ok, err
+	}
+	v, err := load.Load(ctx, key)
+	if err != nil {
+		return nil, false, err
+	}
+	enc := string(v)
+	if !d.raws[key] {
+		enc = envelopeOf(string(v))
+	}
+	// NX: like the herd's fenced write, never over another writer's value.
+	if err := d.cl.Do(ctx, d.cl.B().Set().Key(key).Value(rueidis.BinaryString([]byte(enc))).Nx().Build()).Error(); err != nil && !rueidis.IsRedisNil(err) {
+		return nil, false, err
+	}
+	return v, true, nil
+}
+
+func (d direct) Set(ctx context.Context, key string, value []byte, _ time.Duration) error {
+	enc := string(value)
+	if !d.raws[key] {
+		enc = envelopeOf(enc)
+	}
+	return d.cl.Do(ctx, d.cl.B().Set().Key(key).Value(rueidis.BinaryString([]byte(enc))).Build()).Error()
+}
+
+func (d direct) Delete(ctx context.Context, key string) error {
+	return d.cl.Do(ctx, d.cl.B().Del().Key(key).Build()).Error()
+}
+
+// runThermos is a thermos process: tiered through its public API only
+// (isDirect: plain Redis commands instead, recorded as plain reads).
+func runThermos(rio *roleIO, isDirect bool) error {
 	var cfg historyConfig
 	if err := roleConfig(&cfg); err != nil {
 		return err
@@ -126,24 +186,40 @@ func runThermos(rio *roleIO) error {
 		return err
 	}
 	defer hr.close()
-	var routes []tiered.Route
-	for _, r := range historyRoutes {
-		// Beta < 0: no early refresh, whose background writes no
-		// operation's interval would cover.
-		routes = append(routes, tiered.Route{Prefix: r.prefix, Tiers: r.tiers, Raw: r.raw, TTL: time.Hour, Beta: -1})
+	var cache cacheOps
+	if isDirect {
+		cl, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{cfg.Addr}, DisableCache: true, ConnWriteTimeout: cfg.ConnWrite})
+		if err != nil {
+			return err
+		}
+		defer cl.Close()
+		raws := map[string]bool{}
+		for _, k := range historyKeys(cfg.PerRoute) {
+			raws[k.Key] = k.Raw
+		}
+		cache = direct{cl: cl, raws: raws}
+	} else {
+		var routes []tiered.Route
+		for _, r := range historyRoutes {
+			// Beta < 0: no early refresh, whose background writes no
+			// operation's interval would cover.
+			routes = append(routes, tiered.Route{Prefix: r.prefix, Tiers: r.tiers, Raw: r.raw, TTL: time.Hour, Beta: -1})
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		c, err := tiered.Open(ctx, &tiered.Options{
+			Routes: routes,
+			Redis:  &rueidis.ClientOption{InitAddress: []string{cfg.Addr}, ConnWriteTimeout: cfg.ConnWrite},
+			Dir:    cfg.Dir,
+			Logger: quietLogger(),
+		})
+		cancel()
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		cache = c
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	cache, err := tiered.Open(ctx, &tiered.Options{
-		Routes: routes,
-		Redis:  &rueidis.ClientOption{InitAddress: []string{cfg.Addr}, ConnWriteTimeout: cfg.ConnWrite},
-		Dir:    cfg.Dir,
-		Logger: quietLogger(),
-	})
-	cancel()
-	if err != nil {
-		return err
-	}
-	defer cache.Close()
+	th := !isDirect
 	keys := historyKeys(cfg.PerRoute)
 	var seq sync.Mutex
 	n := 0
@@ -161,7 +237,7 @@ func runThermos(rio *roleIO) error {
 			t0 := now()
 			v, ok, err := cache.Get(octx, k)
 			t1 := now()
-			x := rec{C: w, K: "read", Key: k, Th: true, T0: t0, T1: t1, P: ok, O: v}
+			x := rec{C: w, K: "read", Key: k, Th: th, T0: t0, T1: t1, P: ok, O: v}
 			if err != nil {
 				x.Err = err.Error()
 			}
@@ -175,7 +251,7 @@ func runThermos(rio *roleIO) error {
 		case p < 90:
 			lv := unique()
 			var called bool
-			id := hr.call(rec{C: w, K: "load", Key: k, Th: true, V: []byte(lv)})
+			id := hr.call(rec{C: w, K: "load", Key: k, Th: th, V: []byte(lv)})
 			v, ok, err := cache.GetOrLoad(octx, k, tiered.LoaderFunc(func(context.Context, string) ([]byte, error) {
 				called = true
 				return []byte(lv), nil
@@ -183,14 +259,14 @@ func runThermos(rio *roleIO) error {
 			hr.ret(id, err, rec{P: ok, O: v, L: called})
 		case p < 97:
 			v := unique()
-			id := hr.call(rec{C: w, K: "set", Key: k, Th: true, V: []byte(v)})
+			id := hr.call(rec{C: w, K: "set", Key: k, Th: th, V: []byte(v)})
 			err := cache.Set(octx, k, []byte(v), 0)
 			hr.ret(id, err, rec{})
 			if rnd.IntN(2) == 0 {
 				get() // a writer reading its own write
 			}
 		default:
-			id := hr.call(rec{C: w, K: "del", Key: k, Th: true})
+			id := hr.call(rec{C: w, K: "del", Key: k, Th: th})
 			err := cache.Delete(octx, k)
 			hr.ret(id, err, rec{})
 		}
@@ -202,7 +278,7 @@ func runThermos(rio *roleIO) error {
 			v, ok, err := cache.Get(ctx, hk.Key)
 			t1 := now()
 			cancel()
-			x := rec{C: cfg.Workers, K: "read", Key: hk.Key, Th: true, T0: t0, T1: t1, P: ok, O: v}
+			x := rec{C: cfg.Workers, K: "read", Key: hk.Key, Th: th, T0: t0, T1: t1, P: ok, O: v}
 			r := checkReply{Key: hk.Key, Present: ok, Val: v}
 			if err != nil {
 				x.Err, r.Err = err.Error(), err.Error()

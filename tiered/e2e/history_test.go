@@ -29,7 +29,7 @@ import (
 // 3 thermos processes, a fault every 20 s.
 func TestHistory(t *testing.T) {
 	p := historyParams{
-		thermos: 2, workers: 3, pace: 8 * time.Millisecond, plainWorkers: 1, plainPace: 40 * time.Millisecond,
+		role: "thermos", thermos: 2, workers: 3, pace: 8 * time.Millisecond, plainWorkers: 1, plainPace: 40 * time.Millisecond,
 		perRoute: 60, run: 75 * time.Second, faultEvery: 12 * time.Second,
 	}
 	if *flagLong || os.Getenv("THERMOS_E2E_LONG") == "1" {
@@ -43,6 +43,20 @@ func TestHistory(t *testing.T) {
 	runHistory(t, p)
 }
 
+// TestHistoryControl runs the same harness with processes that read and
+// write Redis directly (GET, SET, SET NX, DEL), checked strictly (no δ):
+// Redis is linearizable, so the checker must find nothing under any of the
+// faults. A violation here is the checker's or the harness's bug.
+func TestHistoryControl(t *testing.T) {
+	if testing.Short() {
+		t.Skip("skipped in -short mode")
+	}
+	runHistory(t, historyParams{
+		role: "direct", thermos: 2, workers: 3, pace: 8 * time.Millisecond, plainWorkers: 1, plainPace: 40 * time.Millisecond,
+		perRoute: 60, run: 30 * time.Second, faultEvery: 5 * time.Second,
+	})
+}
+
 // historyParams size a run.
 //
 // Few writes per key and many reads: a stale value is only seen as a
@@ -50,6 +64,7 @@ func TestHistory(t *testing.T) {
 // per key is kept well under 1/δ (about 0.3/s) while every key is read a
 // few times a second.
 type historyParams struct {
+	role         string        // of the reading processes: "thermos", or "direct" for the control run
 	thermos      int           // thermos processes (plus one plain writer)
 	workers      int           // goroutines per thermos process
 	pace         time.Duration // mean pause between a thermos worker's operations
@@ -102,11 +117,11 @@ func runHistory(t *testing.T, p historyParams) {
 	s := redistest.Start(t, &redistest.Options{Persist: true, Args: []string{"--notify-keyspace-events", notifyAllArgs}})
 	h := &historyRun{t: t, p: p, srv: s, dir: t.TempDir(), faults: map[string]int{}, rnd: rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))}
 	h.plain = plainClient(t, []string{s.Addr()})
-	t.Logf("history: δ = %v (ConnWriteTimeout %v, slack %v); %d thermos processes × %d workers + 1 plain writer × %d workers and a reactor; %d keys; run %v, a fault every %v",
-		delta, testConnWriteTimeout, schedulingSlack, p.thermos, p.workers, p.plainWorkers, p.perRoute*len(historyRoutes), p.run, p.faultEvery)
+	t.Logf("history: δ = %v (ConnWriteTimeout %v, slack %v); %d %s processes × %d workers + 1 plain writer × %d workers and a reactor; %d keys; run %v, a fault every %v",
+		delta, testConnWriteTimeout, schedulingSlack, p.thermos, p.role, p.workers, p.plainWorkers, p.perRoute*len(historyRoutes), p.run, p.faultEvery)
 
 	for i := range p.thermos {
-		sl := &procSlot{name: "T" + strconv.Itoa(i), dir: filepath.Join(h.dir, "T"+strconv.Itoa(i)), role: "thermos"}
+		sl := &procSlot{name: "T" + strconv.Itoa(i), dir: filepath.Join(h.dir, "T"+strconv.Itoa(i)), role: p.role}
 		h.thermos = append(h.thermos, sl)
 		h.start(sl)
 	}
@@ -202,6 +217,9 @@ func (h *historyRun) fault(kind string) {
 	switch kind {
 	case "client-kill":
 		ids := h.trackingClients()
+		if h.p.role != "thermos" {
+			ids = h.otherClients()
+		}
 		if len(ids) == 0 {
 			t.Logf("history: no tracking connection to kill")
 			return
@@ -242,7 +260,7 @@ func (h *historyRun) fault(kind string) {
 	h.faults[kind]++
 	// Back to work before the next fault: every tracking connection up.
 	deadline := time.Now().Add(30 * time.Second)
-	for len(h.trackingClients()) < len(h.thermos) {
+	for h.p.role == "thermos" && len(h.trackingClients()) < len(h.thermos) || len(h.otherClients()) == 0 {
 		if time.Now().After(deadline) {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			list, err := h.plain.Do(ctx, h.plain.B().ClientList().Build()).ToString()
@@ -256,6 +274,26 @@ func (h *historyRun) fault(kind string) {
 // trackingClients returns the ids of the connections with client tracking
 // on (flag t in CLIENT LIST): one per thermos process.
 func (h *historyRun) trackingClients() []int64 {
+	return h.clients(func(flags string) bool { return strings.Contains(flags, "t") })
+}
+
+// otherClients returns the ids of every connection but the harness's own
+// and subscribers: the victims of client-kill in the control run. It is
+// empty while Redis does not answer.
+func (h *historyRun) otherClients() []int64 {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	own, err := h.plain.Do(ctx, h.plain.B().ClientId().Build()).AsInt64()
+	if err != nil {
+		return nil
+	}
+	ids := h.clients(func(flags string) bool { return !strings.Contains(flags, "P") })
+	return slices.DeleteFunc(ids, func(id int64) bool { return id == own })
+}
+
+// clients returns the ids of the connections in CLIENT LIST whose flags
+// match.
+func (h *historyRun) clients(match func(flags string) bool) []int64 {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	s, err := h.plain.Do(ctx, h.plain.B().ClientList().Build()).ToString()
@@ -266,17 +304,17 @@ func (h *historyRun) trackingClients() []int64 {
 	var ids []int64
 	for _, line := range strings.Split(s, "\n") {
 		var id int64 = -1
-		tracking := false
+		ok := false
 		for _, f := range strings.Fields(line) {
 			k, v, _ := strings.Cut(f, "=")
 			switch k {
 			case "id":
 				id, _ = strconv.ParseInt(v, 10, 64)
 			case "flags":
-				tracking = strings.Contains(v, "t")
+				ok = match(v)
 			}
 		}
-		if tracking && id >= 0 {
+		if ok && id >= 0 {
 			ids = append(ids, id)
 		}
 	}

@@ -9,7 +9,9 @@ func runRole(role string) error {
 	case "reactor":
 		return runReactor(rio)
 	case "thermos":
-		return runThermos(rio)
+		return runThermos(rio, false)
+	case "direct":
+		return runThermos(rio, true)
 	case "plain":
 		return runPlain(rio)
 	}
