@@ -203,7 +203,7 @@ func isThermosRead(op porcupine.Operation) bool {
 }
 
 // culprit is a process whose reads of a key, taken away, leave the key's
-// history linearizable.
+// history linearizable up to its first trouble.
 type culprit struct {
 	proc  string
 	first porcupine.Operation // its first read that contradicts everything else
@@ -216,18 +216,15 @@ type culprit struct {
 // read of a value already replaced), "false miss" (absent while Redis held
 // a value), or "other".
 //
-// Taking reads away never makes a legal history illegal, so for each process
-// whose reads are the trouble, a binary search over them (by return time)
-// finds the first read that no linearization of the rest allows.
+// Taking reads away never makes a legal history illegal, so binary searches
+// over the thermos reads (by return time) find the first trouble: the
+// shortest prefix of reads no linearization allows; then, for each process
+// whose reads in that prefix are the trouble, its first read that no
+// linearization of the rest allows. A key can hold several troubles: only
+// the first is diagnosed.
 func diagnose(key string, ops []porcupine.Operation, model porcupine.Model, o checkOptions) (string, string) {
 	legal := func(ops []porcupine.Operation) bool {
 		return porcupine.CheckOperationsTimeout(model, ops, o.timeout) == porcupine.Ok
-	}
-	var procs []string
-	for _, op := range ops {
-		if isThermosRead(op) && !slices.Contains(procs, metaOf(op).proc) {
-			procs = append(procs, metaOf(op).proc)
-		}
 	}
 	base := slices.DeleteFunc(slices.Clone(ops), isThermosRead)
 	if !legal(base) {
@@ -236,40 +233,60 @@ func diagnose(key string, ops []porcupine.Operation, model porcupine.Model, o ch
 		return fmt.Sprintf("key %q: the writes and plain reads alone are not linearizable (a model or Redis problem)\n%s",
 			key, around(bad, ops, o)), "other"
 	}
-	var cands []culprit
-	for _, p := range procs {
-		mine := func(op porcupine.Operation) bool { return isThermosRead(op) && metaOf(op).proc == p }
-		without := slices.DeleteFunc(slices.Clone(ops), mine)
-		if !legal(without) {
-			continue
+	// The first trouble in time: the shortest prefix of the thermos reads
+	// (by return) that no linearization allows.
+	var reads []porcupine.Operation
+	for _, op := range ops {
+		if isThermosRead(op) {
+			reads = append(reads, op)
 		}
-		var reads []porcupine.Operation
-		for _, op := range ops {
-			if mine(op) {
-				reads = append(reads, op)
-			}
-		}
-		slices.SortFunc(reads, func(x, y porcupine.Operation) int { return cmp.Compare(x.Return, y.Return) })
-		lo, hi := 1, len(reads) // illegal with all of them
+	}
+	slices.SortFunc(reads, func(x, y porcupine.Operation) int { return cmp.Compare(x.Return, y.Return) })
+	firstIllegal := func(fixed, rs []porcupine.Operation) int { // rs illegal in full
+		lo, hi := 1, len(rs)
 		for lo < hi {
 			mid := (lo + hi) / 2
-			if legal(append(slices.Clone(without), reads[:mid]...)) {
+			if legal(append(slices.Clone(fixed), rs[:mid]...)) {
 				lo = mid + 1
 			} else {
 				hi = mid
 			}
 		}
-		c := culprit{proc: p, first: reads[lo-1]}
-		for _, r := range reads[lo:] {
-			if outputOf(r.Output) == outputOf(c.first.Output) {
+		return lo
+	}
+	n := firstIllegal(base, reads)
+	prefix := reads[:n]
+	// Whose reads in that prefix are the trouble.
+	var procs []string
+	for _, op := range prefix {
+		if !slices.Contains(procs, metaOf(op).proc) {
+			procs = append(procs, metaOf(op).proc)
+		}
+	}
+	var cands []culprit
+	for _, p := range procs {
+		var mine, others []porcupine.Operation
+		for _, op := range prefix {
+			if metaOf(op).proc == p {
+				mine = append(mine, op)
+			} else {
+				others = append(others, op)
+			}
+		}
+		fixed := append(slices.Clone(base), others...)
+		if !legal(fixed) {
+			continue
+		}
+		c := culprit{proc: p, first: mine[firstIllegal(fixed, mine)-1]}
+		for _, r := range reads {
+			if metaOf(r).proc == p && r.Return > c.first.Return && outputOf(r.Output) == outputOf(c.first.Output) {
 				c.same++
 			}
 		}
 		cands = append(cands, c)
 	}
 	if len(cands) == 0 {
-		_, info := porcupine.CheckOperationsVerbose(model, ops, o.timeout)
-		return fmt.Sprintf("key %q: no single process's reads are the trouble\n%s", key, around(outsideLongest(ops, info), ops, o)), "other"
+		return fmt.Sprintf("key %q: no single process's reads are the trouble; the history breaks at\n%s", key, around(reads[n-1], ops, o)), "other"
 	}
 	// A cache stuck on a value keeps serving it: the candidate with the
 	// most reads of the same value after its first contradicting one

@@ -210,7 +210,11 @@ func runThermos(rio *roleIO, isDirect bool) error {
 			Routes: routes,
 			Redis:  &rueidis.ClientOption{InitAddress: []string{cfg.Addr}, ConnWriteTimeout: cfg.ConnWrite},
 			Dir:    cfg.Dir,
-			Logger: quietLogger(),
+			// A shared load outlives its caller's context by up to
+			// LoadTimeout: bounded like every operation, so its write
+			// lands within the checker's bound for ambiguous writes.
+			LoadTimeout: cfg.OpTimeout,
+			Logger:      quietLogger(),
 		})
 		cancel()
 		if err != nil {
@@ -250,13 +254,27 @@ func runThermos(rio *roleIO, isDirect bool) error {
 			get()
 		case p < 90:
 			lv := unique()
-			var called bool
+			// A shared load outlives its caller: a loader called after
+			// GetOrLoad returned (its context ended first) still writes,
+			// so it is recorded as a load of its own that never returns.
+			var mu sync.Mutex
+			var called, returned bool
 			id := hr.call(rec{C: w, K: "load", Key: k, Th: th, V: []byte(lv)})
 			v, ok, err := cache.GetOrLoad(octx, k, tiered.LoaderFunc(func(context.Context, string) ([]byte, error) {
+				mu.Lock()
 				called = true
+				late := returned
+				mu.Unlock()
+				if late {
+					hr.call(rec{C: w, K: "load", Key: k, Th: th, V: []byte(lv)})
+				}
 				return []byte(lv), nil
 			}))
-			hr.ret(id, err, rec{P: ok, O: v, L: called})
+			mu.Lock()
+			returned = true
+			wasCalled := called
+			mu.Unlock()
+			hr.ret(id, err, rec{P: ok, O: v, L: wasCalled})
 		case p < 97:
 			v := unique()
 			id := hr.call(rec{C: w, K: "set", Key: k, Th: th, V: []byte(v)})
