@@ -3,6 +3,7 @@ package e2e
 import (
 	"cmp"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -438,6 +439,18 @@ func (res checkResult) report(logf func(string, ...any)) {
 	}
 	logf("history: %d operations on %d keys: %s", res.ops, res.keys, strings.Join(parts, " "))
 	logf("history: %d keys with violations, %d keys undecided in time", len(res.violations), len(res.unknown))
+	tally := map[string]int{}
+	for _, v := range res.violations {
+		route, _, _ := strings.Cut(v.key, ":")
+		tally[route+": "+v.class]++
+	}
+	if len(tally) > 0 {
+		var ts []string
+		for _, k := range slices.Sorted(maps.Keys(tally)) {
+			ts = append(ts, fmt.Sprintf("%s=%d", k, tally[k]))
+		}
+		logf("history: violating keys by route prefix and class: %s", strings.Join(ts, ", "))
+	}
 	for _, v := range res.violations {
 		logf("VIOLATION, %s (%d ops on the key)\n%s", v.class, v.ops, v.excerpt)
 		if v.viz != "" {
