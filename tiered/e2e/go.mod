@@ -8,7 +8,7 @@ replace github.com/thermoscache/thermos => ../..
 
 require (
 	github.com/anishathalye/porcupine v1.3.1
-	github.com/redis/rueidis v1.0.80
+	github.com/redis/rueidis v1.0.79
 	github.com/thermoscache/thermos v0.0.0-00010101000000-000000000000
 )
 
