@@ -16,7 +16,7 @@
 // THERMOS_BENCH_REDIS_PASSWORD environment variable, which ps does not
 // show) and --redis-tls-ca FILE. It prints aligned tables and Go benchmark
 // lines (compare two runs with benchstat) on stdout, and writes report.html
-// and results.json to --out. All the work is in internal/bench.
+// and results.json to --out. All the work is in cmd/bench/internal/bench.
 package main
 
 import (
@@ -29,8 +29,8 @@ import (
 	"os/signal"
 	"strings"
 
-	"github.com/thermoscache/thermos/internal/bench"
-	"github.com/thermoscache/thermos/internal/bench/workload"
+	"github.com/thermoscache/thermos/cmd/bench/internal/bench"
+	"github.com/thermoscache/thermos/cmd/bench/internal/workload"
 )
 
 func main() {

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/thermoscache/thermos/internal/bench"
+	"github.com/thermoscache/thermos/cmd/bench/internal/bench"
 )
 
 func TestHelpDocumentsEveryFlag(t *testing.T) {

@@ -11,8 +11,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/thermoscache/thermos/internal/bench/trace"
-	"github.com/thermoscache/thermos/internal/bench/workload"
+	"github.com/thermoscache/thermos/cmd/bench/internal/trace"
+	"github.com/thermoscache/thermos/cmd/bench/internal/workload"
 )
 
 // Scenario names.

@@ -9,7 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/thermoscache/thermos/internal/bench/workload"
+	"github.com/thermoscache/thermos/cmd/bench/internal/workload"
 	"github.com/thermoscache/thermos/tiered"
 )
 

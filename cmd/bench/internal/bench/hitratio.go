@@ -7,7 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 
-	"github.com/thermoscache/thermos/internal/bench/workload"
+	"github.com/thermoscache/thermos/cmd/bench/internal/workload"
 	"github.com/thermoscache/thermos/tiered"
 )
 

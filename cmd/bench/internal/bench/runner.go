@@ -8,7 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/thermoscache/thermos/internal/bench/workload"
+	"github.com/thermoscache/thermos/cmd/bench/internal/workload"
 )
 
 // runStats is what one timed run of a Target measured.

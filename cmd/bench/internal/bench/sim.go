@@ -10,7 +10,7 @@ import (
 	"github.com/hashicorp/golang-lru/v2/simplelru"
 	"github.com/maypok86/otter/v2"
 
-	"github.com/thermoscache/thermos/internal/bench/trace"
+	"github.com/thermoscache/thermos/cmd/bench/internal/trace"
 )
 
 // policies compared by the hit-ratio scenario, in table order.

@@ -4,7 +4,7 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/thermoscache/thermos/internal/bench/workload"
+	"github.com/thermoscache/thermos/cmd/bench/internal/workload"
 	"github.com/thermoscache/thermos/tiered"
 )
 

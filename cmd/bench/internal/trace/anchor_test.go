@@ -10,28 +10,38 @@ import (
 	"github.com/hashicorp/golang-lru/v2/simplelru"
 )
 
-// sharedTrace returns the path of a trace in ../shared/traces relative to
-// the module root (the test's cwd is the package directory). The traces
-// ship beside the repository; without them the test fails, never passes.
+// requireTracesEnv, when set to 1 (as .ci/run does), turns a missing shared
+// trace from a skip into a failure, so CI can never skip the anchor tests.
+const requireTracesEnv = "THERMOS_REQUIRE_TRACES"
+
+// sharedTrace returns the path of a trace in ../shared/traces beside the
+// repository (the directory holding go.work; the test's cwd is the package
+// directory). The traces are not in the repository: on a fresh clone the
+// test is skipped, unless THERMOS_REQUIRE_TRACES=1 makes that a failure.
 func sharedTrace(t *testing.T, name string) string {
 	t.Helper()
+	missing := t.Skipf
+	if os.Getenv(requireTracesEnv) == "1" {
+		missing = t.Fatalf
+	}
 	dir, err := os.Getwd()
 	if err != nil {
 		t.Fatal(err)
 	}
 	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+		if _, err := os.Stat(filepath.Join(dir, "go.work")); err == nil {
 			break
 		}
 		parent := filepath.Dir(dir)
 		if parent == dir {
-			t.Fatal("go.mod not found above the test's directory")
+			missing("trace %s: no go.work above the test's directory, so no ../shared/traces to read", name)
 		}
 		dir = parent
 	}
 	p := filepath.Join(dir, "..", "shared", "traces", name)
 	if _, err := os.Stat(p); err != nil {
-		t.Fatalf("trace %s is missing (the shared traces live in ../shared/traces beside the repository): %v", name, err)
+		missing("trace %s is not here (%v): the shared traces (the ARC paper's P3, cache2k's web07) live in "+
+			"../shared/traces beside the repository, not in it; set %s=1 to fail instead of skipping", name, err, requireTracesEnv)
 	}
 	return p
 }
