@@ -97,8 +97,11 @@ type UnverifiedPolicy uint8
 
 const (
 	// Revalidate checks the value's version against Redis first: one small
-	// round trip, far cheaper than the loader. When Redis cannot answer the
-	// value is a miss. This is the default.
+	// round trip, far cheaper than the loader. When Redis cannot answer,
+	// the value is not served: Get returns an error wrapping
+	// ErrUnavailable, and GetOrLoad calls the loader (serving the value
+	// only if the loader fails and the route allows MaxStale). This is the
+	// default.
 	Revalidate UnverifiedPolicy = iota
 	// ServeStale serves the value as it is, counted as a stale serve, while
 	// it is within its route's MaxStale of its TTL.

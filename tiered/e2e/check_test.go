@@ -2,16 +2,22 @@ package e2e
 
 import (
 	"cmp"
+	"context"
 	"fmt"
+	"log/slog"
 	"maps"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"testing"
 	"time"
 
 	"github.com/anishathalye/porcupine"
+	"github.com/redis/rueidis"
+
+	"github.com/thermoscache/thermos/tiered"
 )
 
 // Figures the checker's δ is built from. testConnWriteTimeout is what every
@@ -26,15 +32,22 @@ const (
 )
 
 // stalenessBound is δ: how long after a write a thermos read may still
-// return the value that write replaced. It is tracking.Cache.StalenessBound's
-// formula (2*KeepAlive + ConnWriteTimeout, KeepAlive defaulting to
-// min(1s, ConnWriteTimeout)) plus schedulingSlack.
-//
-// TODO(lead): replace by the public tiered method for the bound once it
-// exists; this is the only place δ is computed.
-func stalenessBound(connWriteTimeout time.Duration) time.Duration {
-	keepAlive := min(time.Second, connWriteTimeout)
-	return 2*keepAlive + connWriteTimeout + schedulingSlack
+// return the value that write replaced. It is the bound tiered documents,
+// Cache.StalenessBound, for a cache with rueidis ConnWriteTimeout
+// connWriteTimeout, read off a real cache against addr, plus
+// schedulingSlack for a loaded machine.
+func stalenessBound(t *testing.T, addr string, connWriteTimeout time.Duration) time.Duration {
+	t.Helper()
+	c, err := tiered.Open(context.Background(), &tiered.Options{
+		Redis:  &rueidis.ClientOption{InitAddress: []string{addr}, ConnWriteTimeout: connWriteTimeout},
+		Routes: []tiered.Route{{Prefix: "delta:", Tiers: tiered.Memory | tiered.Redis}},
+		Logger: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatalf("open a cache to read its StalenessBound: %v", err)
+	}
+	defer c.Close()
+	return c.StalenessBound() + schedulingSlack
 }
 
 // hop is one operation of a history, as recorded.

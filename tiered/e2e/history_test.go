@@ -113,8 +113,8 @@ type procSlot struct {
 type procFile struct{ path, proc string }
 
 func runHistory(t *testing.T, p historyParams) {
-	delta := stalenessBound(testConnWriteTimeout)
 	s := redistest.Start(t, &redistest.Options{Persist: true, Args: []string{"--notify-keyspace-events", notifyAllArgs}})
+	delta := stalenessBound(t, s.Addr(), testConnWriteTimeout)
 	h := &historyRun{t: t, p: p, srv: s, dir: t.TempDir(), faults: map[string]int{}, rnd: rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))}
 	h.plain = plainClient(t, []string{s.Addr()})
 	t.Logf("history: δ = %v (ConnWriteTimeout %v, slack %v); %d %s processes × %d workers + 1 plain writer × %d workers and a reactor; %d keys; run %v, a fault every %v",
