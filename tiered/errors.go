@@ -22,6 +22,9 @@ var (
 	ErrNotFound = errors.New("tiered: not found")
 	// ErrNoLoader is returned by GetOrLoad when the loader is nil.
 	ErrNoLoader = errors.New("tiered: nil loader")
+	// ErrLoad wraps the error a Loader returned (other than ErrNotFound),
+	// when no stale value could be served instead.
+	ErrLoad = errors.New("tiered: loader failed")
 	// ErrLoaderPanic wraps a panic recovered from a Loader; the text carries
 	// the stack.
 	ErrLoaderPanic = errors.New("tiered: loader panicked")

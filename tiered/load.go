@@ -77,7 +77,9 @@ func (c *Cache) load(ctx context.Context, r *route, key string, load Loader, f f
 		g, shared = c.local, false
 	}
 	res, err := g.Do(ctx, key, nil, c.loadFunc(r, key, load, shared))
+	var degraded error // why the lease could not be had
 	if shared && errors.Is(err, herd.ErrLease) && ctx.Err() == nil {
+		degraded = err
 		// Redis cannot give the lease (unreachable, OOM, read-only): load
 		// in this process's single-flight instead. At most one load per
 		// key across the fleet does not hold while this lasts.
@@ -115,8 +117,11 @@ func (c *Cache) load(ctx context.Context, r *route, key string, load Loader, f f
 		if errors.Is(err, ErrNotFound) {
 			return nil, false, nil
 		}
-		if errors.Is(err, herd.ErrPanic) {
+		switch {
+		case errors.Is(err, herd.ErrPanic):
 			err = fmt.Errorf("%w: %w", ErrLoaderPanic, err)
+		case errors.As(err, new(loaderError)):
+			err = fmt.Errorf("%w: %w", ErrLoad, err)
 		}
 		if f.stale && alive(&f.e.it, c.now()) && (!f.unverified || r.MaxStale > 0) {
 			// Stale-on-error: a value past its TTL within MaxStale, or a
@@ -149,11 +154,12 @@ func (c *Cache) load(ctx context.Context, r *route, key string, load Loader, f f
 	}
 	r.stats.misses.Add(1)
 	note(ctx, key, SourceLoader)
-	if byp&BypassWrites == 0 && (!shared || connFailure(res.WriteErr)) {
+	inRedis := shared && !connFailure(res.WriteErr) || degraded != nil && !connFailure(degraded)
+	if byp&BypassWrites == 0 && !inRedis {
 		// Not in Redis: local routes, or Redis down. (A value the herd
 		// stored was cached by afterWrite; one it could not store because
-		// the lease was lost or Redis refused the write is not cached:
-		// Redis may hold a newer one.)
+		// the lease was lost, or Redis refused the lease or the write
+		// (OOM, read-only), is not cached: Redis may hold another value.)
 		c.fillLocal(r, key, &e, t)
 	}
 	v, ok := value(&e.it)
@@ -332,6 +338,12 @@ func (c *Cache) refresh(r *route, key string, remote []byte, seen uint64, load L
 	}
 }
 
+// loaderError marks an error the loader returned, as it crosses the herd.
+type loaderError struct{ err error }
+
+func (e loaderError) Error() string { return e.err.Error() }
+func (e loaderError) Unwrap() error { return e.err }
+
 // errAlreadyRefreshed ends a refresh that found the value already replaced.
 var errAlreadyRefreshed = errors.New("tiered: value already refreshed")
 
@@ -348,7 +360,7 @@ func (c *Cache) loadFunc(r *route, key string, load Loader, shared bool) herd.Lo
 		negative := errors.Is(err, ErrNotFound)
 		if err != nil && !negative {
 			r.stats.loadErrors.Add(1)
-			return nil, 0, err
+			return nil, 0, loaderError{err}
 		}
 		if negative && (r.NegativeTTL <= 0 || r.Raw) {
 			return nil, 0, err
