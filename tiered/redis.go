@@ -111,13 +111,15 @@ func (rt redisTier) del(ctx context.Context, key string) error {
 }
 
 // redisError maps a Redis failure: a reply that is an error (NOPERM, OOM,
-// READONLY, WRONGTYPE) wraps ErrRefused, anything else (the connection)
-// ErrUnavailable; the context's own errors stay as they are. nil stays nil.
+// READONLY, WRONGTYPE) wraps ErrRefused, anything else (the connection, a
+// deadline that passed before Redis answered) ErrUnavailable, with the
+// cause. A cancelled context stays as it is: the caller gave up. nil stays
+// nil.
 func redisError(op, key string, err error) error {
 	switch {
 	case err == nil:
 		return nil
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, context.Canceled):
 		return fmt.Errorf("tiered: %s %q: %w", op, key, err)
 	}
 	if _, ok := rueidis.IsRedisErr(err); ok {
