@@ -54,11 +54,13 @@ func (c *Cache) encode(r *route, key string, value []byte, ttl, delta time.Durat
 }
 
 // decodeRemote decodes bytes read from Redis together with the key's
-// remaining TTL there (pttl < 0: none). Redis's own expiry caps the local
-// one, so a value never outlives its key. A value that fails its checksum
+// remaining TTL there (pttl < 0: none), read by a command sent at sent
+// (Unix ns, by the cache's clock). Redis's own expiry caps the local one —
+// counted from when the read was sent, so from no later than Redis counted
+// it — and a value never outlives its key. A value that fails its checksum
 // or signature is refused as a miss, counted; one over the route's limit is
 // refused with ErrValueTooLarge.
-func (c *Cache) decodeRemote(r *route, key string, raw []byte, pttl time.Duration) (entry, bool, error) {
+func (c *Cache) decodeRemote(r *route, key string, raw []byte, pttl time.Duration, sent int64) (entry, bool, error) {
 	now := c.now()
 	if r.Raw {
 		if len(raw) > r.MaxValueBytes {
@@ -66,7 +68,7 @@ func (c *Cache) decodeRemote(r *route, key string, raw []byte, pttl time.Duratio
 		}
 		exp := now + int64(r.TTL)
 		it := tracking.Item{Value: raw, SoftExpiry: exp, HardExpiry: exp, Version: digest(raw), Tag: r.idx}
-		capExpiry(&it, now, pttl)
+		capExpiry(&it, sent, pttl)
 		return entry{it: it, disk: rawDisk(&it)}, true, nil
 	}
 	e, err := envelope.Decode(raw)
@@ -86,7 +88,7 @@ func (c *Cache) decodeRemote(r *route, key string, raw []byte, pttl time.Duratio
 		return entry{}, false, fmt.Errorf("%w: %d bytes in redis > %d", ErrValueTooLarge, len(e.Payload), r.MaxValueBytes)
 	}
 	it := itemOf(r, &e)
-	capExpiry(&it, now, pttl)
+	capExpiry(&it, sent, pttl)
 	if !alive(&it, now) {
 		return entry{}, false, nil
 	}

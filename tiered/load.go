@@ -76,6 +76,7 @@ func (c *Cache) load(ctx context.Context, r *route, key string, load Loader, f f
 	if byp&BypassWrites != 0 {
 		g, shared = c.local, false
 	}
+	sent := c.now()
 	res, err := g.Do(ctx, key, nil, c.loadFunc(r, key, load, shared))
 	var degraded error // why the lease could not be had
 	if shared && errors.Is(err, herd.ErrLease) && ctx.Err() == nil {
@@ -92,16 +93,17 @@ func (c *Cache) load(ctx context.Context, r *route, key string, load Loader, f f
 	if err == nil && shared && !res.Loaded {
 		// The value Redis holds (or another process just stored).
 		var ok bool
-		e, ok, err = c.decodeRemote(r, key, res.Value, res.TTL)
+		e, ok, err = c.decodeRemote(r, key, res.Value, res.TTL, sent)
 		if err == nil && !ok {
 			// Bytes we refuse (corrupt, forged, unsigned): the herd takes
 			// any present value as the answer, so they would block every
 			// load of key. Delete them if they are still there, and load
 			// once more.
 			c.redis.deleteIfSame(ctx, key, res.Value)
+			sent = c.now()
 			res, err = g.Do(ctx, key, nil, c.loadFunc(r, key, load, shared))
 			if err == nil && !res.Loaded {
-				e, ok, err = c.decodeRemote(r, key, res.Value, res.TTL)
+				e, ok, err = c.decodeRemote(r, key, res.Value, res.TTL, sent)
 				if err == nil && !ok {
 					err = fmt.Errorf("%w: redis keeps holding a value that does not verify", ErrDecode)
 				}
@@ -193,11 +195,12 @@ func (c *Cache) afterWrite(ctx context.Context, key string, value []byte) {
 		return
 	}
 	c.hook("afterwrite:ticket", key)
+	sent := c.now()
 	match, pttl, err := c.redis.verify(ctx, r, key, e.it.Version)
 	if err != nil || !match {
 		return
 	}
-	capExpiry(&e.it, c.now(), pttl)
+	capExpiry(&e.it, sent, pttl)
 	c.fillLocal(r, key, &e, t)
 }
 

@@ -69,6 +69,7 @@ func (c *Cache) GetMany(ctx context.Context, keys []string) []Result {
 	for _, x := range rest {
 		cmds = append(cmds, cl.B().Get().Key(keys[x.i]).Build(), cl.B().Pttl().Key(keys[x.i]).Build())
 	}
+	sent := c.now()
 	res := cl.DoMulti(ctx, cmds...)
 	for j, x := range rest {
 		key := keys[x.i]
@@ -77,7 +78,7 @@ func (c *Cache) GetMany(ctx context.Context, keys []string) []Result {
 			err = redisError("get", key, err)
 		} else if ok {
 			var e entry
-			e, ok, err = c.decodeRemote(x.r, key, raw, pttl)
+			e, ok, err = c.decodeRemote(x.r, key, raw, pttl, sent)
 			if err == nil && ok && fresh(&e.it, c.now()) {
 				x.r.stats.redisHits.Add(1)
 				note(ctx, key, SourceRedis)

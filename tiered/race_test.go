@@ -9,6 +9,7 @@ import (
 
 	"github.com/redis/rueidis"
 
+	"github.com/thermoscache/thermos/internal/clock"
 	"github.com/thermoscache/thermos/internal/envelope"
 	"github.com/thermoscache/thermos/internal/redistest"
 )
@@ -40,6 +41,7 @@ type rig struct {
 	ext   rueidis.Client
 	route Route
 	dir   string
+	clock clock.Clock // nil: the cache's own coarse clock
 	c     *Cache
 
 	mu    sync.Mutex
@@ -62,7 +64,7 @@ func newRig(t *testing.T, tiers Tier, raw bool) *rig {
 
 func (g *rig) open() {
 	g.t.Helper()
-	o := &Options{Redis: redisOpts(g.s), Routes: []Route{g.route}, Logger: quietLog}
+	o := &Options{Redis: redisOpts(g.s), Routes: []Route{g.route}, Logger: quietLog, Clock: g.clock}
 	if g.route.Tiers&Disk != 0 {
 		o.Dir = g.dir
 	}

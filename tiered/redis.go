@@ -37,14 +37,14 @@ func (rt redisTier) get(ctx context.Context, r *route, key string) (entry, bool,
 	if err != nil {
 		return entry{}, false, false, fmt.Errorf("tiered: get %q: %w", key, err)
 	}
-	start := time.Now()
+	start, sent := time.Now(), rt.c.now()
 	res := cl.DoMulti(ctx, cl.B().Get().Key(key).Build(), cl.B().Pttl().Key(key).Build())
 	r.stats.redisLatency.Record(time.Since(start))
 	raw, pttl, ok, err := getReply(res[0], res[1])
 	if err != nil || !ok {
 		return entry{}, false, false, redisError("get", key, err)
 	}
-	e, ok, err := rt.c.decodeRemote(r, key, raw, pttl)
+	e, ok, err := rt.c.decodeRemote(r, key, raw, pttl, sent)
 	if err != nil {
 		return entry{}, false, false, fmt.Errorf("tiered: get %q: %w", key, err)
 	}

@@ -455,7 +455,7 @@ func FuzzDecodeRemote(f *testing.F) {
 	f.Add([]byte{envelope.Magic})
 
 	f.Fuzz(func(t *testing.T, b []byte) {
-		e, ok, err := signed.decodeRemote(rs, key, b, -1)
+		e, ok, err := signed.decodeRemote(rs, key, b, -1, 0)
 		it := e.it
 		if ok {
 			if err != nil {
@@ -468,7 +468,7 @@ func FuzzDecodeRemote(f *testing.F) {
 		if len(it.Value) > limit {
 			t.Fatalf("signed: %d-byte value past the %d limit", len(it.Value), limit)
 		}
-		e, ok, err = plain.decodeRemote(rp, key, b, -1)
+		e, ok, err = plain.decodeRemote(rp, key, b, -1, 0)
 		it = e.it
 		if !ok {
 			return
