@@ -77,7 +77,7 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (bench.C
 	var scenarios, workloads, traces, memPolicies, simPolicies string
 	var noTraces bool
 	fs.StringVar(&scenarios, "scenarios", "", "comma-separated scenarios to run: "+strings.Join(bench.Available(), ", ")+" (default all)")
-	fs.IntVar(&cfg.Keys, "keys", bench.DefaultKeys, "distinct keys in the synthetic workloads")
+	fs.IntVar(&cfg.Keys, "keys", bench.DefaultKeys, fmt.Sprintf("distinct keys in the synthetic workloads, and the keys the restart scenario warms (at most %d with restart)", bench.MaxRestartKeys))
 	fs.IntVar(&cfg.Ops, "ops", bench.DefaultOps, "accesses per simulated hit-ratio run")
 	fs.DurationVar(&cfg.Duration, "duration", bench.DefaultDuration, "length of each timed run (latency, peers, staleness)")
 	fs.Float64Var(&cfg.Theta, "zipf-theta", workload.DefaultTheta, "zipfian skew θ, in (0, 1)")

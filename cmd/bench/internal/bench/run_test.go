@@ -287,7 +287,13 @@ func TestConfigErrors(t *testing.T) {
 		{"bad size", Config{Sizes: "10,abc"}, ErrConfig},
 		{"share over 100", Config{Sizes: "150%"}, ErrConfig},
 		{"redis and no-redis", Config{Redis: "127.0.0.1:1", NoRedis: true}, ErrConfig},
-		{"trace format unguessable", Config{Traces: []string{"x.csv"}}, ErrConfig},
+		{"trace missing", Config{Traces: []string{"x.csv"}, NoRedis: true}, ErrConfig},
+		{"trace format unknown", Config{Traces: []string{"x.csv:csv"}, NoRedis: true}, ErrConfig},
+		{"restart keys over the cap", Config{Keys: MaxRestartKeys + 1, Scenarios: []string{ScenarioRestart}}, ErrConfig},
+		{"memory policy tiered does not offer", Config{MemoryPolicies: []string{"arc"}}, ErrConfig},
+		{"unknown sim policy", Config{SimPolicies: []string{"lfu"}}, ErrConfig},
+		{"bad disk replay", Config{DiskReplay: "some"}, ErrConfig},
+		{"bad trace size", Config{TraceSizes: "0"}, ErrConfig},
 		{"negative duration", Config{Duration: -time.Second}, ErrConfig},
 	}
 	for _, tt := range tests {

@@ -292,7 +292,11 @@ func lineSVG(c Chart) template.HTML {
 	}
 	x := func(v float64) float64 { return padL + xa.pos(v)*plotW }
 	for _, t := range xa.ticks {
-		b.text(x(t), l.padT+plotH+16, "middle", tick, fmtTick(t), "")
+		lbl := fmtTick(t)
+		if c.LogX && t == math.Trunc(t) && t < 1e7 {
+			lbl = fmt.Sprintf("%.0f", t) // a size measured: exactly
+		}
+		b.text(x(t), l.padT+plotH+16, "middle", tick, lbl, "")
 	}
 	for i, s := range c.Series {
 		var pts []string
