@@ -89,7 +89,7 @@ func staleness(ctx context.Context, c Config, e *env, p *progress) (*Section, er
 		Columns: []string{"cache", "writes", "writes/s", "seen", "before ack", "lag min", "lag p50", "lag p99", "lag p99.9", "lag max",
 			"reads", "stale within lag", "stale beyond lag"},
 	}
-	ch := Chart{Title: "staleness: invalidation lag", Kind: BarChart, XLabel: "cache", YLabel: "lag (µs)"}
+	ch := Chart{Title: "staleness: invalidation lag", Kind: BarChart, XLabel: "cache", YLabel: "lag (µs, log scale; ≤ 0 marked 0)", LogY: true}
 	s50, s99 := Series{Name: "p50"}, Series{Name: "p99"}
 	for i, s := range stalenessSpecs() {
 		p.Timed(s.name, c.Duration)

@@ -99,7 +99,7 @@ func stampede(ctx context.Context, c Config, e *env, p *progress) (*Section, err
 			k, g, delay, DefaultStampedeRounds),
 		Columns: []string{"herd", "route", "origin calls per key", "expected", "p50", "p99", "max", "errors"},
 	}
-	callsChart := Chart{Title: "stampede: origin calls per cold key", Kind: BarChart, XLabel: "herd", YLabel: "origin calls"}
+	callsChart := Chart{Title: "stampede: origin calls per cold key", Kind: BarChart, XLabel: "herd", YLabel: "origin calls (log scale)", LogY: true}
 	callSeries := Series{Name: "origin calls per key"}
 	exp := Table{
 		Title: fmt.Sprintf("expiring key: %d × %d goroutines read one key every %v for %v, TTL %v (≈%d expiries), origin %v",

@@ -141,8 +141,9 @@ func (a axis) pos(v float64) float64 { // 0..1
 }
 
 // newAxis fits an axis to values: from 0 (linear bars: zero is the base)
-// or from the lowest value, to the highest, on round ticks.
-func newAxis(values []float64, log, fromZero bool) axis {
+// or from the lowest value, to the highest, on round ticks; a percentage
+// axis (pct) never runs past 100.
+func newAxis(values []float64, log, fromZero, pct bool) axis {
 	lo, hi := math.Inf(1), math.Inf(-1)
 	for _, v := range values {
 		if log && v <= 0 {
@@ -157,6 +158,11 @@ func newAxis(values []float64, log, fromZero bool) axis {
 		}
 	}
 	if log {
+		if fromZero {
+			// A bar starts at the axis: leave room below the smallest so
+			// that it still has a height.
+			lo /= 3
+		}
 		t := logTicks(lo, hi)
 		return axis{lo: math.Log10(t[0]), hi: math.Log10(t[len(t)-1]), log: true, ticks: t}
 	}
@@ -170,14 +176,27 @@ func newAxis(values []float64, log, fromZero bool) axis {
 		if lo >= 0 && nlo < 0 {
 			nlo = 0
 		}
-		lo, hi = nlo, hi+pad
+		nhi := hi + pad
+		if pct && hi <= 100 && nhi > 100 {
+			nhi = 100
+		}
+		lo, hi = nlo, nhi
 	}
 	if hi <= lo {
 		hi = lo + 1
 	}
 	t := niceTicks(lo, hi, tickCount)
+	if pct && hi <= 100 {
+		t = slices.DeleteFunc(t, func(v float64) bool { return v > 100 })
+		if t[len(t)-1] < hi {
+			t = append(t, 100)
+		}
+	}
 	return axis{lo: t[0], hi: t[len(t)-1], ticks: t}
 }
+
+// isPct reports whether c's Y axis is a percentage.
+func isPct(c Chart) bool { return strings.Contains(c.YLabel, "%") }
 
 // visible reports whether a series draws anything: some point above zero
 // (or non-zero on a linear line chart).
@@ -274,11 +293,11 @@ func lineSVG(c Chart) template.HTML {
 	}
 	var b svgBuf
 	l := plan(c, 14)
-	ya := newAxis(ys, c.LogY, false)
+	ya := newAxis(ys, c.LogY, false, isPct(c))
 	y := b.frame(c, l, ya, true)
 	// X: a log axis ticks at the sizes measured, so it spans the data
 	// (4096 to 131072, not 1000 to 1M); a linear one on round values.
-	xa := newAxis(xs, c.LogX, false)
+	xa := newAxis(xs, c.LogX, false, false)
 	if c.LogX && len(xs) > 0 {
 		t := slices.Clone(xs)
 		slices.Sort(t)
@@ -369,7 +388,7 @@ func barSVG(c Chart) template.HTML {
 	}
 	var b svgBuf
 	l := plan(c, labelH)
-	ya := newAxis(ys, c.LogY, true)
+	ya := newAxis(ys, c.LogY, true, isPct(c))
 	y := b.frame(c, l, ya, false)
 	base := l.padT + plotH
 	for g, name := range groups {
