@@ -116,7 +116,7 @@ func restart(ctx context.Context, c Config, e *env, p *progress) (*Section, erro
 	hit := Chart{Title: "restart: local hit ratio over time", Kind: LineChart, XLabel: "time since Open (ms)", YLabel: "memory+disk hits (%)"}
 	calls := Chart{Title: "restart: origin calls over time", Kind: LineChart, XLabel: "time since Open (ms)", YLabel: "origin calls per " + fmtDuration(bucket)}
 	for i, s := range restartStarts() {
-		p.Timed(s.name, window)
+		p.Step(s.name+": opening", 0, "")
 		d := dir
 		if !s.sameDir {
 			if d, err = os.MkdirTemp("", "thermos-bench-restart-*"); err != nil {
@@ -127,7 +127,7 @@ func restart(ctx context.Context, c Config, e *env, p *progress) (*Section, erro
 		if !s.sameKey {
 			ks = prefixedKeys(fmt.Sprintf("bench:r:%s:cold%d:", e.token, i), n)
 		}
-		run, err := driveRestart(ctx, c, e, spec(d), ks, window, bucket, 70+i)
+		run, err := driveRestart(ctx, c, e, spec(d), ks, window, bucket, 70+i, func() { p.Timed(s.name+": reading", window) })
 		if !s.sameDir {
 			os.RemoveAll(d)
 		}
@@ -213,10 +213,10 @@ func warmKeys(ctx context.Context, tg *thermosTarget, keys []string, g int, tick
 	return ctx.Err()
 }
 
-// driveRestart opens a cache for spec, reads keys with c.goroutines()
-// goroutines for window once Open returns, and counts where every read was
-// answered, per bucket of time since Open began.
-func driveRestart(ctx context.Context, c Config, e *env, spec thermosSpec, keys []string, window, bucket time.Duration, stream int) (restartRun, error) {
+// driveRestart opens a cache for spec, calls opened, reads keys with
+// c.goroutines() goroutines for window once Open returns, and counts where
+// every read was answered, per bucket of time since Open began.
+func driveRestart(ctx context.Context, c Config, e *env, spec thermosSpec, keys []string, window, bucket time.Duration, stream int, opened func()) (restartRun, error) {
 	g := c.goroutines()
 	gens := make([]workload.Generator, g)
 	for i := range gens {
@@ -233,10 +233,11 @@ func driveRestart(ctx context.Context, c Config, e *env, spec thermosSpec, keys 
 		return restartRun{}, err
 	}
 	defer tg.Close()
-	opened := time.Since(start)
-	end := opened + window // reads run for window after Open returns
+	openTook := time.Since(start)
+	opened()
+	end := openTook + window // reads run for window after Open returns
 	nb := int((end + bucket - 1) / bucket)
-	run := restartRun{open: opened, firstHit: -1, buckets: make([]restartCounts, nb), warmed: tg.c.Stats().Warmed}
+	run := restartRun{open: openTook, firstHit: -1, buckets: make([]restartCounts, nb), warmed: tg.c.Stats().Warmed}
 	type result struct {
 		buckets  []restartCounts
 		firstHit time.Duration
