@@ -74,17 +74,24 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (bench.C
 	var password string
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	var scenarios, workloads, traces string
+	var scenarios, workloads, traces, memPolicies, simPolicies string
 	var noTraces bool
 	fs.StringVar(&scenarios, "scenarios", "", "comma-separated scenarios to run: "+strings.Join(bench.Available(), ", ")+" (default all)")
-	fs.IntVar(&cfg.Keys, "keys", bench.DefaultKeys, "distinct keys in the synthetic workloads")
+	fs.IntVar(&cfg.Keys, "keys", bench.DefaultKeys, fmt.Sprintf("distinct keys in the synthetic workloads, and the keys the restart scenario warms (at most %d with restart)", bench.MaxRestartKeys))
 	fs.IntVar(&cfg.Ops, "ops", bench.DefaultOps, "accesses per simulated hit-ratio run")
 	fs.DurationVar(&cfg.Duration, "duration", bench.DefaultDuration, "length of each timed run (latency, peers, staleness)")
 	fs.Float64Var(&cfg.Theta, "zipf-theta", workload.DefaultTheta, "zipfian skew θ, in (0, 1)")
-	fs.StringVar(&workloads, "workload", "", "comma-separated key distributions of the hit-ratio sweep: zipfian, scrambled, uniform, hotspot (default all)")
+	fs.StringVar(&workloads, "workload", "", "comma-separated key distributions of the hit-ratio sweep (default all):\n"+strings.Join(bench.WorkloadHelp(), "\n"))
 	fs.StringVar(&cfg.Mix, "mix", "C", "YCSB read/write mix of the memory-only latency runs: A (50/50), B (95/5), C (read only), F (read-modify-write)")
-	fs.StringVar(&traces, "trace", "", "comma-separated trace files to replay, each path[:format] with format arc, text, int32 or int64\n"+
+	fs.StringVar(&traces, "trace", "", "comma-separated trace files to replay, each path[:format] with format arc, text, int32 or int64;\n"+
+		"without one the format is detected from the content, and a trace that fits several formats (or not the one named) is refused\n"+
 		"(default the P3 and web07 traces in "+bench.DefaultTraceDir+" when present)")
+	fs.StringVar(&cfg.TraceSizes, "trace-sizes", "", "cache sizes of trace replays: entry counts (4096) or shares of the trace's distinct keys (5%)\n"+
+		"(default P3: 4096,16384,32768,131072; web07: 1000,2000,5000; other traces: "+bench.DefaultTraceSizes+")")
+	fs.StringVar(&memPolicies, "memory-policies", "", "comma-separated memory-tier policies replayed through tiered.Cache (tiered Options.MemoryPolicy): "+
+		strings.Join(bench.MemoryPolicyNames(), ", ")+" (default all)")
+	fs.StringVar(&simPolicies, "sim-policies", "", "comma-separated simulated peers of the hit-ratio scenario: "+strings.Join(bench.SimPolicyNames(), ", ")+" (default all)")
+	fs.StringVar(&cfg.DiskReplay, "disk-replay", bench.DiskReplaySmallest, "replay traces through thermos memory+disk too: at each trace's "+bench.DiskReplaySmallest+" size, at "+bench.DiskReplayAll+" sizes, or "+bench.DiskReplayOff)
 	fs.BoolVar(&noTraces, "no-traces", false, "replay no trace")
 	fs.IntVar(&cfg.TraceLimit, "trace-limit", 0, "replay at most this many accesses per trace (0: all)")
 	fs.StringVar(&cfg.Sizes, "sizes", bench.DefaultSizes, "cache sizes of the hit-ratio sweep: entry counts (1000) or shares of --keys (5%)")
@@ -126,6 +133,8 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (bench.C
 	}
 	cfg.Scenarios = splitList(scenarios)
 	cfg.Workloads = splitList(workloads)
+	cfg.MemoryPolicies = splitList(memPolicies)
+	cfg.SimPolicies = splitList(simPolicies)
 	switch {
 	case noTraces && traces != "":
 		return cfg, fmt.Errorf("%w: --trace and --no-traces contradict each other", bench.ErrConfig)

@@ -18,9 +18,22 @@ func TestHelpDocumentsEveryFlag(t *testing.T) {
 	}
 	for _, f := range []string{"scenarios", "keys", "ops", "duration", "zipf-theta", "workload", "mix", "trace",
 		"no-traces", "trace-limit", "sizes", "goroutines", "value-size", "write-rate", "processes", "stampede-goroutines", "origin-delay",
-		"redis", "redis-cluster", "redis-user", "redis-password", "redis-tls-ca", "no-redis", "out", "seed", "quick"} {
+		"redis", "redis-cluster", "redis-user", "redis-password", "redis-tls-ca", "no-redis", "out", "seed", "quick",
+		"trace-sizes", "memory-policies", "sim-policies", "disk-replay"} {
 		if !strings.Contains(errOut.String(), "-"+f+" ") && !strings.Contains(errOut.String(), "-"+f+"\n") {
 			t.Errorf("--help does not document -%s", f)
+		}
+	}
+}
+
+func TestHelpDefinesEveryWorkload(t *testing.T) {
+	var errOut bytes.Buffer
+	if _, err := parse([]string{"--help"}, noEnv, &errOut); !errors.Is(err, flag.ErrHelp) {
+		t.Fatal(err)
+	}
+	for _, w := range []string{"zipfian: ", "scrambled: ", "uniform: ", "hotspot: "} {
+		if !strings.Contains(errOut.String(), w) {
+			t.Errorf("--help does not define the workload %q", strings.TrimSuffix(w, ": "))
 		}
 	}
 }
@@ -46,6 +59,12 @@ func TestParse(t *testing.T) {
 	}
 	if cfg.Keys != 500 || cfg.Ops != 0 || cfg.Duration != 0 || cfg.Sizes != "" {
 		t.Errorf("--quick --keys 500 gave keys %d ops %d duration %v sizes %q", cfg.Keys, cfg.Ops, cfg.Duration, cfg.Sizes)
+	}
+
+	cfg, err = parse([]string{"--memory-policies", "lru, 2q", "--sim-policies", "arc", "--trace-sizes", "1000,5%", "--disk-replay", "all"}, noEnv, &bytes.Buffer{})
+	if err != nil || strings.Join(cfg.MemoryPolicies, ",") != "lru,2q" || strings.Join(cfg.SimPolicies, ",") != "arc" ||
+		cfg.TraceSizes != "1000,5%" || cfg.DiskReplay != "all" {
+		t.Errorf("hit-ratio flags gave %+v, %v", cfg, err)
 	}
 
 	cfg, err = parse([]string{"--no-traces"}, noEnv, &bytes.Buffer{})

@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Renders a bench HTML report with headless Chromium and saves a PNG, to
-# check by eye that every chart draws. Installs chromium when missing.
+# check by eye that every chart draws (docs/report.png in the README comes
+# from it). Installs chromium when missing.
 #
 #   cmd/bench/screenshot.sh [report.html] [out.png]
 #
 # Without a report it runs a quick suite first (go run ./cmd/bench --quick).
+# FROM=<element id> starts the picture at that section or table of the
+# report (the ids are in its contents list, e.g. s0-t4); HEIGHT and WIDTH
+# set the window.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 report=${1:-}
@@ -20,11 +24,18 @@ if [ -z "$browser" ]; then
   apt-get update -qq && apt-get install -y -qq chromium >/dev/null
   browser=$(command -v chromium)
 fi
-profile=$(mktemp -d)
-trap 'rm -rf "$profile"' EXIT
-mkdir -p "$(dirname "$png")"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+page=$(realpath "$report")
+if [ -n "${FROM:-}" ]; then
+  # Every section and table starts a line of the report: keep the head and
+  # everything from the one asked for.
+  page=$tmp/part.html
+  { sed -n '1,/<\/style>/p' "$report"; echo '</head><body>'; sed -n "/id=\"$FROM\"/,\$p" "$report"; } >"$page"
+fi
+mkdir -p "$tmp/profile" "$(dirname "$png")"
 "$browser" --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
   --disable-background-networking --disable-component-update --disable-sync \
-  --user-data-dir="$profile" --hide-scrollbars --screenshot="$(realpath -m "$png")" \
-  --window-size=1280,${HEIGHT:-2400} "file://$(realpath "$report")" 2>/dev/null
+  --user-data-dir="$tmp/profile" --hide-scrollbars --screenshot="$(realpath -m "$png")" \
+  --window-size=${WIDTH:-1600},${HEIGHT:-2400} "file://$page" 2>/dev/null
 echo "screenshot: $png"

@@ -43,6 +43,13 @@ const (
 	DefaultCacheShare = 0.1
 )
 
+// Values of Config.DiskReplay.
+const (
+	DiskReplaySmallest = "smallest" // at each trace's smallest size
+	DiskReplayAll      = "all"      // at every size
+	DiskReplayOff      = "off"      // never
+)
+
 // PasswordEnv is the environment variable cmd/bench reads Config.RedisPassword
 // from when --redis-password is not given (with --redis), so the password
 // need not appear in the process list.
@@ -62,7 +69,9 @@ var (
 type Config struct {
 	// Scenarios to run, in order. Empty means every available scenario.
 	Scenarios []string `json:"scenarios"`
-	// Keys is the number of distinct keys. Zero means DefaultKeys.
+	// Keys is the number of distinct keys of the synthetic workloads, and
+	// the keys the restart scenario warms (at most MaxRestartKeys). Zero
+	// means DefaultKeys.
 	Keys int `json:"keys"`
 	// Ops is the number of accesses per simulated hit-ratio run. Zero means
 	// DefaultOps.
@@ -85,6 +94,26 @@ type Config struct {
 	Traces []string `json:"traces"`
 	// TraceLimit caps the accesses replayed per trace. Zero means no cap.
 	TraceLimit int `json:"trace_limit"`
+	// TraceSizes are the cache sizes of trace replays: entry counts
+	// ("4096") or shares of the trace's distinct keys ("5%"), comma
+	// separated. Empty means each shared trace's usual sizes (P3: 4096 to
+	// 131072, the ARC paper's; web07: 1000, 2000, 5000) and
+	// DefaultTraceSizes for any other trace.
+	TraceSizes string `json:"trace_sizes,omitempty"`
+	// MemoryPolicies are the memory-tier eviction policies (tiered's
+	// Options.MemoryPolicy, by tracking.Policy's names) the hit-ratio
+	// scenario replays through tiered.Cache. Empty means every policy
+	// tiered accepts.
+	MemoryPolicies []string `json:"memory_policies"`
+	// SimPolicies are the simulated peers' policies of the hit-ratio
+	// scenario: lru, 2q, arc (golang-lru) and otter. Empty means all.
+	SimPolicies []string `json:"sim_policies"`
+	// DiskReplay says at which sizes traces are also replayed through
+	// tiered.Cache's memory+disk layout (with the first memory policy; the
+	// disk holds every key): DiskReplaySmallest, DiskReplayAll or
+	// DiskReplayOff. Each such replay writes every miss to Pebble, several
+	// times the cost of a memory replay. Empty means DiskReplaySmallest.
+	DiskReplay string `json:"disk_replay"`
 	// Sizes of the hit-ratio sweep: entry counts ("1000") or shares of
 	// Keys ("1%"), comma separated. Empty means DefaultSizes.
 	Sizes string `json:"sizes"`
@@ -219,6 +248,17 @@ func (c Config) withDefaults() Config {
 	if len(c.Scenarios) == 0 {
 		c.Scenarios = Available()
 	}
+	if c.DiskReplay == "" {
+		c.DiskReplay = DiskReplaySmallest
+	}
+	if len(c.MemoryPolicies) == 0 {
+		c.MemoryPolicies = memoryPolicyNames()
+	}
+	if len(c.SimPolicies) == 0 {
+		c.SimPolicies = simPolicies()
+	}
+	c.MemoryPolicies = slices.Clone(c.MemoryPolicies)
+	c.SimPolicies = slices.Clone(c.SimPolicies)
 	c.Scenarios = slices.Clone(c.Scenarios)
 	c.Workloads = slices.Clone(c.Workloads)
 	if c.Traces != nil {
@@ -245,6 +285,8 @@ func (c Config) validate() error {
 	switch {
 	case c.Keys < 1:
 		return bad("--keys %d must be positive", c.Keys)
+	case c.Keys > MaxRestartKeys && slices.Contains(c.Scenarios, ScenarioRestart):
+		return bad("--keys %d: the restart scenario warms every key into memory, disk and Redis; at most %d", c.Keys, MaxRestartKeys)
 	case c.Ops < 1:
 		return bad("--ops %d must be positive", c.Ops)
 	case c.Duration <= 0:
@@ -298,6 +340,24 @@ func (c Config) validate() error {
 			return bad("--trace %q: %v", t, err)
 		}
 	}
+	if c.TraceSizes != "" {
+		if _, err := parseSizes(c.TraceSizes, 1000, "--trace-sizes"); err != nil {
+			return err
+		}
+	}
+	switch c.DiskReplay {
+	case DiskReplaySmallest, DiskReplayAll, DiskReplayOff:
+	default:
+		return bad("--disk-replay %q: want %s, %s or %s", c.DiskReplay, DiskReplaySmallest, DiskReplayAll, DiskReplayOff)
+	}
+	if _, err := c.selectedMemoryPolicies(); err != nil {
+		return err
+	}
+	for _, p := range c.SimPolicies {
+		if !slices.Contains(simPolicies(), p) {
+			return bad("--sim-policies: %q is not a simulated policy (available: %s)", p, strings.Join(simPolicies(), ", "))
+		}
+	}
 	return nil
 }
 
@@ -337,21 +397,25 @@ func (Secret) MarshalJSON() ([]byte, error) { return []byte(`"` + redacted + `"`
 func (Secret) LogValue() slog.Value { return slog.StringValue(redacted) }
 
 // sizes parses Sizes into entry counts, ascending and distinct.
-func (c Config) sizes() ([]int, error) {
+func (c Config) sizes() ([]int, error) { return parseSizes(c.Sizes, c.Keys, "--sizes") }
+
+// parseSizes parses a comma-separated list of entry counts ("1000") and
+// shares of keys ("5%") into entry counts, ascending and distinct.
+func parseSizes(list string, keys int, flag string) ([]int, error) {
 	var out []int
-	for f := range strings.SplitSeq(c.Sizes, ",") {
+	for f := range strings.SplitSeq(list, ",") {
 		f = strings.TrimSpace(f)
 		var n int
 		if p, ok := strings.CutSuffix(f, "%"); ok {
 			v, err := strconv.ParseFloat(p, 64)
 			if err != nil || !(v > 0 && v <= 100) {
-				return nil, fmt.Errorf("%w: --sizes: %q is not a share in (0, 100] %%", ErrConfig, f)
+				return nil, fmt.Errorf("%w: %s: %q is not a share in (0, 100] %%", ErrConfig, flag, f)
 			}
-			n = max(1, int(v/100*float64(c.Keys)))
+			n = max(1, int(v/100*float64(keys)))
 		} else {
 			v, err := strconv.Atoi(f)
 			if err != nil || v < 1 {
-				return nil, fmt.Errorf("%w: --sizes: %q is neither a positive entry count nor a share like 5%%", ErrConfig, f)
+				return nil, fmt.Errorf("%w: %s: %q is neither a positive entry count nor a share like 5%%", ErrConfig, flag, f)
 			}
 			n = v
 		}
@@ -361,7 +425,8 @@ func (c Config) sizes() ([]int, error) {
 	return slices.Compact(out), nil
 }
 
-// splitTrace splits "path[:format]".
+// splitTrace splits "path[:format]". Without a format the trace's content
+// tells it (trace.NewReader), when the trace is opened.
 func splitTrace(s string) (string, trace.Format, error) {
 	path, f := s, trace.Auto
 	if i := strings.LastIndexByte(s, ':'); i > 0 {
@@ -371,11 +436,6 @@ func splitTrace(s string) (string, trace.Format, error) {
 	}
 	if path == "" {
 		return "", "", errors.New("empty path")
-	}
-	if f == trace.Auto {
-		if _, err := trace.FormatOf(path); err != nil {
-			return "", "", err
-		}
 	}
 	return path, f, nil
 }

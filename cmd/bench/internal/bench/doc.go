@@ -3,26 +3,36 @@
 // calls Run.
 //
 // Scenarios:
-//   - hitratio: a cache-size sweep of eviction policies (golang-lru LRU,
-//     2Q, ARC; otter) on synthetic workloads (package workload) and real
-//     traces (package trace); a timed memory-only read-through run per
-//     policy; and thermos's layouts (memory, memory+Redis,
-//     memory+disk+Redis) on the same workload and entry budget, with the
-//     share of reads each tier answered, origin loads, latency percentiles
-//     (HdrHistogram) and throughput.
+//   - hitratio: each synthetic workload (package workload; zipfian,
+//     scrambled, uniform, hotspot, defined in the tables' notes and in
+//     --help) and each trace (package trace; its format named or detected
+//     from its content, checked by a full Scan before any replay) replayed
+//     at every size through the simulated peers (golang-lru LRU, 2Q, ARC;
+//     otter) and through tiered.Cache itself: the memory tier, for every
+//     policy tiered accepts (found from tracking.Policy's values), with a
+//     byte budget of N entries, and memory+disk with a disk that holds the
+//     whole footprint; with the compulsory-miss bound and each replay's
+//     duration. Then a timed memory-only read-through run per simulated
+//     policy, and thermos's layouts (memory, memory+Redis,
+//     memory+disk+Redis) on the same workload and entry budget, each warmed
+//     until its memory is full before it is timed, with the share of reads
+//     each tier answered, origin loads, latency percentiles (HdrHistogram)
+//     and throughput.
 //   - peers: one zipfian read workload, in one run, against thermos
 //     memory+redis (a Raw route over the preloaded values), rueidis's
 //     client-side cache (DoCache with OPTIN and with BCAST tracking),
 //     golang-lru and otter in front of Redis, and Redis alone; p50 and
-//     throughput are reported as ratios to thermos.
+//     throughput are compared with thermos's as "× slower" or "× faster".
 //   - staleness: an external writer updates keys at a fixed rate while
-//     readers read through a client-side cache; it reports the invalidation
-//     lag distribution and counts stale reads within and beyond it. For
-//     thermos the lag is its own view: until a read returns the new value.
-//   - restart: warms a memory+disk+Redis cache, closes it, and compares
-//     reopening it, a fresh directory with Redis warm, and a cold start:
-//     open time, time to the first local hit, hit ratio and origin calls per
-//     100 ms.
+//     readers read through a client-side cache; for thermos and rueidis
+//     alike the lag of a write is from its acknowledgement to the first
+//     read through the cache's own read call that returned the new value
+//     (signed: negative when that read beat the writer's ack), and reads are
+//     counted stale within or beyond it.
+//   - restart: warms --keys keys (up to MaxRestartKeys) into a
+//     memory+disk+Redis cache, closes it, and compares reopening it, a
+//     fresh directory with Redis warm, and a cold start: open time, time to
+//     the first local hit, hit ratio and origin calls per 100 ms.
 //   - stampede: K processes (the running binary re-executed as workers,
 //     see WorkerEnv and Worker) × G goroutines miss one key with a slow
 //     origin, with the herd off, local (per-process single-flight) and
@@ -33,9 +43,12 @@
 // (thermos.go) that also report per-tier counts (TierStatser).
 //
 // Run writes aligned tables and Go benchmark lines (for benchstat) to its
-// stdout, progress to stderr only when stderr is a terminal, and a
-// self-contained report.html (inline SVG, no scripts, no network) and
-// results.json to Config.Out. Redis comes from Config.Redis (one server,
+// stdout; progress to stderr, as a bar on a terminal and otherwise as a
+// line per step and every few seconds (step, percent, ETA); warnings
+// before a section's tables when the machine's load average exceeded its
+// cores or the staleness writer missed its rate; and a self-contained
+// report.html (a contents list, each table beside its charts, inline SVG,
+// no scripts, no network) and results.json to Config.Out. Redis comes from Config.Redis (one server,
 // or a comma-separated list of a Redis Cluster's nodes), a private Redis
 // Cluster of three primaries (Config.RedisCluster), or a private
 // redis-server, both started through internal/redisproc on free loopback

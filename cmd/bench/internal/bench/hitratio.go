@@ -6,14 +6,24 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"time"
 
+	"github.com/thermoscache/thermos/cmd/bench/internal/trace"
 	"github.com/thermoscache/thermos/cmd/bench/internal/workload"
-	"github.com/thermoscache/thermos/tiered"
+	"github.com/thermoscache/thermos/tracking"
 )
 
-// DefaultTraceSizes are the cache sizes, in entries, of trace replays; they
-// include 32,768, the ARC paper's anchor for P3.
+// DefaultTraceSizes are the cache sizes, in entries, of replays of a trace
+// with no sizes of its own; they include 32,768, the ARC paper's anchor
+// for P3.
 const DefaultTraceSizes = "4096,16384,32768,131072"
+
+// sharedTraces are the traces in DefaultTraceDir replayed by default, with
+// the sizes their published or customary figures use.
+var sharedTraces = []struct{ file, sizes string }{
+	{"P3.lis.zst", "4096,16384,32768,131072"},
+	{"web07.trace.xz", "1000,2000,5000"},
+}
 
 // paperAnchor is a published hit ratio for a trace at one size.
 type paperAnchor struct {
@@ -35,8 +45,8 @@ func anchors() []paperAnchor {
 // defaultTraces returns the shared traces that exist under DefaultTraceDir.
 func defaultTraces() []string {
 	var out []string
-	for _, n := range []string{"P3.lis.zst", "web07.trace.xz"} {
-		p := filepath.Join(DefaultTraceDir, n)
+	for _, t := range sharedTraces {
+		p := filepath.Join(DefaultTraceDir, t.file)
 		if _, err := os.Stat(p); err == nil {
 			out = append(out, p)
 		}
@@ -44,84 +54,166 @@ func defaultTraces() []string {
 	return out
 }
 
-// hitRatio runs the size sweep and the policy comparison on synthetic
-// workloads and traces, then a timed read-through run per policy and per
-// thermos layout (memory-only, memory+Redis, memory+disk+Redis) for
-// latency, throughput and, for thermos, the share of reads each tier
-// answered.
+// traceSizes returns the replay sizes of the trace at path.
+func (c Config) traceSizes(path string, info trace.Info) ([]int, error) {
+	list := c.TraceSizes
+	if list == "" {
+		list = DefaultTraceSizes
+		for _, t := range sharedTraces {
+			if filepath.Base(path) == t.file {
+				list = t.sizes
+			}
+		}
+	}
+	return parseSizes(list, int(info.Unique), "--trace-sizes")
+}
+
+// workloadDefinitions say what each key distribution is, for --help and
+// the tables' notes.
+var workloadDefinitions = map[string]string{
+	workload.Zipfian:          "zipfian: key i (0 the most popular) is drawn with probability ∝ 1/(i+1)^θ (YCSB's zipfian generator), so the hot keys are the low ones",
+	workload.ScrambledZipfian: "scrambled: YCSB's scrambled zipfian: a zipfian rank (over 10^10 items at θ=0.99, as YCSB does) hashed with FNV-1a onto the keys, so the hot keys are spread over the key space and the skew is a little flatter than zipfian's",
+	workload.Uniform:          "uniform: every key equally likely",
+	workload.Hotspot:          "hotspot: 80 % of accesses go to a hot set of 20 % of the keys, uniform within the hot and the cold set (YCSB's hotspot)",
+}
+
+// WorkloadHelp describes every key distribution, one line each.
+func WorkloadHelp() []string {
+	var out []string
+	for _, w := range []string{workload.Zipfian, workload.ScrambledZipfian, workload.Uniform, workload.Hotspot} {
+		out = append(out, workloadDefinitions[w])
+	}
+	return out
+}
+
+// hitRatio replays each synthetic workload and each trace through the
+// simulated peers and through tiered.Cache itself, at every size, then
+// times read-through runs per policy and per thermos layout (layouts.go).
 func hitRatio(ctx context.Context, c Config, e *env, p *progress) (*Section, error) {
 	sec := &Section{Scenario: ScenarioHitRatio, Title: "hitratio: hit ratio by cache size and eviction policy"}
 	sizes, err := c.sizes()
 	if err != nil {
 		return nil, err
 	}
-	for wi, w := range c.Workloads {
-		gen, err := workload.New(c.spec(w), workload.Seed(c.Seed, 100+wi))
-		if err != nil {
-			return nil, err
-		}
-		stream := make([]uint64, c.Ops)
-		for i := range stream {
-			stream[i] = gen.Next()
-		}
-		title, bname := fmt.Sprintf("%s (θ=%g)", w, c.Theta), fmt.Sprintf("%s_theta%g", w, c.Theta)
-		if w == workload.Uniform || w == workload.Hotspot {
-			title, bname = w, w
-		}
-		sims, err := sweep(ctx, sizes, func(s []*sim) error {
-			return feed(s, sliceSource(stream))
-		})
-		if err != nil {
-			return nil, err
-		}
-		p.Printf("hitratio: %s done", w)
-		addSweep(sec, "workload "+title, bname, fmt.Sprintf("%d accesses over %d keys", c.Ops, c.Keys), sizes, c.Keys, sims)
+	pols, err := c.selectedMemoryPolicies()
+	if err != nil {
+		return nil, err
 	}
-
+	// Traces are checked first, so a bad one stops the run before minutes
+	// of replays.
+	type traceRun struct {
+		path  string
+		f     trace.Format
+		info  trace.Info
+		sizes []int
+	}
+	var runs []traceRun
 	traces := c.Traces
 	if traces == nil {
 		traces = defaultTraces()
 		if len(traces) == 0 {
-			sec.Notes = append(sec.Notes, "no trace replayed: "+DefaultTraceDir+" has none of the shared traces (use --trace FILE)")
+			sec.Notes = append(sec.Notes, "no trace replayed: "+DefaultTraceDir+" has none of the shared traces (P3 and web07 live beside the repository, not in it; use --trace FILE)")
 		}
-	}
-	tsizes, err := Config{Keys: 1, Sizes: DefaultTraceSizes}.sizes()
-	if err != nil {
-		return nil, err
 	}
 	for _, t := range traces {
 		path, f, err := splitTrace(t)
 		if err != nil {
 			return nil, fmt.Errorf("%w: --trace %q: %v", ErrConfig, t, err)
 		}
-		var n int
-		sims, err := sweep(ctx, tsizes, func(s []*sim) error {
-			var err error
-			n, err = replayTrace(path, f, c.TraceLimit, s, func(n int) {
-				p.Printf("hitratio: replaying %s: %d accesses", filepath.Base(path), n)
-			})
-			return err
-		})
+		p.Step("checking "+filepath.Base(path)+" (format, accesses, distinct keys)", 0, "")
+		info, err := trace.Scan(path, f, int64(c.TraceLimit))
 		if err != nil {
-			return nil, fmt.Errorf("bench: trace %s: %w", path, err)
+			return nil, fmt.Errorf("%w: --trace %s: %w", ErrConfig, path, err)
 		}
-		what := fmt.Sprintf("%d accesses", n)
-		if c.TraceLimit > 0 && n == c.TraceLimit {
-			what += fmt.Sprintf(" (first %d only: --trace-limit)", c.TraceLimit)
+		tsizes, err := c.traceSizes(path, info)
+		if err != nil {
+			return nil, err
 		}
-		addSweep(sec, "trace "+filepath.Base(path), filepath.Base(path), what, tsizes, 0, sims)
+		runs = append(runs, traceRun{path, info.Format, info, tsizes})
+	}
+
+	used := map[string]bool{}
+	for wi, w := range c.Workloads {
+		gen, err := workload.New(c.spec(w), workload.Seed(c.Seed, 100+wi))
+		if err != nil {
+			return nil, err
+		}
+		stream := make([]uint64, c.Ops)
+		distinct := map[uint64]struct{}{}
+		for i := range stream {
+			stream[i] = gen.Next()
+			distinct[stream[i]] = struct{}{}
+		}
+		info := trace.Info{Accesses: int64(len(stream)), Unique: int64(len(distinct))}
+		title, bname := fmt.Sprintf("%s (θ=%g)", w, c.Theta), fmt.Sprintf("%s_theta%g", w, c.Theta)
+		if w == workload.Uniform || w == workload.Hotspot {
+			title, bname = w, w
+		}
+		sims, err := buildSims(ctx, c, e, sizes, pols, nil)
+		if err != nil {
+			return nil, err
+		}
+		p.Step(fmt.Sprintf("workload %s through %d caches", w, len(sims)), info.Accesses, "accesses")
+		err = feed(ctx, sims, sliceSource(stream), p.Set)
+		if cerr := closeSims(sims); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return nil, err
+		}
+		used[w] = true
+		addSweep(sec, sweepSpec{name: "workload " + title, bname: bname, what: fmt.Sprintf("%d accesses over %d keys", c.Ops, c.Keys),
+			keys: c.Keys, info: info}, sizes, sims)
+	}
+	for _, w := range c.Workloads {
+		if used[w] {
+			sec.Notes = append(sec.Notes, "workload "+workloadDefinitions[w])
+		}
+	}
+
+	for _, tr := range runs {
+		base := filepath.Base(tr.path)
+		var diskSizes []int
+		switch c.DiskReplay {
+		case DiskReplaySmallest:
+			diskSizes = tr.sizes[:1]
+		case DiskReplayAll:
+			diskSizes = tr.sizes
+		}
+		sims, err := buildSims(ctx, c, e, tr.sizes, pols, diskSizes)
+		if err != nil {
+			return nil, err
+		}
+		p.Step(fmt.Sprintf("replaying %s through %d caches", base, len(sims)), tr.info.Accesses, "accesses")
+		n, err := replayTrace(ctx, tr.path, tr.f, int64(c.TraceLimit), sims, p.Set)
+		if cerr := closeSims(sims); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return nil, fmt.Errorf("bench: trace %s: %w", tr.path, err)
+		}
+		what := fmt.Sprintf("%d accesses (%s)", n, tr.f)
+		if c.TraceLimit > 0 && n == int64(c.TraceLimit) {
+			what += fmt.Sprintf(", the first %d only (--trace-limit)", c.TraceLimit)
+		}
+		addSweep(sec, sweepSpec{name: "trace " + base, bname: base, what: what, info: tr.info, durations: true}, tr.sizes, sims)
 		for _, a := range anchors() {
-			if a.file != filepath.Base(path) || c.TraceLimit > 0 && n == c.TraceLimit {
+			if a.file != base || c.TraceLimit > 0 && n == int64(c.TraceLimit) {
 				continue
 			}
 			for _, s := range sims {
-				if s.policy == a.policy && s.size == a.size {
+				if s.name == a.policy && s.size == a.size {
 					sec.Notes = append(sec.Notes, fmt.Sprintf("%s %s at %d entries: %.2f %% measured, %.2f %% published (%s)",
 						a.file, a.policy, a.size, 100*s.ratio(), a.pct, a.source))
 				}
 			}
 		}
 	}
+	sec.Notes = append(sec.Notes,
+		"columns lru, 2q, arc (golang-lru) and otter are simulations: the library's cache keyed by the integer, demand fill on a miss, bounded by entries",
+		fmt.Sprintf("columns thermos <policy> replay through a real tiered.Cache (one memory route; Get, and Set on a miss), its memory budget sized to N entries: N × (tracking.EntryOverhead %d + key %d + value %d bytes); the memory tier shards that budget, so it may hold a little under N entries; +disk adds the disk tier with no disk budget, so it holds every key replayed",
+			tracking.EntryOverhead, replayKeyLen, replayValueLen),
+		"bound: 1 − distinct keys / accesses, the best any cache that starts empty can do (every first access misses)")
 
 	if err := policyLatency(ctx, c, sec, p); err != nil {
 		return nil, err
@@ -132,78 +224,129 @@ func hitRatio(ctx context.Context, c Config, e *env, p *progress) (*Section, err
 	return sec, nil
 }
 
-// sizedSim is a sim with its policy and size.
-type sizedSim struct {
-	*sim
-	policy string
-	size   int
-}
-
-// sweep builds a sim for every policy × size, lets feed drive them all, and
-// closes them.
-func sweep(ctx context.Context, sizes []int, feed func([]*sim) error) ([]sizedSim, error) {
-	var all []sizedSim
-	var raw []*sim
-	defer func() {
-		for _, s := range raw {
-			s.close()
-		}
-	}()
-	for _, pol := range policies() {
+// buildSims returns the replays of one workload or trace, in table column
+// order: every simulated peer policy and every thermos memory policy at
+// every size, then thermos memory+disk with the first memory policy at
+// diskSizes.
+func buildSims(ctx context.Context, c Config, e *env, sizes []int, pols []tracking.Policy, diskSizes []int) ([]*sim, error) {
+	var sims []*sim
+	fail := func(err error) ([]*sim, error) {
+		_ = closeSims(sims)
+		return nil, err
+	}
+	for _, pol := range c.SimPolicies {
 		for _, sz := range sizes {
 			s, err := newSim(pol, sz)
 			if err != nil {
-				return nil, err
+				return fail(err)
 			}
-			all = append(all, sizedSim{s, pol, sz})
-			raw = append(raw, s)
+			sims = append(sims, s)
 		}
 	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
+	for _, pol := range pols {
+		for _, sz := range sizes {
+			s, err := newThermosSim(ctx, pol, sz, false, e.logger)
+			if err != nil {
+				return fail(err)
+			}
+			sims = append(sims, s)
+		}
 	}
-	return all, feed(raw)
+	if len(pols) > 0 {
+		for _, sz := range diskSizes {
+			s, err := newThermosSim(ctx, pols[0], sz, true, e.logger)
+			if err != nil {
+				return fail(err)
+			}
+			sims = append(sims, s)
+		}
+	}
+	return sims, nil
 }
 
-// addSweep adds a hit-ratio table, curve and benchmark lines for one
-// workload or trace. keys > 0 adds a column with each size as a share.
-func addSweep(sec *Section, name, bname, what string, sizes []int, keys int, sims []sizedSim) {
+// closeSims closes every sim and returns the first error.
+func closeSims(sims []*sim) error {
+	var first error
+	for _, s := range sims {
+		if s.held != nil {
+			s.heldAtEnd = s.held()
+		}
+		if err := s.close(); err != nil && first == nil {
+			first = fmt.Errorf("bench: close %s: %w", s.name, err)
+		}
+	}
+	return first
+}
+
+// sweepSpec describes one workload's or trace's sweep table.
+type sweepSpec struct {
+	name, bname, what string
+	keys              int        // > 0: a column with each size as a share of it
+	info              trace.Info // accesses and distinct keys, for the bound
+	durations         bool       // add a table of each replay's duration
+}
+
+// addSweep adds a hit-ratio table (and, for traces, a table of replay
+// durations), a curve and benchmark lines for one workload or trace.
+func addSweep(sec *Section, sp sweepSpec, sizes []int, sims []*sim) {
+	var names []string
+	for _, s := range sims {
+		if len(names) == 0 || names[len(names)-1] != s.name {
+			names = append(names, s.name)
+		}
+	}
+	bound := 1 - sp.info.CompulsoryMissRatio()
 	cols := []string{"entries"}
-	if keys > 0 {
+	if sp.keys > 0 {
 		cols = append(cols, "of keys")
 	}
-	cols = append(cols, policies()...)
-	t := Table{Title: fmt.Sprintf("hit ratio, %s: %s", name, what), Columns: cols}
-	ch := Chart{Title: "hit ratio, " + name, Kind: LineChart, XLabel: "cache size (entries, log scale)", YLabel: "hit ratio (%)", LogX: true}
-	ch.Series = make([]Series, len(policies()))
-	byPolicy := map[string]*Series{}
-	for i, pol := range policies() {
-		ch.Series[i].Name = pol
-		byPolicy[pol] = &ch.Series[i] // ch.Series is never appended to again
+	cols = append(append(cols, names...), "bound")
+	t := Table{Title: fmt.Sprintf("hit ratio, %s: %s, %d distinct keys, bound %s", sp.name, sp.what, sp.info.Unique, fmtPct(bound)), Columns: cols}
+	dt := Table{Title: fmt.Sprintf("replay time, %s (one cache alone; thermos: and entries held at the end)", sp.name), Columns: append([]string{"entries"}, names...)}
+	ch := Chart{Title: "hit ratio, " + sp.name, Kind: LineChart, XLabel: "cache size (entries, log scale)", YLabel: "hit ratio (%)", LogX: true}
+	byName := map[string]int{}
+	for i, n := range names {
+		byName[n] = i
+		ch.Series = append(ch.Series, Series{Name: n})
 	}
 	for _, sz := range sizes {
 		row := []string{strconv.Itoa(sz)}
-		if keys > 0 {
-			row = append(row, fmtPct(float64(sz)/float64(keys)))
+		if sp.keys > 0 {
+			row = append(row, fmtPct(float64(sz)/float64(sp.keys)))
 		}
-		for _, pol := range policies() {
+		drow := []string{strconv.Itoa(sz)}
+		for _, n := range names {
+			found := false
 			for _, s := range sims {
-				if s.policy == pol && s.size == sz {
-					row = append(row, fmtPct(s.ratio()))
-					sr := byPolicy[pol]
-					sr.Points = append(sr.Points, Point{X: float64(sz), Y: 100 * s.ratio()})
-					sec.Bench = append(sec.Bench, Bench{
-						Name:    fmt.Sprintf("HitRatio/%s/%s/size=%d", benchName(bname), pol, sz),
-						N:       s.n,
-						Metrics: []Metric{{s.ratio(), "hit-ratio"}},
-					})
+				if s.name != n || s.size != sz {
+					continue
 				}
+				found = true
+				row = append(row, fmtPct(s.ratio()))
+				d := fmtDur(s.elapsed.Round(time.Millisecond))
+				if s.held != nil {
+					d += fmt.Sprintf(", %d held", s.heldAtEnd)
+				}
+				drow = append(drow, d)
+				sr := &ch.Series[byName[n]]
+				sr.Points = append(sr.Points, Point{X: float64(sz), Y: 100 * s.ratio()})
+				sec.Bench = append(sec.Bench, Bench{
+					Name:    fmt.Sprintf("HitRatio/%s/%s/size=%d", benchName(sp.bname), benchName(s.name), sz),
+					N:       s.n,
+					Metrics: []Metric{{s.ratio(), "hit-ratio"}, {float64(s.elapsed.Nanoseconds()) / float64(max(s.n, 1)), "ns/access"}},
+				})
+			}
+			if !found { // replayed at other sizes only (--disk-replay)
+				row, drow = append(row, "—"), append(drow, "—")
 			}
 		}
-		t.Rows = append(t.Rows, row)
+		t.Rows = append(t.Rows, append(row, fmtPct(bound)))
+		dt.Rows = append(dt.Rows, drow)
 	}
-	sec.Tables = append(sec.Tables, t)
-	sec.Charts = append(sec.Charts, ch)
+	sec.add(t, ch)
+	if sp.durations {
+		sec.add(dt)
+	}
 }
 
 // benchName makes s usable inside a benchmark name (no spaces).
@@ -223,109 +366,4 @@ func benchName(s string) string {
 		out = out[:len(out)-1]
 	}
 	return string(out)
-}
-
-// policyLatency measures each policy as a read-through cache in front of an
-// in-process origin (the memory-only layout of today's caches): hit ratio,
-// origin loads and latency percentiles under concurrency.
-func policyLatency(ctx context.Context, c Config, sec *Section, p *progress) error {
-	mix, err := workload.MixByName(c.Mix)
-	if err != nil {
-		return err
-	}
-	size := max(1, int(DefaultCacheShare*float64(c.Keys)))
-	keys := keyNames(c.Keys)
-	t := Table{
-		Title:   fmt.Sprintf("memory-only read-through, zipfian θ=%g, YCSB %s, %d entries (%s of keys), %d goroutines, %v each", c.Theta, mix.Name, size, fmtPct(DefaultCacheShare), c.goroutines(), c.Duration),
-		Columns: append(latencyColumns("policy"), "origin loads"),
-	}
-	ch := Chart{Title: "memory-only read-through latency", Kind: BarChart, XLabel: "policy", YLabel: "latency (µs)"}
-	p50, p99 := Series{Name: "p50"}, Series{Name: "p99"}
-	for i, pol := range policies() {
-		o := &origin{size: c.ValueSize}
-		l, closeFn, err := newLocal(pol, size)
-		if err != nil {
-			return err
-		}
-		tg := &readThrough{name: pol, l: l, b: o, closeFn: closeFn}
-		p.Printf("hitratio: timing %s", pol)
-		st, err := runTimed(ctx, tg, keys, c, c.spec(workload.Zipfian), mix, c.Duration, 10+i)
-		tg.Close()
-		if err != nil {
-			return err
-		}
-		t.Rows = append(t.Rows, append(latencyRow([]string{pol}, st), strconv.FormatInt(o.loads.Load(), 10)))
-		sum := st.lat.Summary()
-		p50.Points = append(p50.Points, Point{Label: pol, Y: float64(sum.P50) / 1e3})
-		p99.Points = append(p99.Points, Point{Label: pol, Y: float64(sum.P99) / 1e3})
-		sec.Bench = append(sec.Bench, benchOf("MemoryOnly/"+pol, st))
-	}
-	ch.Series = []Series{p50, p99}
-	sec.Tables = append(sec.Tables, t)
-	sec.Charts = append(sec.Charts, ch)
-	return nil
-}
-
-// layoutLatency measures each thermos layout like policyLatency measures
-// the policies: same workload, same entry budget, same in-process origin as
-// the loader. Redis starts empty for each layout (its keys carry a prefix
-// unique to the run and layout), so a memory miss is answered by Redis
-// once some process loaded the key, and by the origin before that.
-func layoutLatency(ctx context.Context, c Config, e *env, sec *Section, p *progress) error {
-	mix, err := workload.MixByName(c.Mix)
-	if err != nil {
-		return err
-	}
-	size := max(1, int(DefaultCacheShare*float64(c.Keys)))
-	t := Table{
-		Title: fmt.Sprintf("thermos layouts, zipfian θ=%g, YCSB %s, memory budget for %d entries (%s of keys), %d goroutines, %v each, Redis empty at start",
-			c.Theta, mix.Name, size, fmtPct(DefaultCacheShare), c.goroutines(), c.Duration),
-		Columns: append(latencyColumns("layout"), "memory", "disk", "redis", "origin loads"),
-	}
-	// latencyColumns puts "hit ratio" (local: memory and disk) first.
-	ch := Chart{Title: "thermos layouts: share of reads per tier", Kind: BarChart, XLabel: "layout", YLabel: "reads (%)"}
-	shares := []Series{{Name: "memory"}, {Name: "disk"}, {Name: "redis"}, {Name: "origin"}}
-	lat := Chart{Title: "thermos layouts: latency", Kind: BarChart, XLabel: "layout", YLabel: "latency (µs)"}
-	p50, p99 := Series{Name: "p50"}, Series{Name: "p99"}
-	for i, l := range Layouts() {
-		if l.Tiers&tiered.Redis != 0 && e.redis == nil {
-			t.Rows = append(t.Rows, append([]string{l.Name, "skipped: no Redis"}, make([]string, len(t.Columns)-2)...))
-			continue
-		}
-		p.Printf("hitratio: timing %s", l.Name)
-		prefix := fmt.Sprintf("bench:t:%s:%d:", e.token, i)
-		keys := prefixedKeys(prefix, c.Keys)
-		o := &origin{size: c.ValueSize}
-		tg, err := openThermos(ctx, e, thermosSpec{layout: l, prefix: prefix, entries: size,
-			keyLen: len(keys[len(keys)-1]), valueSize: c.ValueSize}, originLoader(o))
-		if err != nil {
-			return err
-		}
-		st, err := runTimed(ctx, tg, keys, c, c.spec(workload.Zipfian), mix, c.Duration, 30+i)
-		tg.Close()
-		if err != nil {
-			return err
-		}
-		loads := o.loads.Load()
-		t.Rows = append(t.Rows, append(latencyRow([]string{l.Name}, st),
-			st.tierShare(TierMemory), st.tierShare(TierDisk), st.tierShare(TierRedis), strconv.FormatInt(loads, 10)))
-		for j, tier := range []string{TierMemory, TierDisk, TierRedis} {
-			shares[j].Points = append(shares[j].Points, Point{Label: l.Name, Y: 100 * float64(st.tiers[tier]) / float64(max(st.reads, 1))})
-		}
-		shares[3].Points = append(shares[3].Points, Point{Label: l.Name, Y: 100 * float64(loads) / float64(max(st.reads, 1))})
-		sum := st.lat.Summary()
-		p50.Points = append(p50.Points, Point{Label: l.Name, Y: float64(sum.P50) / 1e3})
-		p99.Points = append(p99.Points, Point{Label: l.Name, Y: float64(sum.P99) / 1e3})
-		b := benchOf("Layout/"+benchName(l.Name), st)
-		b.Metrics = append(b.Metrics, Metric{float64(loads), "origin-loads"})
-		sec.Bench = append(sec.Bench, b)
-	}
-	sec.Notes = append(sec.Notes, "thermos layouts: hit ratio counts memory and disk hits (local); memory/disk/redis are the shares of reads each tier answered (tiered.Cache.Stats); origin loads are loader calls")
-	if len(p50.Points) > 0 {
-		ch.Series = shares
-		lat.Series = []Series{p50, p99}
-		sec.Charts = append(sec.Charts, ch, lat)
-	}
-	sec.Tables = append(sec.Tables, t)
-	return nil
 }

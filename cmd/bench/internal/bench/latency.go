@@ -97,10 +97,73 @@ func fmtRate(opsPerSec float64) string {
 	return fmt.Sprintf("%.0f/s", opsPerSec)
 }
 
-// fmtRatio formats a/b as "1.23×", or "" when b is 0.
-func fmtRatio(a, b float64) string {
-	if b == 0 {
+// fmtVs compares v with ref, the reference's figure, as "2.10× slower",
+// "1.54× faster" or "same": for a latency (lowerIsBetter) v/ref is the
+// slowdown, for a throughput ref/v is.
+func fmtVs(v, ref float64, lowerIsBetter bool) string {
+	if v <= 0 || ref <= 0 {
 		return ""
 	}
-	return fmt.Sprintf("%.2f×", a/b)
+	slow := v / ref
+	if !lowerIsBetter {
+		slow = ref / v
+	}
+	switch {
+	case slow >= 1.005:
+		return fmt.Sprintf("%.2f× slower", slow)
+	case slow <= 1/1.005:
+		return fmt.Sprintf("%.2f× faster", 1/slow)
+	}
+	return "same"
+}
+
+// signedRecorder collects durations that may be negative (a lag measured
+// from an acknowledgement that the event can precede): magnitudes of the
+// negative ones and the others in two Recorders.
+type signedRecorder struct {
+	neg, pos *Recorder
+}
+
+func newSignedRecorder() *signedRecorder {
+	return &signedRecorder{neg: NewRecorder(), pos: NewRecorder()}
+}
+
+// Record adds d.
+func (r *signedRecorder) Record(d time.Duration) {
+	if d < 0 {
+		r.neg.Record(-d)
+		return
+	}
+	r.pos.Record(d)
+}
+
+// negatives returns how many recorded durations were negative.
+func (r *signedRecorder) negatives() int64 { return r.neg.Count() }
+
+// quantile returns the q-th percentile (0: the minimum, 100: the maximum)
+// of every recorded duration, negative ones included; 0 when empty.
+func (r *signedRecorder) quantile(q float64) time.Duration {
+	nn, np := r.neg.Count(), r.pos.Count()
+	n := nn + np
+	if n == 0 {
+		return 0
+	}
+	rank := q / 100 * float64(n)
+	if nn > 0 && (rank < float64(nn) || np == 0) {
+		// The most negative value comes first: rank r among the negatives
+		// is quantile 1 − r/nn of their magnitudes.
+		return -time.Duration(r.neg.h.ValueAtQuantile(100 * (1 - rank/float64(nn))))
+	}
+	if q >= 100 {
+		return time.Duration(r.pos.h.Max())
+	}
+	return time.Duration(r.pos.h.ValueAtQuantile(100 * (rank - float64(nn)) / float64(np)))
+}
+
+// fmtSigned formats a signed duration like fmtDur, with a minus sign.
+func fmtSigned(d time.Duration) string {
+	if d < 0 {
+		return "−" + fmtDur(-d)
+	}
+	return fmtDur(d)
 }

@@ -82,7 +82,7 @@ func peers(ctx context.Context, c Config, e *env, p *progress) (*Section, error)
 		backend = "an in-process origin (no Redis)"
 		sec.Notes = append(sec.Notes, "no Redis ("+e.redisDesc+"): rueidis and redis-only skipped; golang-lru and otter read through to an in-process origin")
 	} else {
-		p.Printf("peers: loading %d keys into Redis", len(keys))
+		p.Step(fmt.Sprintf("loading %d keys into Redis", len(keys)), int64(len(keys)), "keys")
 		if err := e.load(ctx, keys, c.ValueSize); err != nil {
 			return nil, err
 		}
@@ -90,9 +90,9 @@ func peers(ctx context.Context, c Config, e *env, p *progress) (*Section, error)
 	t := Table{
 		Title: fmt.Sprintf("zipfian θ=%g reads over %d keys in %s, local caches of %d entries, %d goroutines, %v after %v warm-up",
 			c.Theta, c.Keys, backend, size, c.goroutines(), c.Duration, c.Duration/2),
-		Columns: append(latencyColumns("cache", "consistency"), "p50 vs thermos", "ops/s vs thermos"),
+		Columns: append(latencyColumns("cache", "consistency"), "p50 vs thermos", "throughput vs thermos"),
 	}
-	ch := Chart{Title: "peers: read latency", Kind: BarChart, XLabel: "cache", YLabel: "latency (µs)"}
+	ch := Chart{Title: "peers: read latency", Kind: BarChart, XLabel: "cache", YLabel: "latency (µs, log scale)", LogY: true}
 	p50, p99 := Series{Name: "p50"}, Series{Name: "p99"}
 	hit := Chart{Title: "peers: hit ratio of the local tier", Kind: BarChart, XLabel: "cache", YLabel: "hit ratio (%)"}
 	hr := Series{Name: "hit ratio"}
@@ -102,7 +102,7 @@ func peers(ctx context.Context, c Config, e *env, p *progress) (*Section, error)
 			t.Rows = append(t.Rows, append([]string{s.name, s.consistency, "skipped: no Redis"}, make([]string, len(t.Columns)-3)...))
 			continue
 		}
-		p.Printf("peers: %s", s.name)
+		p.Timed(s.name+" (warm-up, then timed)", c.Duration*3/2)
 		tg, err := s.build(size)
 		if err != nil {
 			return nil, err
@@ -121,8 +121,8 @@ func peers(ctx context.Context, c Config, e *env, p *progress) (*Section, error)
 			ref = &st
 		}
 		t.Rows = append(t.Rows, append(latencyRow([]string{s.name, s.consistency}, st),
-			fmtRatio(float64(st.lat.Summary().P50), float64(ref.lat.Summary().P50)),
-			fmtRatio(st.throughput(), ref.throughput())))
+			fmtVs(float64(st.lat.Summary().P50), float64(ref.lat.Summary().P50), true),
+			fmtVs(st.throughput(), ref.throughput(), false)))
 		sum := st.lat.Summary()
 		p50.Points = append(p50.Points, Point{Label: s.name, Y: float64(sum.P50) / 1e3})
 		p99.Points = append(p99.Points, Point{Label: s.name, Y: float64(sum.P99) / 1e3})
@@ -135,12 +135,11 @@ func peers(ctx context.Context, c Config, e *env, p *progress) (*Section, error)
 	if ref == nil {
 		sec.Notes = append(sec.Notes, "thermos memory+redis needs Redis: no ratio column without it")
 	} else {
-		sec.Notes = append(sec.Notes, "ratios: each cache's p50 and throughput divided by thermos memory+redis's (p50 above 1×: slower than thermos; ops/s above 1×: faster)",
+		sec.Notes = append(sec.Notes, "both ratio columns read the same way: how many times slower or faster than thermos memory+redis the cache is, by its p50 latency (its p50 ÷ thermos's) and by its throughput (thermos's ops/s ÷ its ops/s)",
 			"thermos memory+redis reads the preloaded raw values through a Raw route (no envelope), GetOrLoad with an in-process loader that a preloaded key never calls; its hit ratio counts memory hits (tiered.Cache.Stats)")
 	}
 	ch.Series = []Series{p50, p99}
 	hit.Series = []Series{hr}
-	sec.Tables = append(sec.Tables, t)
-	sec.Charts = append(sec.Charts, ch, hit)
+	sec.add(t, ch, hit)
 	return sec, nil
 }

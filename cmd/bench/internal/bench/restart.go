@@ -13,9 +13,9 @@ import (
 	"github.com/thermoscache/thermos/tiered"
 )
 
-// DefaultRestartKeys caps the keys warmed before the restart scenario's
-// restart (Config.Keys when smaller).
-const DefaultRestartKeys = 20_000
+// MaxRestartKeys bounds Config.Keys for the restart scenario, which warms
+// every key into memory, disk and Redis.
+const MaxRestartKeys = 1_000_000
 
 // restartBucket is the width of the restart scenario's time series.
 const restartBucket = 100 * time.Millisecond
@@ -76,7 +76,7 @@ func restart(ctx context.Context, c Config, e *env, p *progress) (*Section, erro
 		sec.Notes = append(sec.Notes, "skipped: needs Redis ("+e.redisDesc+")")
 		return sec, nil
 	}
-	n := min(c.Keys, DefaultRestartKeys)
+	n := c.Keys
 	window := c.Duration * 3 / 2
 	bucket := min(restartBucket, window/10)
 	dir, err := os.MkdirTemp("", "thermos-bench-restart-*")
@@ -89,18 +89,18 @@ func restart(ctx context.Context, c Config, e *env, p *progress) (*Section, erro
 	spec := func(dir string) thermosSpec {
 		return thermosSpec{
 			layout: Layout{Name: "thermos memory+disk+redis", Tiers: tiered.Memory | tiered.Disk | tiered.Redis},
-			prefix: "bench:r:", entries: n + n/2, // room for every key: shards fill unevenly
+			prefix: "bench:r:", entries: n + n/10 + 1000, // room for every key: shards fill unevenly
 			keyLen: len(keys[n-1]), valueSize: c.ValueSize, dir: dir,
 		}
 	}
 
-	p.Printf("restart: warming %d keys", n)
+	p.Step(fmt.Sprintf("warming %d keys", n), int64(n), "keys")
 	o := &origin{size: c.ValueSize}
 	tg, err := openThermos(ctx, e, spec(dir), originLoader(o))
 	if err != nil {
 		return nil, err
 	}
-	if err := warmKeys(ctx, tg, keys, c.goroutines()); err != nil {
+	if err := warmKeys(ctx, tg, keys, 4*c.goroutines(), p.Set); err != nil {
 		tg.Close()
 		return nil, err
 	}
@@ -109,14 +109,14 @@ func restart(ctx context.Context, c Config, e *env, p *progress) (*Section, erro
 	}
 
 	t := Table{
-		Title: fmt.Sprintf("%d keys warmed with GetOrLoad, closed, reopened; zipfian θ=%g reads by %d goroutines for %v; Unverified: Revalidate",
+		Title: fmt.Sprintf("%d keys (--keys) warmed with Set, closed, reopened; zipfian θ=%g reads by %d goroutines for %v; Unverified: Revalidate",
 			n, c.Theta, c.goroutines(), window),
 		Columns: []string{"start", "open", "warmed from disk", "first local hit", "local hit ratio", "hit ratio, first " + fmtDuration(window/3), "redis answers", "origin calls", "reads", "revalidation pass"},
 	}
 	hit := Chart{Title: "restart: local hit ratio over time", Kind: LineChart, XLabel: "time since Open (ms)", YLabel: "memory+disk hits (%)"}
 	calls := Chart{Title: "restart: origin calls over time", Kind: LineChart, XLabel: "time since Open (ms)", YLabel: "origin calls per " + fmtDuration(bucket)}
 	for i, s := range restartStarts() {
-		p.Printf("restart: %s", s.name)
+		p.Step(s.name+": opening", 0, "")
 		d := dir
 		if !s.sameDir {
 			if d, err = os.MkdirTemp("", "thermos-bench-restart-*"); err != nil {
@@ -127,7 +127,7 @@ func restart(ctx context.Context, c Config, e *env, p *progress) (*Section, erro
 		if !s.sameKey {
 			ks = prefixedKeys(fmt.Sprintf("bench:r:%s:cold%d:", e.token, i), n)
 		}
-		run, err := driveRestart(ctx, c, e, spec(d), ks, window, bucket, 70+i)
+		run, err := driveRestart(ctx, c, e, spec(d), ks, window, bucket, 70+i, func() { p.Timed(s.name+": reading", window) })
 		if !s.sameDir {
 			os.RemoveAll(d)
 		}
@@ -174,14 +174,17 @@ func restart(ctx context.Context, c Config, e *env, p *progress) (*Section, erro
 		"warm: entries come back from Pebble as unverified; a read of one not yet checked by the background revalidation pass costs one small round trip (Unverified: Revalidate), then it is a local hit",
 		"local hit: answered by memory or disk (tiered.Detector); redis answers need no origin call; origin calls are loader calls",
 		fmt.Sprintf("time series: %v buckets from the start of tiered.Open; origin calls per bucket count reads answered by a loader call (shared by waiters)", bucket))
-	sec.Tables = append(sec.Tables, t)
-	sec.Charts = append(sec.Charts, hit, calls)
+	sec.add(t, hit, calls)
 	return sec, nil
 }
 
-// warmKeys reads every key through GetOrLoad with g goroutines.
-func warmKeys(ctx context.Context, tg *thermosTarget, keys []string, g int) error {
+// warmKeys writes every key through Set (memory, disk and Redis, as a
+// GetOrLoad that calls the loader would fill them, without the loader's
+// lease round trips) with g goroutines, passing the count of keys claimed
+// so far to tick every 1024 keys.
+func warmKeys(ctx context.Context, tg *thermosTarget, keys []string, g int, tick func(int64)) error {
 	var next atomic.Int64
+	value := valueFor("warm", tg.valueSize)
 	errs := make([]error, g)
 	var wg sync.WaitGroup
 	for w := range g {
@@ -191,7 +194,10 @@ func warmKeys(ctx context.Context, tg *thermosTarget, keys []string, g int) erro
 				if i >= len(keys) || ctx.Err() != nil {
 					return
 				}
-				if _, _, err := tg.c.GetOrLoad(ctx, keys[i], tg.load); err != nil {
+				if i%1024 == 0 {
+					tick(int64(i))
+				}
+				if err := tg.c.Set(ctx, keys[i], value, 0); err != nil {
 					errs[w] = err
 					return
 				}
@@ -207,10 +213,10 @@ func warmKeys(ctx context.Context, tg *thermosTarget, keys []string, g int) erro
 	return ctx.Err()
 }
 
-// driveRestart opens a cache for spec, reads keys with c.goroutines()
-// goroutines for window once Open returns, and counts where every read was
-// answered, per bucket of time since Open began.
-func driveRestart(ctx context.Context, c Config, e *env, spec thermosSpec, keys []string, window, bucket time.Duration, stream int) (restartRun, error) {
+// driveRestart opens a cache for spec, calls opened, reads keys with
+// c.goroutines() goroutines for window once Open returns, and counts where
+// every read was answered, per bucket of time since Open began.
+func driveRestart(ctx context.Context, c Config, e *env, spec thermosSpec, keys []string, window, bucket time.Duration, stream int, opened func()) (restartRun, error) {
 	g := c.goroutines()
 	gens := make([]workload.Generator, g)
 	for i := range gens {
@@ -227,10 +233,11 @@ func driveRestart(ctx context.Context, c Config, e *env, spec thermosSpec, keys 
 		return restartRun{}, err
 	}
 	defer tg.Close()
-	opened := time.Since(start)
-	end := opened + window // reads run for window after Open returns
+	openTook := time.Since(start)
+	opened()
+	end := openTook + window // reads run for window after Open returns
 	nb := int((end + bucket - 1) / bucket)
-	run := restartRun{open: opened, firstHit: -1, buckets: make([]restartCounts, nb), warmed: tg.c.Stats().Warmed}
+	run := restartRun{open: openTook, firstHit: -1, buckets: make([]restartCounts, nb), warmed: tg.c.Stats().Warmed}
 	type result struct {
 		buckets  []restartCounts
 		firstHit time.Duration

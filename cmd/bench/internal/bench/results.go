@@ -37,9 +37,25 @@ type Section struct {
 	Scenario string   `json:"scenario"`
 	Title    string   `json:"title"`
 	Notes    []string `json:"notes,omitempty"`
-	Tables   []Table  `json:"tables,omitempty"`
-	Charts   []Chart  `json:"charts,omitempty"`
-	Bench    []Bench  `json:"bench,omitempty"`
+	// Warnings say why figures may mislead: a rate not achieved, a loaded
+	// machine. Printed before the tables.
+	Warnings []string `json:"warnings,omitempty"`
+	// Load is the highest 1-minute load average seen while the scenario
+	// ran (0 where it cannot be read).
+	Load   float64 `json:"load_avg_peak,omitempty"`
+	Tables []Table `json:"tables,omitempty"`
+	Charts []Chart `json:"charts,omitempty"`
+	Bench  []Bench `json:"bench,omitempty"`
+}
+
+// add appends t and the charts that illustrate it; the HTML report shows
+// them side by side.
+func (s *Section) add(t Table, charts ...Chart) {
+	for _, c := range charts {
+		c.Table = len(s.Tables)
+		s.Charts = append(s.Charts, c)
+	}
+	s.Tables = append(s.Tables, t)
 }
 
 // Table is a titled grid of already formatted cells.
@@ -65,7 +81,11 @@ type Chart struct {
 	XLabel string    `json:"x_label"`
 	YLabel string    `json:"y_label"`
 	LogX   bool      `json:"log_x,omitempty"`
-	Series []Series  `json:"series"`
+	LogY   bool      `json:"log_y,omitempty"` // for latencies spanning decades
+	// Table is the index in its Section's Tables of the table it
+	// illustrates.
+	Table  int      `json:"table"`
+	Series []Series `json:"series"`
 }
 
 // Series is one named line or bar group.
@@ -161,6 +181,9 @@ func (r *Results) writeSections(w io.Writer) error {
 	for _, s := range r.Sections {
 		if _, err := fmt.Fprintf(w, "\n== %s ==\n", s.Title); err != nil {
 			return err
+		}
+		for _, n := range s.Warnings {
+			fmt.Fprintf(w, "WARNING: %s\n", n)
 		}
 		for _, n := range s.Notes {
 			fmt.Fprintf(w, "note: %s\n", n)

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"sync"
 	"time"
 )
 
@@ -25,8 +26,9 @@ func scenarios() map[string]scenarioFunc {
 }
 
 // Run validates cfg, runs its scenarios and writes the tables and Go
-// benchmark lines to stdout, progress to stderr when stderr is a terminal,
-// and report.html and results.json to cfg.Out when it is set. A missing
+// benchmark lines to stdout, progress to stderr (a bar on a terminal,
+// periodic lines otherwise), and report.html and results.json to cfg.Out
+// when it is set. A missing
 // redis-server is reported on stderr and the Redis-free parts still run.
 // It returns the first error; ctx cancels the run.
 func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) error {
@@ -44,8 +46,12 @@ func run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (*Results, e
 			return nil, fmt.Errorf("bench: --out: %w", err)
 		}
 	}
-	p := newProgress(stderr)
-	defer p.Done()
+	// Progress lines come from a ticker goroutine too: one lock orders
+	// every write to stderr.
+	stderr = &lockedWriter{w: stderr}
+	lw := newLoadWatch()
+	p := newProgress(stderr, lw.Sample)
+	defer p.Close()
 	e, err := openEnv(ctx, c, stderr)
 	if err != nil {
 		return nil, err
@@ -62,13 +68,21 @@ func run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (*Results, e
 		return nil, err
 	}
 	fns := scenarios()
-	for _, name := range c.Scenarios {
+	lw.Take() // the load before the first scenario is not its own
+	for i, name := range c.Scenarios {
+		p.Scenario(i+1, len(c.Scenarios), name)
 		sec, err := fns[name](ctx, c, e, p)
 		if err != nil {
 			return nil, fmt.Errorf("bench: %s: %w", name, err)
 		}
+		if peak, ok := lw.Take(); ok {
+			sec.Load = peak
+			if w := loadWarning(peak, cores()); w != "" {
+				sec.Warnings = append(sec.Warnings, w)
+			}
+		}
 		res.Sections = append(res.Sections, sec)
-		p.Done()
+		p.Scenario(i+1, len(c.Scenarios), name) // ends the last step's bar before the tables print
 		one := &Results{Host: res.Host, Sections: []*Section{sec}}
 		if err := one.writeSections(stdout); err != nil {
 			return nil, err
@@ -88,6 +102,18 @@ func run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (*Results, e
 		fmt.Fprintf(stdout, "\nreport: %s\nresults: %s\n", filepath.Join(c.Out, "report.html"), filepath.Join(c.Out, "results.json"))
 	}
 	return res, nil
+}
+
+// lockedWriter serialises writes to w.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(b)
 }
 
 // writeFile writes path with fn, reporting the first error of either.

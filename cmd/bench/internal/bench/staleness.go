@@ -5,12 +5,9 @@ import (
 	"fmt"
 	"runtime"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/redis/rueidis"
 
 	"github.com/thermoscache/thermos/cmd/bench/internal/workload"
 	"github.com/thermoscache/thermos/tiered"
@@ -23,28 +20,30 @@ const stalenessKeys = 1000
 // stalenessPrefix starts every key of the staleness scenario.
 const stalenessPrefix = "bench:s:"
 
-// keyState follows one key's writes and invalidations.
+// keyState follows one key's writes and the first read of each.
 //
-// Writes to one key are serial (one writer goroutine), so the invalidation
-// that arrives while write n is in flight (sent, not yet acknowledged)
-// belongs to write n; one that arrives with nothing in flight belongs to
-// the last acknowledged write. inv only ever holds a version whose
-// invalidation the reader's client has received, so a read that starts
-// after inv was set and returns an older version is stale beyond the
-// invalidation lag.
+// Writes to one key are serial (one writer goroutine). seen only ever
+// holds a version some read through the cache returned, so a read that
+// starts after seenAt and returns an older version is stale beyond the
+// lag.
 type keyState struct {
-	sent, acked, inv atomic.Uint64
-	ackAt            atomic.Int64 // unix ns of the last ack
+	sent, acked atomic.Uint64
+	ackAt       atomic.Int64 // unix ns of the last ack
+	seen        atomic.Uint64
+	mu          sync.Mutex // orders first sightings
+}
 
-	mu      sync.Mutex // orders the writer's ack against the reader's invalidation
-	pending bool       // an invalidation arrived while a write was in flight
+// writeRecord is one write's timeline, unix ns.
+type writeRecord struct {
+	ackAt, seenAt int64 // seenAt 0: never seen
 }
 
 // staleStats is one staleness run's outcome.
 type staleStats struct {
-	writes, matched         int64
+	writes, seen            int64
+	elapsed                 time.Duration // the writer's run
 	reads, within, beyond   int64
-	lag                     *Recorder
+	lag                     *signedRecorder
 	unmatchedAtEnd, readErr int64
 }
 
@@ -60,9 +59,14 @@ func stalenessSpecs() []targetSpec {
 // thermosStaleness is the staleness table's thermos row.
 const thermosStaleness = "thermos memory+redis"
 
+// stalenessRateTolerance is how far below the requested write rate the
+// achieved one may fall before the table warns.
+const stalenessRateTolerance = 0.9
+
 // staleness has an external writer update keys at c.WriteRate while readers
-// read them through a client-side cache, and measures how long each write
-// takes to invalidate the readers' copy and how many reads were stale.
+// read them through a client-side cache, and measures, the same way for
+// every cache, how long after each write's acknowledgement the cache first
+// served the new value, and how many reads were stale.
 func staleness(ctx context.Context, c Config, e *env, p *progress) (*Section, error) {
 	sec := &Section{Scenario: ScenarioStaleness, Title: "staleness: invalidation lag under an external writer"}
 	if e.redis == nil {
@@ -71,47 +75,54 @@ func staleness(ctx context.Context, c Config, e *env, p *progress) (*Section, er
 	}
 	n := min(c.Keys, stalenessKeys)
 	sec.Notes = append(sec.Notes,
-		"lag (rueidis): from the writer's acknowledged SET to the reader client's receipt of its invalidation (0 when the invalidation beat the ack)",
-		"lag (thermos): from the writer's acknowledged SET to the first read by a watcher goroutine, polling each written key through tiered.Cache.Get, that returns the new value, or an earlier such read by a reader — thermos's own view: when it stops serving the old value (a Raw route: the writer writes plain values); its invalidations column counts writes seen",
-		"stale within lag: a read that started after the write was acknowledged but before its invalidation arrived, and returned the old value",
-		"stale beyond lag: a read that started after the invalidation arrived (thermos: after the watcher saw the new value) and still returned the old value — must be 0",
-		"thermos's lag includes the GET that follows the invalidation; readers that never block (memory hits) on GOMAXPROCS or more goroutines delay the watcher and the tracking connection's goroutine, which wait for a P: run with --goroutines 1 to see the lag without that",
-		"rueidis runs on one connection here: BCAST invalidations reach every connection, so with several the first arrival may come before the one on the connection holding the key")
+		"lag: from the writer's acknowledged SET to the end of the first read through the cache's own read call (tiered.Cache.Get; rueidis DoCache) that returned the new value, by a reader or by a watcher goroutine that polls each written key from the moment its SET is sent; the same hook for every cache",
+		"the lag is signed: negative when the cache served the new value before the writer got its acknowledgement (the invalidation, and the re-read after it, beat the reply to the writer); before ack counts those writes",
+		"stale within lag: a read that started after the write was acknowledged but before the new value was first served, and returned the old value",
+		"stale beyond lag: a read that started after the new value was first served and still returned an older one — must be 0",
+		"readers that never block (memory hits) on GOMAXPROCS or more goroutines delay the goroutine that applies invalidations, which waits for a P: run with --goroutines 1 to see the lag without that",
+		"rueidis runs on one connection here: BCAST invalidations reach every connection, so with several the first arrival may come before the one on the connection holding the key; thermos reads raw values through a Raw route (the writer writes plain values)")
 	if e.onCluster() {
 		sec.Notes = append(sec.Notes, e.topology+": every client tracks each primary on its own connection to it; a key's invalidation comes from the primary that owns its slot, and the writer's SETs go there too")
 	}
 	t := Table{
-		Title: fmt.Sprintf("%d writes/s over %d keys, %d reader goroutines, %v", c.WriteRate, n, c.goroutines(), c.Duration),
-		Columns: []string{"cache", "writes", "invalidations", "lag p50", "lag p99", "lag p99.9", "lag max",
+		Title: fmt.Sprintf("%d writes/s requested over %d keys, %d reader goroutines, %v", c.WriteRate, n, c.goroutines(), c.Duration),
+		Columns: []string{"cache", "writes", "writes/s", "seen", "before ack", "lag min", "lag p50", "lag p99", "lag p99.9", "lag max",
 			"reads", "stale within lag", "stale beyond lag"},
 	}
-	ch := Chart{Title: "staleness: invalidation lag", Kind: BarChart, XLabel: "cache", YLabel: "lag (µs)"}
+	ch := Chart{Title: "staleness: invalidation lag", Kind: BarChart, XLabel: "cache", YLabel: "lag (µs, log scale; ≤ 0 marked 0)", LogY: true}
 	s50, s99 := Series{Name: "p50"}, Series{Name: "p99"}
 	for i, s := range stalenessSpecs() {
-		p.Printf("staleness: %s", s.name)
+		p.Timed(s.name, c.Duration)
 		st, err := measureStaleness(ctx, c, e, s.name, s.name == "rueidis-bcast", n, 60+i)
 		if err != nil {
 			return nil, err
 		}
-		sum := st.lag.Summary()
-		t.Rows = append(t.Rows, []string{s.name, strconv.FormatInt(st.writes, 10), strconv.FormatInt(st.matched, 10),
-			fmtDur(sum.P50), fmtDur(sum.P99), fmtDur(sum.P999), fmtDur(sum.Max),
+		rate := float64(st.writes) / st.elapsed.Seconds()
+		if rate < stalenessRateTolerance*float64(c.WriteRate) {
+			sec.Warnings = append(sec.Warnings, fmt.Sprintf("%s: the writer achieved %.0f writes/s of the %d requested (%d writes in %v): the machine could not keep the pace",
+				s.name, rate, c.WriteRate, st.writes, st.elapsed.Round(time.Millisecond)))
+		}
+		before := ""
+		if st.seen > 0 {
+			before = fmtPct(float64(st.lag.negatives()) / float64(st.seen))
+		}
+		t.Rows = append(t.Rows, []string{s.name, strconv.FormatInt(st.writes, 10), fmt.Sprintf("%.0f", rate), strconv.FormatInt(st.seen, 10), before,
+			fmtSigned(st.lag.quantile(0)), fmtSigned(st.lag.quantile(50)), fmtSigned(st.lag.quantile(99)), fmtSigned(st.lag.quantile(99.9)), fmtSigned(st.lag.quantile(100)),
 			strconv.FormatInt(st.reads, 10), strconv.FormatInt(st.within, 10), strconv.FormatInt(st.beyond, 10)})
-		s50.Points = append(s50.Points, Point{Label: s.name, Y: float64(sum.P50) / 1e3})
-		s99.Points = append(s99.Points, Point{Label: s.name, Y: float64(sum.P99) / 1e3})
+		s50.Points = append(s50.Points, Point{Label: s.name, Y: float64(st.lag.quantile(50)) / 1e3})
+		s99.Points = append(s99.Points, Point{Label: s.name, Y: float64(st.lag.quantile(99)) / 1e3})
 		sec.Bench = append(sec.Bench, Bench{Name: "Staleness/" + benchName(s.name), N: st.reads, Metrics: []Metric{
-			{float64(sum.P50.Nanoseconds()), "lag-p50-ns"},
-			{float64(sum.P99.Nanoseconds()), "lag-p99-ns"},
+			{float64(st.lag.quantile(50).Nanoseconds()), "lag-p50-ns"},
+			{float64(st.lag.quantile(99).Nanoseconds()), "lag-p99-ns"},
 			{float64(st.within), "stale-within-lag"},
 			{float64(st.beyond), "stale-beyond-lag"},
 		}})
 		if st.unmatchedAtEnd > 0 {
-			sec.Notes = append(sec.Notes, fmt.Sprintf("%s: %d keys' last write brought no invalidation (OPTIN tracks only keys read since their last invalidation)", s.name, st.unmatchedAtEnd))
+			sec.Notes = append(sec.Notes, fmt.Sprintf("%s: %d keys' last write was never seen through the cache within the settle time (%v)", s.name, st.unmatchedAtEnd, settleTimeout))
 		}
 	}
 	ch.Series = []Series{s50, s99}
-	sec.Tables = append(sec.Tables, t)
-	sec.Charts = append(sec.Charts, ch)
+	sec.add(t, ch)
 	return sec, nil
 }
 
@@ -132,61 +143,30 @@ func measureStaleness(ctx context.Context, c Config, e *env, name string, bcast 
 		return staleStats{}, fmt.Errorf("bench: staleness: %w", err)
 	}
 	state := make([]keyState, n)
-	st := staleStats{lag: NewRecorder()}
-	var lagMu sync.Mutex // the invalidation callback and the writer both record lags
-	var matched atomic.Int64
-	record := func(d time.Duration) {
-		lagMu.Lock()
-		st.lag.Record(d)
-		lagMu.Unlock()
-		matched.Add(1)
-	}
-	indexOf := func(k string) (int, bool) {
-		if !strings.HasPrefix(k, stalenessPrefix) {
-			return 0, false
-		}
-		i, err := strconv.Atoi(k[len(stalenessPrefix):])
-		return i, err == nil && i >= 0 && i < n
-	}
-	onInv := func(msgs []rueidis.RedisMessage) {
-		if msgs == nil { // disconnect or flush: nothing to match
-			return
-		}
-		now := time.Now().UnixNano()
-		for _, m := range msgs {
-			k, err := m.ToString()
-			if err != nil {
-				continue
-			}
-			i, ok := indexOf(k)
-			if !ok {
-				continue
-			}
-			s := &state[i]
-			s.mu.Lock()
-			if s.sent.Load() > s.acked.Load() {
-				s.pending = true
-			} else if a := s.acked.Load(); a > s.inv.Load() {
-				s.inv.Store(a)
-				record(time.Duration(now - s.ackAt.Load()))
-			}
-			s.mu.Unlock()
-		}
-	}
-	// seen marks version ver of key i as served by thermos at unix ns now,
-	// if ver is the acknowledged version and nobody saw it before, and
-	// records the lag.
+	// records[j] is write j's timeline; write j is version j/n+1 of key j%n.
+	records := make([]writeRecord, c.WriteRate*int(max(c.Duration, time.Second)/time.Second)*2+n)
+	var recMu sync.Mutex
+	var seenCount atomic.Int64
+	// seen records that a read through the cache returned version ver of
+	// key i, ending at unix ns now, if no read returned it before.
 	seen := func(i int, ver uint64, now int64) {
 		s := &state[i]
 		s.mu.Lock()
-		if ver == s.acked.Load() && ver > s.inv.Load() {
-			s.inv.Store(ver)
-			record(time.Duration(now - s.ackAt.Load()))
+		defer s.mu.Unlock()
+		if ver <= s.seen.Load() || ver > s.sent.Load() {
+			return
 		}
-		s.mu.Unlock()
+		for v := s.seen.Load() + 1; v <= ver; v++ { // a newer value also ends the older writes' lag
+			if j := int(v-1)*n + i; j < len(records) {
+				recMu.Lock()
+				records[j].seenAt = now
+				recMu.Unlock()
+				seenCount.Add(1)
+			}
+		}
+		s.seen.Store(ver)
 	}
 	var read func(ctx context.Context, key string) ([]byte, error)
-	var watched chan watch // thermos: acknowledged writes for the watcher
 	if name == thermosStaleness {
 		l := Layout{Name: name, Tiers: tiered.Memory | tiered.Redis, Raw: true}
 		tg, err := openThermos(ctx, e, thermosSpec{layout: l, prefix: stalenessPrefix, entries: 2 * n,
@@ -199,9 +179,8 @@ func measureStaleness(ctx context.Context, c Config, e *env, name string, bcast 
 			v, _, err := tg.c.Get(ctx, key)
 			return v, err
 		}
-		watched = make(chan watch, 4*c.WriteRate)
 	} else {
-		tg, err := newRueidisTarget(name, e.redis, bcast, true, 2*n, 32, onInv)
+		tg, err := newRueidisTarget(name, e.redis, bcast, true, 2*n, 32, nil)
 		if err != nil {
 			return staleStats{}, err
 		}
@@ -229,7 +208,7 @@ func measureStaleness(ctx context.Context, c Config, e *env, name string, bcast 
 			for !stop.Load() && ctx.Err() == nil {
 				i := gen.Next()
 				s := &state[i]
-				inv, acked := s.inv.Load(), s.acked.Load()
+				sawn, acked := s.seen.Load(), s.acked.Load()
 				v, err := read(ctx, keys[i])
 				if err != nil {
 					readErrs.Add(1)
@@ -238,76 +217,77 @@ func measureStaleness(ctx context.Context, c Config, e *env, name string, bcast 
 				ver, _ := strconv.ParseUint(string(v), 10, 64)
 				reads.Add(1)
 				switch {
-				case ver < inv:
+				case ver < sawn:
 					beyond.Add(1)
 				case ver < acked:
 					within.Add(1)
-				case watched != nil && ver > inv:
-					// thermos: this read may be the first to see the
-					// acknowledged write's value.
+				case ver > sawn:
 					seen(int(i), ver, time.Now().UnixNano())
 				}
 			}
 		})
 	}
-
-	if watched != nil {
-		wg.Go(func() { watchWrites(ctx, watched, keys, state, read, seen, &stop) })
-	}
+	watched := make(chan watch, 4*c.WriteRate+n)
+	wg.Go(func() { watchWrites(ctx, watched, keys, state, read, seen, &stop) })
 
 	// The writer paces itself to c.WriteRate, cycling through the keys so
-	// writes to one key are far apart.
+	// writes to one key are far apart. The watcher learns of a write
+	// before its SET is sent, so a cache that serves the new value before
+	// the writer's ack shows a negative lag.
 	interval := time.Second / time.Duration(c.WriteRate)
 	start := time.Now()
 	var writeErr error
-	for j := 0; time.Since(start) < c.Duration && ctx.Err() == nil; j++ {
+	var writes int
+	for j := 0; time.Since(start) < c.Duration && ctx.Err() == nil && j < len(records); j++ {
 		if d := time.Until(start.Add(time.Duration(j) * interval)); d > 0 {
 			time.Sleep(d) // pacing the write rate, not synchronising
 		}
-		s := &state[j%n]
+		i := j % n
+		s := &state[i]
 		ver := s.sent.Load() + 1
 		s.sent.Store(ver)
-		if err := w.Do(ctx, w.B().Set().Key(keys[j%n]).Value(strconv.FormatUint(ver, 10)).Build()).Error(); err != nil {
+		select {
+		case watched <- watch{i: i, ver: ver}:
+		case <-ctx.Done():
+		}
+		if err := w.Do(ctx, w.B().Set().Key(keys[i]).Value(strconv.FormatUint(ver, 10)).Build()).Error(); err != nil {
 			writeErr = err
 			break
 		}
-		s.mu.Lock()
-		s.acked.Store(ver)
 		ackAt := time.Now().UnixNano()
+		recMu.Lock()
+		records[j].ackAt = ackAt
+		recMu.Unlock()
 		s.ackAt.Store(ackAt)
-		if watched == nil && s.pending {
-			s.pending = false
-			s.inv.Store(ver)
-			record(0)
-		}
-		s.mu.Unlock()
-		if watched != nil {
-			select { // sent after unlocking: the watcher takes the same lock
-			case watched <- watch{i: j % n, ver: ver, ackAt: ackAt}:
-			case <-ctx.Done():
-			}
-		}
-		st.writes++
+		s.acked.Store(ver)
+		writes++
 	}
-	// Let the last invalidations arrive before stopping the readers.
+	elapsed := time.Since(start)
+	// Let the last writes be seen before stopping the readers.
 	deadline := time.Now().Add(min(settleTimeout, c.Duration))
-	for time.Now().Before(deadline) && matched.Load() < st.writes {
+	for time.Now().Before(deadline) && seenCount.Load() < int64(writes) {
 		time.Sleep(time.Millisecond) // polling a condition with a deadline
 	}
 	stop.Store(true)
 	wg.Wait()
 	if writeErr != nil {
-		return st, fmt.Errorf("bench: staleness writer: %w", writeErr)
+		return staleStats{}, fmt.Errorf("bench: staleness writer: %w", writeErr)
 	}
 	if err := ctx.Err(); err != nil {
-		return st, err
+		return staleStats{}, err
+	}
+	st := staleStats{writes: int64(writes), elapsed: elapsed, lag: newSignedRecorder()}
+	for _, r := range records[:writes] {
+		if r.seenAt != 0 && r.ackAt != 0 {
+			st.lag.Record(time.Duration(r.seenAt - r.ackAt))
+			st.seen++
+		}
 	}
 	for i := range state {
-		if state[i].inv.Load() < state[i].acked.Load() {
+		if state[i].seen.Load() < state[i].acked.Load() {
 			st.unmatchedAtEnd++
 		}
 	}
-	st.matched = matched.Load()
 	st.reads, st.within, st.beyond, st.readErr = reads.Load(), within.Load(), beyond.Load(), readErrs.Load()
 	if st.readErr*100 > st.reads+1 {
 		return st, fmt.Errorf("bench: staleness: %d of %d reads through %s failed", st.readErr, st.reads+st.readErr, name)
@@ -315,18 +295,16 @@ func measureStaleness(ctx context.Context, c Config, e *env, name string, bcast 
 	return st, nil
 }
 
-// watch is one acknowledged write the thermos watcher waits to see.
+// watch is one write the watcher waits to see.
 type watch struct {
-	i     int
-	ver   uint64
-	ackAt int64 // unix ns
+	i   int
+	ver uint64
 }
 
-// watchWrites polls every acknowledged write's key through read until
-// thermos serves the written version (or a later one) and passes it to
-// seen, which records the lag unless a reader saw it first. From then on a
-// read that returns an older version is stale beyond the lag. It returns
-// when stop is set and nothing is pending, or ctx ends.
+// watchWrites polls every written key through read, from the moment its
+// write is about to be sent, until the cache serves the written version (or
+// a later one), and passes it to seen, which records it unless a reader saw
+// it first. It returns when stop is set, or ctx ends.
 func watchWrites(ctx context.Context, in <-chan watch, keys []string, state []keyState,
 	read func(context.Context, string) ([]byte, error), seen func(i int, ver uint64, now int64), stop *atomic.Bool) {
 	var pending []watch
@@ -355,20 +333,21 @@ func watchWrites(ctx context.Context, in <-chan watch, keys []string, state []ke
 		}
 		kept := pending[:0]
 		for _, w := range pending {
-			if state[w.i].inv.Load() >= w.ver {
+			if state[w.i].seen.Load() >= w.ver {
 				continue // a reader saw it first
 			}
 			v, err := read(ctx, keys[w.i])
+			now := time.Now().UnixNano()
 			ver, perr := strconv.ParseUint(string(v), 10, 64)
 			if err != nil || perr != nil || ver < w.ver {
 				kept = append(kept, w)
 				continue
 			}
-			seen(w.i, w.ver, time.Now().UnixNano())
+			seen(w.i, ver, now)
 		}
 		pending = kept
-		if stop.Load() && len(pending) > 0 {
-			return // the settle wait is over: what is left is reported unmatched
+		if stop.Load() {
+			return // the settle wait is over: what is left is reported unseen
 		}
 		runtime.Gosched()
 	}

@@ -75,7 +75,7 @@ func stampede(ctx context.Context, c Config, e *env, p *progress) (*Section, err
 	add(roundSpec{Mode: modeXFetch, TTL: ttl, Beta: tiered.DefaultBeta, Duration: sustain, Pace: stampedePace})
 	add(roundSpec{Mode: modeXFetch, TTL: ttl, Beta: -1, Duration: sustain, Pace: stampedePace})
 
-	p.Printf("stampede: starting %d workers", k)
+	p.Step(fmt.Sprintf("%d worker processes × %d goroutines, %d rounds", k, g, len(rounds)), int64(len(rounds)), "rounds")
 	results, err := runWorkers(ctx, e, workerConfig{Redis: e.redis.addrs, User: e.redis.user, Password: e.redis.password, TLSCA: e.redis.caPEM, Goroutines: g, OriginDelay: delay,
 		ValueSize: c.ValueSize, Rounds: rounds}, k, p)
 	if err != nil {
@@ -99,14 +99,14 @@ func stampede(ctx context.Context, c Config, e *env, p *progress) (*Section, err
 			k, g, delay, DefaultStampedeRounds),
 		Columns: []string{"herd", "route", "origin calls per key", "expected", "p50", "p99", "max", "errors"},
 	}
-	callsChart := Chart{Title: "stampede: origin calls per cold key", Kind: BarChart, XLabel: "herd", YLabel: "origin calls"}
+	callsChart := Chart{Title: "stampede: origin calls per cold key", Kind: BarChart, XLabel: "herd", YLabel: "origin calls (log scale)", LogY: true}
 	callSeries := Series{Name: "origin calls per key"}
 	exp := Table{
 		Title: fmt.Sprintf("expiring key: %d × %d goroutines read one key every %v for %v, TTL %v (≈%d expiries), origin %v",
 			k, g, stampedePace, sustain, ttl, sustain/ttl, delay),
 		Columns: []string{"refresh", "reads", "origin calls", "calls per TTL", "p50", "p99", "p99.9", "max", "errors"},
 	}
-	latChart := Chart{Title: "stampede: expiring key latency", Kind: BarChart, XLabel: "refresh", YLabel: "latency (ms)"}
+	latChart := Chart{Title: "stampede: expiring key latency", Kind: BarChart, XLabel: "refresh", YLabel: "latency (ms, log scale)", LogY: true}
 	p999s, maxs := Series{Name: "p99.9"}, Series{Name: "max"}
 	modeInfo := map[string][3]string{
 		modeOff:    {"off (loader called directly)", "none", strconv.Itoa(k * g)},
@@ -190,8 +190,8 @@ func stampede(ctx context.Context, c Config, e *env, p *progress) (*Section, err
 		"XFetch refreshes a hot value early by about δ·β·ln(reads per δ), δ the origin's duration: with many reads it refreshes well before expiry, once across the processes; without it every reader that meets the expired value waits for the one rebuild")
 	callsChart.Series = []Series{callSeries}
 	latChart.Series = []Series{p999s, maxs}
-	sec.Tables = append(sec.Tables, cold, exp)
-	sec.Charts = append(sec.Charts, callsChart, latChart)
+	sec.add(cold, callsChart)
+	sec.add(exp, latChart)
 	return sec, nil
 }
 
@@ -293,7 +293,7 @@ func runWorkers(ctx context.Context, e *env, cfg workerConfig, k int, p *progres
 	}
 	results := make([][]workerMsg, len(cfg.Rounds))
 	for i, r := range cfg.Rounds {
-		p.Printf("stampede: round %d/%d (%s)", i+1, len(cfg.Rounds), r.Mode)
+		p.Set(int64(i))
 		if _, err := await(i, func(m workerMsg) bool { return m.Ready }, workerStartTimeout); err != nil {
 			return fail(err)
 		}

@@ -56,6 +56,8 @@ type thermosTarget struct {
 	c    *tiered.Cache
 	load tiered.Loader
 	dir  string // the disk tier's temporary directory, removed by Close; "" when the caller owns it
+	// valueSize is the value length the memory budget was sized for.
+	valueSize int
 }
 
 // thermosSpec says how to open a thermos Target.
@@ -102,7 +104,7 @@ func openThermos(ctx context.Context, e *env, s thermosSpec, load tiered.Loader)
 		Unverified:  s.unverified,
 		Logger:      e.logger,
 	}
-	t := &thermosTarget{name: s.layout.Name}
+	t := &thermosTarget{name: s.layout.Name, valueSize: s.valueSize}
 	if r.Tiers&tiered.Redis != 0 {
 		if e.redis == nil {
 			return nil, fmt.Errorf("%w: %s needs Redis", ErrUnavailable, s.layout.Name)

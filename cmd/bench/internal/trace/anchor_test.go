@@ -1,6 +1,9 @@
 package trace
 
 import (
+	"bytes"
+	"encoding/binary"
+	"errors"
 	"io"
 	"math"
 	"os"
@@ -123,6 +126,30 @@ func TestWeb07(t *testing.T) {
 		if i > 0 && hits[i] < hits[i-1] {
 			t.Errorf("LRU hits fell from %d to %d as size grew to %d", hits[i-1], hits[i], s)
 		}
+	}
+	// The same keys as 8-byte records are detected as int64, and refused
+	// when named int32 (they would replay as twice the accesses).
+	r, err := Open(sharedTrace(t, "web07.trace.xz"), Auto)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Format() != Int32 {
+		t.Errorf("web07 detected as %q, want int32", r.Format())
+	}
+	var as64 []byte
+	for {
+		k, err := r.Next()
+		if err != nil {
+			break
+		}
+		as64 = binary.BigEndian.AppendUint64(as64, k)
+	}
+	r.Close()
+	if r, err := NewReader(bytes.NewReader(as64), Auto); err != nil || r.Format() != Int64 {
+		t.Errorf("web07 as int64: detected %v, %v; want int64", r, err)
+	}
+	if _, err := NewReader(bytes.NewReader(as64), Int32); !errors.Is(err, ErrFormat) {
+		t.Errorf("web07 as int64, named int32: %v, want ErrFormat", err)
 	}
 	// At 20,484 entries (every distinct key) only first accesses miss.
 	if want := n - 20_484; hits[len(hits)-1] != want {

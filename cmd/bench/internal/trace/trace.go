@@ -10,7 +10,6 @@ import (
 	"io"
 	"math"
 	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/klauspost/compress/zstd"
@@ -22,16 +21,19 @@ type Format string
 
 // Formats that Open and NewReader understand.
 const (
-	Auto  Format = ""      // guess from the file name, see FormatOf
+	Auto  Format = ""      // detect from the content, see NewReader
 	ARC   Format = "arc"   // "start nblocks ignore reqno" lines
 	Text  Format = "text"  // one key per line
 	Int32 Format = "int32" // big-endian 4-byte keys
 	Int64 Format = "int64" // big-endian 8-byte keys
 )
 
-// ErrFormat is returned for an unknown format name, a format that cannot be
-// guessed, or a record that does not parse (the error names the line or
-// byte offset). Test for it with errors.Is(err, trace.ErrFormat).
+// ErrFormat is returned for an unknown format name, a trace whose format
+// cannot be told from its content, a named format the content contradicts
+// (an int64 trace named int32, a text trace named binary, a size that is
+// not a whole number of records), or a record that does not parse (the
+// error names the line or byte offset). Test for it with
+// errors.Is(err, trace.ErrFormat).
 var ErrFormat = errors.New("trace: bad format")
 
 // ParseFormat returns the Format named s ("arc", "text", "int32", "int64";
@@ -46,27 +48,9 @@ func ParseFormat(s string) (Format, error) {
 	return "", fmt.Errorf("%w: unknown trace format %q (want arc, text, int32 or int64)", ErrFormat, s)
 }
 
-// FormatOf guesses a trace's format from its file name, ignoring a .zst or
-// .xz suffix: *.lis is ARC; *.txt, *.keys and *.log are Text; *.trace,
-// *.bin and *.i32 are Int32; *.i64 is Int64.
-func FormatOf(path string) (Format, error) {
-	name := strings.ToLower(filepath.Base(path))
-	name = strings.TrimSuffix(strings.TrimSuffix(name, ".zst"), ".xz")
-	switch filepath.Ext(name) {
-	case ".lis":
-		return ARC, nil
-	case ".txt", ".keys", ".log":
-		return Text, nil
-	case ".trace", ".bin", ".i32":
-		return Int32, nil
-	case ".i64":
-		return Int64, nil
-	}
-	return "", fmt.Errorf("%w: cannot guess the format of %s; name it (arc, text, int32, int64)", ErrFormat, path)
-}
-
 // Reader yields a trace's keys in order.
 type Reader struct {
+	format  Format
 	next    func() (uint64, error)
 	closers []func() error
 
@@ -78,14 +62,9 @@ type Reader struct {
 	block, left uint64
 }
 
-// Open opens the trace at path. Format Auto guesses it with FormatOf.
+// Open opens the trace at path, of format f or, with Auto, of the format
+// its content shows (see NewReader).
 func Open(path string, f Format) (*Reader, error) {
-	if f == Auto {
-		var err error
-		if f, err = FormatOf(path); err != nil {
-			return nil, err
-		}
-	}
 	file, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("trace: %w", err)
@@ -99,9 +78,22 @@ func Open(path string, f Format) (*Reader, error) {
 	return r, nil
 }
 
-// NewReader reads a trace of format f (not Auto) from src, decompressing
-// zstd or xz when src starts with their magic bytes. Close releases the
-// decoder; it does not close src.
+// NewReader reads a trace of format f from src, decompressing zstd or xz
+// when src starts with their magic bytes. Close releases the decoder; it
+// does not close src.
+//
+// Before the first key, NewReader looks at up to the first 64 KiB of the
+// decompressed content. With Auto it takes the format the content shows:
+// text lines of "start nblocks ..." numbers are ARC, text lines of one
+// field are Text; binary content is Int32 or Int64 when only one of them
+// fits (a length that is a multiple of 4 but not of 8; 8-byte records
+// whose high and low halves differ in distribution, such as keys below
+// 2^32 stored in 8 bytes; or 4-byte keys that repeat where 8-byte pairs do
+// not). When the content fits several formats equally, or a named format
+// contradicts it, NewReader refuses with ErrFormat instead of replaying a
+// trace wrongly: name the format, or fix the file. A length that is not a
+// whole number of records is also reported by Next at the end; Scan reads
+// a whole trace to check it before anything is replayed.
 func NewReader(src io.Reader, f Format) (*Reader, error) {
 	r := &Reader{}
 	in := bufio.NewReaderSize(src, 1<<16)
@@ -127,6 +119,17 @@ func NewReader(src io.Reader, f Format) (*Reader, error) {
 	} else {
 		r.br = bufio.NewReaderSize(dec, 1<<16)
 	}
+	sample, err := r.br.Peek(sniffBytes)
+	eof := err == io.EOF
+	if err != nil && !eof && err != bufio.ErrBufferFull {
+		r.Close()
+		return nil, fmt.Errorf("trace: read: %w", err)
+	}
+	if f, err = resolve(f, sample, eof); err != nil {
+		r.Close()
+		return nil, err
+	}
+	r.format = f
 	switch f {
 	case ARC:
 		r.next = r.nextARC
@@ -137,10 +140,14 @@ func NewReader(src io.Reader, f Format) (*Reader, error) {
 	case Int64:
 		r.next = r.nextInt64
 	default:
+		r.Close()
 		return nil, fmt.Errorf("%w: cannot read format %q", ErrFormat, f)
 	}
 	return r, nil
 }
+
+// Format returns the trace's format: the one named, or the one detected.
+func (r *Reader) Format() Format { return r.format }
 
 // Next returns the next key, or io.EOF after the last one.
 func (r *Reader) Next() (uint64, error) { return r.next() }
