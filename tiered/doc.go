@@ -68,6 +68,51 @@
 // the tracking subscription is open, then revalidated, so a restarted
 // process is warm and never serves a value changed while it was down.
 //
+// # Outages
+//
+// Faults degrade, they do not fail: reads of what the local tiers hold go
+// on by policy, loads fall back to this process, every call returns by its
+// context's deadline, and the cache heals by itself. Every error matches a
+// sentinel of this package (errors.Is) and wraps its cause. For a route
+// with Redis (R below: a key only Redis holds; L: a key a local tier
+// holds; C: a key no tier holds):
+//
+//   - Redis unreachable (killed, connection refused, down at Open): the
+//     connection's loss makes every local copy unverified. Get of L: by
+//     Options.Unverified — ServeStale serves it (StaleServes), Revalidate
+//     returns ErrUnavailable. Get of R: ErrUnavailable. GetOrLoad: the
+//     lease cannot be taken, so the loader runs in this process's
+//     single-flight (DegradedLoads; at most one load per key across the
+//     fleet does not hold meanwhile) and its value is kept locally; if the
+//     loader fails, a local copy is served while it is within MaxStale,
+//     else ErrLoad. Set, Delete, InvalidatePrefix: ErrUnavailable (local
+//     copies are removed first, so nothing older is left behind). The
+//     cache reconnects in the background and revalidates what it holds.
+//   - Redis frozen (SIGSTOP, a silent partition): until the connection is
+//     declared dead (StalenessBound), memory serves what it holds as
+//     fresh; calls that need Redis return at their deadline with
+//     ErrUnavailable (wrapping context.DeadlineExceeded) — GetOrLoad of C
+//     with the bare context error, since the lease may still be held.
+//     Then as unreachable.
+//   - Redis restarted empty: every copy is revalidated and dropped; reads
+//     miss, GetOrLoad loads. Restarted with its data: copies are
+//     revalidated and kept, with no load.
+//   - Redis refusing writes (OOM under noeviction, a read-only replica):
+//     reads are served as usual. GetOrLoad of C: the lease is a write, so
+//     the loader runs locally (DegradedLoads) and its value is returned
+//     but not kept (Redis may hold another). Set: ErrRefused wrapping
+//     Redis's reply; Delete and InvalidatePrefix: ErrRefused on a
+//     read-only replica, success under OOM (deletes are allowed).
+//   - An ACL refusal on a data key: ErrRefused for that call; on the lock
+//     keys, GetOrLoad loads locally as above.
+//   - The origin slow or failing: GetOrLoad waits for the shared load up to
+//     its deadline (the load goes on for the others, bounded by
+//     LoadTimeout); a failing load serves a stale value within MaxStale,
+//     else returns ErrLoad wrapping the loader's error; a panic,
+//     ErrLoaderPanic.
+//
+// TestOutageContract checks each line of this list.
+//
 // # What it does not promise
 //
 // Between a write in Redis and the invalidation's arrival (the
