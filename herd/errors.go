@@ -1,6 +1,9 @@
 package herd
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 // ErrClosed is returned by Do after Close has been called, and by a Do whose
 // flight was cut short by Close. Test for it with errors.Is(err, herd.ErrClosed).
@@ -32,3 +35,18 @@ var ErrNegativeTTL = errors.New("herd: load returned a negative ttl")
 // refusing (OOM under noeviction, a read-only replica, an ACL). The load did
 // not run; a caller may fall back to a local-only Group.
 var ErrLease = errors.New("herd: cannot take the lease")
+
+// PanicError is the error a flight's waiters get when load panicked; it
+// matches ErrPanic. Its text carries the value and the stack.
+type PanicError struct {
+	Key   string
+	Value any    // what load panicked with
+	Stack []byte // the panicking goroutine's stack
+}
+
+func (e *PanicError) Error() string {
+	return fmt.Sprintf("%v: key %q: %v\n%s", ErrPanic, e.Key, e.Value, e.Stack)
+}
+
+// Is reports target == ErrPanic.
+func (e *PanicError) Is(target error) bool { return target == ErrPanic }

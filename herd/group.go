@@ -482,7 +482,7 @@ func (g *Group) load(ctx context.Context, key string, fn LoadFunc) (res loaded, 
 	defer func() {
 		if r := recover(); r != nil {
 			g.stats.panics.Add(1)
-			err = fmt.Errorf("%w: key %q: %v\n%s", ErrPanic, key, r, debug.Stack())
+			err = &PanicError{Key: key, Value: r, Stack: debug.Stack()}
 		}
 		if err != nil {
 			g.stats.loadErrors.Add(1)

@@ -3,7 +3,6 @@ package tiered
 import (
 	"context"
 	"errors"
-	"fmt"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -123,12 +122,12 @@ func Open(ctx context.Context, opts *Options) (*Cache, error) {
 	}
 	mem, err := tracking.New(ctx, to)
 	if err != nil {
-		return fail(fmt.Errorf("tiered: open memory tier: %w", err))
+		return fail(opErr("open", "", memoryOpenError(err)))
 	}
 	c.mem = mem
 	c.memory = memoryTier{mem: mem}
 	if c.local, err = herd.New(&herd.Options{LoadTimeout: o.LoadTimeout, Logger: o.Logger}); err != nil {
-		return fail(fmt.Errorf("tiered: %w", err))
+		return fail(opErr("open", "", newFault(ErrConfig, err, "herd")))
 	}
 
 	if needDisk {
@@ -150,7 +149,7 @@ func Open(ctx context.Context, opts *Options) (*Cache, error) {
 			}
 		}
 		if err != nil {
-			return fail(fmt.Errorf("tiered: open disk tier: %w", err))
+			return fail(opErr("open", "", diskOpenError(o.Dir, err)))
 		}
 		c.disk = newDiskTier(db, mem, c)
 	}
@@ -243,9 +242,32 @@ func (c *Cache) shutdown() error {
 		c.fast.Close()
 	}
 	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("tiered: close: %w", err)
+		return opErr("close", "", err)
 	}
 	return nil
+}
+
+// memoryOpenError maps what tracking.New refused to this package's kinds.
+func memoryOpenError(err error) error {
+	switch {
+	case errors.Is(err, tracking.ErrInvalidOptions), errors.Is(err, tracking.ErrUnsupportedPolicy):
+		return newFault(ErrConfig, err, "memory tier")
+	case errors.Is(err, tracking.ErrUnavailable):
+		return newFault(ErrUnavailable, err, "")
+	}
+	// ErrRefused, ErrACL, ErrTrackingRefused, ErrUnsupportedServer: Redis
+	// answered and said no.
+	return newFault(ErrRefused, err, "")
+}
+
+// diskOpenError maps what store.Open refused to this package's kinds.
+func diskOpenError(dir string, err error) error {
+	if errors.Is(err, store.ErrDiskFault) {
+		return newFault(ErrDisk, err, "disk tier %s", dir)
+	}
+	// Bad options, a directory others may write, one another process holds
+	// (ErrLocked), or one in another format that holds local data.
+	return newFault(ErrConfig, err, "disk tier %s", dir)
 }
 
 // StalenessBound is the longest another client's acknowledged write can go
@@ -277,7 +299,7 @@ func (c *Cache) checkKey(key string) error {
 	case key == "":
 		return ErrEmptyKey
 	case len(key) > c.o.MaxKeyBytes:
-		return fmt.Errorf("%w: %d bytes > %d", ErrKeyTooLarge, len(key), c.o.MaxKeyBytes)
+		return newFault(ErrKeyTooLarge, nil, "%d bytes > %d", len(key), c.o.MaxKeyBytes)
 	}
 	return nil
 }
@@ -293,7 +315,7 @@ func (c *Cache) hook(point, key string) {
 // shared: do not modify it. A memory hit does not allocate.
 func (c *Cache) Get(ctx context.Context, key string) ([]byte, bool, error) {
 	if err := c.checkKey(key); err != nil {
-		return nil, false, err
+		return nil, false, opErr("get", key, err)
 	}
 	ctl := ctlOf(ctx)
 	if ctl != nil && ctl.bypass&BypassReads != 0 {
@@ -310,7 +332,7 @@ func (c *Cache) Get(ctx context.Context, key string) ([]byte, bool, error) {
 	f, err := c.read(ctx, r, key, r.tiers)
 	if !f.hit {
 		r.stats.misses.Add(1)
-		return nil, false, err
+		return nil, false, opErr("get", key, err)
 	}
 	note(ctx, key, f.src)
 	v, ok := value(&f.e.it)
@@ -433,7 +455,7 @@ func (c *Cache) vouch(ctx context.Context, r *route, key string, e *entry, t tra
 		if c.o.Unverified == ServeStale {
 			return serveAnyway, nil
 		}
-		return unreachable, fmt.Errorf("tiered: get %q: cannot revalidate: %w", key, err)
+		return unreachable, err
 	}
 	if !match || outlives(&e.it, c.now(), pttl) {
 		r.stats.dropped.Add(1)

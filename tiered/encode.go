@@ -3,7 +3,6 @@ package tiered
 import (
 	"crypto/sha1"
 	"encoding/binary"
-	"fmt"
 	"time"
 
 	"github.com/thermoscache/thermos/internal/envelope"
@@ -15,7 +14,7 @@ import (
 // the local tiers and the Redis expiry (TTL plus MaxStale).
 func (c *Cache) encode(r *route, key string, value []byte, ttl, delta time.Duration, negative bool) ([]byte, entry, time.Duration, error) {
 	if len(value) > r.MaxValueBytes {
-		return nil, entry{}, 0, fmt.Errorf("%w: %d bytes > %d", ErrValueTooLarge, len(value), r.MaxValueBytes)
+		return nil, entry{}, 0, newFault(ErrValueTooLarge, nil, "%d bytes > %d", len(value), r.MaxValueBytes)
 	}
 	if ttl == 0 {
 		ttl = r.TTL
@@ -64,7 +63,7 @@ func (c *Cache) decodeRemote(r *route, key string, raw []byte, pttl time.Duratio
 	now := c.now()
 	if r.Raw {
 		if len(raw) > r.MaxValueBytes {
-			return entry{}, false, fmt.Errorf("%w: %d bytes in redis > %d", ErrValueTooLarge, len(raw), r.MaxValueBytes)
+			return entry{}, false, newFault(ErrValueTooLarge, nil, "%d bytes in redis > %d", len(raw), r.MaxValueBytes)
 		}
 		exp := now + int64(r.TTL)
 		it := tracking.Item{Value: raw, SoftExpiry: exp, HardExpiry: exp, Version: digest(raw), Tag: r.idx}
@@ -85,7 +84,7 @@ func (c *Cache) decodeRemote(r *route, key string, raw []byte, pttl time.Duratio
 		}
 	}
 	if len(e.Payload) > r.MaxValueBytes {
-		return entry{}, false, fmt.Errorf("%w: %d bytes in redis > %d", ErrValueTooLarge, len(e.Payload), r.MaxValueBytes)
+		return entry{}, false, newFault(ErrValueTooLarge, nil, "%d bytes in redis > %d", len(e.Payload), r.MaxValueBytes)
 	}
 	it := itemOf(r, &e)
 	capExpiry(&it, sent, pttl)
@@ -103,7 +102,9 @@ const flagCapped envelope.Flags = 1 << 7
 // none), so a local copy never outlives its key.
 func capExpiry(it *tracking.Item, now int64, pttl time.Duration) {
 	if pttl >= 0 {
-		capAt(it, now+int64(pttl))
+		// PTTL rounds the clock down to the millisecond, so it may
+		// overstate what is left by up to one.
+		capAt(it, now+int64(pttl)-int64(time.Millisecond))
 	}
 }
 
@@ -136,7 +137,7 @@ func (c *Cache) decodeLocal(r *route, b []byte) (entry, error) {
 	}
 	e, err := envelope.Decode(b)
 	if err != nil {
-		return entry{}, fmt.Errorf("%w: %w", ErrDecode, err)
+		return entry{}, newFault(ErrDecode, err, "")
 	}
 	return entry{it: itemOf(r, &e), disk: b}, nil
 }
@@ -156,7 +157,7 @@ func (c *Cache) decodeDisk(r *route, key string, b []byte, expiry int64) (entry,
 		}
 	}
 	if len(e.Payload) > r.MaxValueBytes {
-		return entry{}, fmt.Errorf("%w: %d bytes on disk > %d", ErrValueTooLarge, len(e.Payload), r.MaxValueBytes)
+		return entry{}, newFault(ErrValueTooLarge, nil, "%d bytes on disk > %d", len(e.Payload), r.MaxValueBytes)
 	}
 	it := itemOf(r, &e)
 	if expiry != 0 {

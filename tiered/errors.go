@@ -1,6 +1,11 @@
 package tiered
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+)
 
 // Errors returned by Open and by Cache methods. Test for them with errors.Is.
 var (
@@ -35,6 +40,87 @@ var (
 	// answered a command with an error: an ACL refusal (NOPERM), OOM under
 	// noeviction, a read-only replica, a key of another type.
 	ErrRefused = errors.New("tiered: redis refused")
+	// ErrDisk wraps a failure of the disk tier (store.ErrDiskFault: a full
+	// or broken disk), with the cause.
+	ErrDisk = errors.New("tiered: disk tier failed")
 	// ErrDecode wraps a codec failure on a stored value.
 	ErrDecode = errors.New("tiered: cannot decode value")
 )
+
+// An error of this package reads "tiered: <op> <key>: <kind>: <detail>:
+// <cause>": the package and the key once, whatever layers it crossed. Code
+// below the public methods builds faults (a kind, what went wrong, and the
+// cause); the public method names the operation and the key once (opError).
+
+// fault is an error of one of this package's kinds (a sentinel), with a
+// detail and its cause, before the operation and key are known.
+type fault struct {
+	kind   error  // a sentinel of this package
+	detail string // optional
+	cause  error  // optional
+}
+
+func newFault(kind error, cause error, format string, args ...any) *fault {
+	return &fault{kind: kind, detail: fmt.Sprintf(format, args...), cause: cause}
+}
+
+func (f *fault) Error() string {
+	msg := strings.TrimPrefix(f.kind.Error(), "tiered: ")
+	if f.detail != "" {
+		msg += ": " + f.detail
+	}
+	if f.cause != nil {
+		msg += ": " + f.cause.Error()
+	}
+	return msg
+}
+
+func (f *fault) Unwrap() []error {
+	if f.cause == nil {
+		return []error{f.kind}
+	}
+	return []error{f.kind, f.cause}
+}
+
+// opError is an error a public method returns: the operation and the key,
+// then the fault (or sentinel) without a second package prefix.
+type opError struct {
+	op, key string // key may be empty (InvalidatePrefix names its prefix)
+	err     error
+}
+
+func (e *opError) Error() string {
+	head := "tiered: " + e.op
+	if e.key != "" {
+		head += " " + quoteKey(e.key)
+	}
+	return head + ": " + strings.TrimPrefix(e.err.Error(), "tiered: ")
+}
+
+func (e *opError) Unwrap() error { return e.err }
+
+// maxKeyInError is how much of a key an error message shows.
+const maxKeyInError = 64
+
+// quoteKey quotes key for an error message, shortened past maxKeyInError
+// bytes (an overlong key is itself an error's subject).
+func quoteKey(key string) string {
+	if len(key) <= maxKeyInError {
+		return strconv.Quote(key)
+	}
+	return strconv.Quote(key[:maxKeyInError]) + fmt.Sprintf("…(%d bytes)", len(key))
+}
+
+// opErr names the operation and key of err, once: an error already named
+// is returned as it is, and so are nil and context errors of the caller's
+// own context (ctx.Err() as returned by the caller's checks).
+func opErr(op, key string, err error) error {
+	var named *opError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &named):
+		return err
+	}
+	return &opError{op: op, key: key, err: err}
+}

@@ -3,12 +3,9 @@ package tiered
 import (
 	"context"
 	"errors"
-	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/redis/rueidis"
 
 	"github.com/thermoscache/thermos/herd"
 	"github.com/thermoscache/thermos/tracking"
@@ -27,6 +24,11 @@ import (
 // round trips (that step, the fenced write of the loaded value, and a
 // version check that lets this process cache its own write).
 func (c *Cache) GetOrLoad(ctx context.Context, key string, load Loader) ([]byte, bool, error) {
+	v, ok, err := c.getOrLoad(ctx, key, load)
+	return v, ok, opErr("load", key, err)
+}
+
+func (c *Cache) getOrLoad(ctx context.Context, key string, load Loader) ([]byte, bool, error) {
 	r, err := c.check(key)
 	if err != nil {
 		return nil, false, err
@@ -105,7 +107,7 @@ func (c *Cache) load(ctx context.Context, r *route, key string, load Loader, f f
 			if err == nil && !res.Loaded {
 				e, ok, err = c.decodeRemote(r, key, res.Value, res.TTL, sent)
 				if err == nil && !ok {
-					err = fmt.Errorf("%w: redis keeps holding a value that does not verify", ErrDecode)
+					err = newFault(ErrDecode, nil, "redis keeps holding a value that does not verify")
 				}
 			}
 		}
@@ -119,12 +121,7 @@ func (c *Cache) load(ctx context.Context, r *route, key string, load Loader, f f
 		if errors.Is(err, ErrNotFound) {
 			return nil, false, nil
 		}
-		switch {
-		case errors.Is(err, herd.ErrPanic):
-			err = fmt.Errorf("%w: %w", ErrLoaderPanic, err)
-		case errors.As(err, new(loaderError)):
-			err = fmt.Errorf("%w: %w", ErrLoad, err)
-		}
+		err = loadError(err)
 		if f.stale && alive(&f.e.it, c.now()) && (!f.unverified || r.MaxStale > 0) {
 			// Stale-on-error: a value past its TTL within MaxStale, or a
 			// copy Redis could not vouch for on a route that allows
@@ -134,7 +131,7 @@ func (c *Cache) load(ctx context.Context, r *route, key string, load Loader, f f
 			v, ok := value(&f.e.it)
 			return v, ok, nil
 		}
-		return nil, false, fmt.Errorf("tiered: load %q: %w", key, err)
+		return nil, false, err
 	}
 	if !res.Loaded {
 		// Found in Redis. Past its soft expiry but alive, it is served
@@ -206,13 +203,7 @@ func (c *Cache) afterWrite(ctx context.Context, key string, value []byte) {
 
 // connFailure reports whether err is Redis failing to answer (not Redis
 // answering with an error).
-func connFailure(err error) bool {
-	if err == nil {
-		return false
-	}
-	_, refused := rueidis.IsRedisErr(err)
-	return !refused
-}
+func connFailure(err error) bool { return err != nil && !refusal(err) }
 
 // ownWriteWait bounds how long afterWrite waits for its write's own
 // invalidation, which Redis sends right after the write's reply.
@@ -339,6 +330,26 @@ func (c *Cache) refresh(r *route, key string, remote []byte, seen uint64, load L
 	if started {
 		r.stats.earlyRefreshes.Add(1)
 	}
+}
+
+// loadError maps what the herd returned for a load to this package's
+// kinds, dropping the herd's own wrapping (which names the key again).
+func loadError(err error) error {
+	var le loaderError
+	var pe *herd.PanicError
+	switch {
+	case errors.As(err, &le):
+		return newFault(ErrLoad, le.err, "")
+	case errors.As(err, &pe):
+		return newFault(ErrLoaderPanic, nil, "%v\n%s", pe.Value, pe.Stack)
+	case errors.Is(err, herd.ErrTimeout):
+		return newFault(ErrLoad, context.DeadlineExceeded, "no value within LoadTimeout")
+	case errors.Is(err, herd.ErrClosed):
+		return ErrClosed
+	case errors.Is(err, herd.ErrLease):
+		return redisError("", err)
+	}
+	return err
 }
 
 // loaderError marks an error the loader returned, as it crosses the herd.

@@ -2,7 +2,6 @@ package tiered
 
 import (
 	"context"
-	"fmt"
 
 	"github.com/redis/rueidis"
 	"github.com/thermoscache/thermos/tracking"
@@ -29,7 +28,7 @@ func (c *Cache) GetMany(ctx context.Context, keys []string) []Result {
 	var rest []remote
 	for i, key := range keys {
 		if err := c.checkKey(key); err != nil {
-			out[i].Err = err
+			out[i].Err = opErr("get", key, err)
 			continue
 		}
 		if bypassOf(ctx)&BypassReads != 0 {
@@ -60,7 +59,7 @@ func (c *Cache) GetMany(ctx context.Context, keys []string) []Result {
 	cl, err := c.redis.client()
 	if err != nil {
 		for _, x := range rest {
-			out[x.i].Err = fmt.Errorf("tiered: get %q: %w", keys[x.i], err)
+			out[x.i].Err = opErr("get", keys[x.i], err)
 			x.r.stats.misses.Add(1)
 		}
 		return out
@@ -75,7 +74,7 @@ func (c *Cache) GetMany(ctx context.Context, keys []string) []Result {
 		key := keys[x.i]
 		raw, pttl, ok, err := getReply(res[2*j], res[2*j+1])
 		if err != nil {
-			err = redisError("get", key, err)
+			err = redisError("", err)
 		} else if ok {
 			var e entry
 			e, ok, err = c.decodeRemote(x.r, key, raw, pttl, sent)
@@ -86,12 +85,10 @@ func (c *Cache) GetMany(ctx context.Context, keys []string) []Result {
 				out[x.i].Value, out[x.i].OK = value(&e.it)
 				continue
 			}
-			if err != nil {
-				err = fmt.Errorf("tiered: get %q: %w", key, err)
-			}
+
 		}
 		x.r.stats.misses.Add(1)
-		out[x.i].Err = err
+		out[x.i].Err = opErr("get", key, err)
 	}
 	return out
 }

@@ -35,7 +35,7 @@ type outageCase struct {
 	// coldFail is the error of GetOrLoad of a cold key with a failing
 	// loader; nil means ErrLoad.
 	coldFail error
-	degraded                              bool // cold's load ran without the lease
+	degraded bool // cold's load ran without the lease
 }
 
 // TestOutageContract checks tiered's outage contract: for each Redis fault,

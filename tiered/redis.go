@@ -35,18 +35,18 @@ func (redisTier) source() Source { return SourceRedis }
 func (rt redisTier) get(ctx context.Context, r *route, key string) (entry, bool, bool, error) {
 	cl, err := rt.client()
 	if err != nil {
-		return entry{}, false, false, fmt.Errorf("tiered: get %q: %w", key, err)
+		return entry{}, false, false, err
 	}
 	start, sent := time.Now(), rt.c.now()
 	res := cl.DoMulti(ctx, cl.B().Get().Key(key).Build(), cl.B().Pttl().Key(key).Build())
 	r.stats.redisLatency.Record(time.Since(start))
 	raw, pttl, ok, err := getReply(res[0], res[1])
 	if err != nil || !ok {
-		return entry{}, false, false, redisError("get", key, err)
+		return entry{}, false, false, redisError("", err)
 	}
 	e, ok, err := rt.c.decodeRemote(r, key, raw, pttl, sent)
 	if err != nil {
-		return entry{}, false, false, fmt.Errorf("tiered: get %q: %w", key, err)
+		return entry{}, false, false, err
 	}
 	return e, true, ok, nil
 }
@@ -88,44 +88,52 @@ func (rt redisTier) client() (rueidis.Client, error) {
 	if rt.c.o.Redis == nil {
 		return nil, errNoRedis
 	}
-	return nil, fmt.Errorf("%w: not connected", ErrUnavailable)
+	return nil, newFault(ErrUnavailable, nil, "not connected")
 }
 
 // set writes enc under key with PX ttl.
 func (rt redisTier) set(ctx context.Context, key string, enc []byte, ttl time.Duration) error {
 	cl, err := rt.client()
 	if err != nil {
-		return fmt.Errorf("tiered: set %q: %w", key, err)
+		return err
 	}
 	cmd := cl.B().Set().Key(key).Value(rueidis.BinaryString(enc)).PxMilliseconds(max(ttl.Milliseconds(), 1)).Build()
-	return redisError("set", key, cl.Do(ctx, cmd).Error())
+	return redisError("", cl.Do(ctx, cmd).Error())
 }
 
 // del deletes key.
 func (rt redisTier) del(ctx context.Context, key string) error {
 	cl, err := rt.client()
 	if err != nil {
-		return fmt.Errorf("tiered: delete %q: %w", key, err)
+		return err
 	}
-	return redisError("delete", key, cl.Do(ctx, cl.B().Del().Key(key).Build()).Error())
+	return redisError("", cl.Do(ctx, cl.B().Del().Key(key).Build()).Error())
 }
 
-// redisError maps a Redis failure: a reply that is an error (NOPERM, OOM,
-// READONLY, WRONGTYPE) wraps ErrRefused, anything else (the connection, a
-// deadline that passed before Redis answered) ErrUnavailable, with the
-// cause. A cancelled context stays as it is: the caller gave up. nil stays
-// nil.
-func redisError(op, key string, err error) error {
+// redisError maps a Redis failure, in step what (may be empty): a reply
+// that is an error (NOPERM, OOM, READONLY, WRONGTYPE) is ErrRefused,
+// anything else (the connection, a deadline that passed before Redis
+// answered) ErrUnavailable, with the cause. A cancelled context stays as it
+// is: the caller gave up. nil stays nil.
+func redisError(what string, err error) error {
 	switch {
 	case err == nil:
 		return nil
 	case errors.Is(err, context.Canceled):
-		return fmt.Errorf("tiered: %s %q: %w", op, key, err)
+		return err
 	}
-	if _, ok := rueidis.IsRedisErr(err); ok {
-		return fmt.Errorf("tiered: %s %q: %w: %w", op, key, ErrRefused, err)
+	kind := ErrUnavailable
+	if refusal(err) {
+		kind = ErrRefused
 	}
-	return fmt.Errorf("tiered: %s %q: %w: %w", op, key, ErrUnavailable, err)
+	return newFault(kind, err, "%s", what)
+}
+
+// refusal reports whether err is, or wraps, a reply of Redis that is an
+// error (rueidis.IsRedisErr looks at err itself only).
+func refusal(err error) bool {
+	var re *rueidis.RedisError
+	return errors.As(err, &re) && !re.IsNil()
 }
 
 // revalidateLua compares, server-side, what each key holds with what the
@@ -241,7 +249,7 @@ func (rt redisTier) revalidate(ctx context.Context, checks []check) error {
 			res, err = revalidateScript.Exec(ctx, cl, execs[g].Keys, execs[g].Args).AsIntSlice()
 		}
 		if err != nil {
-			return redisError("revalidate", checks[groups[g][0]].key, err)
+			return redisError("revalidate", err)
 		}
 		for j, i := range groups[g] {
 			if j < len(res) && res[j] >= -1 {
@@ -288,7 +296,7 @@ func (rt redisTier) unlinkPrefix(ctx context.Context, prefix string, owned func(
 	}
 	nodes, err := primaries(ctx, cl)
 	if err != nil {
-		return 0, redisError("invalidate prefix", prefix, err)
+		return 0, redisError("", err)
 	}
 	pattern := globEscape(prefix) + "*"
 	n := 0
@@ -297,7 +305,7 @@ func (rt redisTier) unlinkPrefix(ctx context.Context, prefix string, owned func(
 		for {
 			e, err := node.Do(ctx, node.B().Scan().Cursor(cursor).Match(pattern).Count(invalidateBatch).Build()).AsScanEntry()
 			if err != nil {
-				return n, redisError("invalidate prefix", prefix, err)
+				return n, redisError("scan", err)
 			}
 			var keys []string
 			for _, k := range e.Elements {
@@ -314,7 +322,7 @@ func (rt redisTier) unlinkPrefix(ctx context.Context, prefix string, owned func(
 				}
 				for _, res := range cl.DoMulti(ctx, cmds...) {
 					if err := res.Error(); err != nil {
-						return n, redisError("invalidate prefix", prefix, err)
+						return n, redisError("unlink", err)
 					}
 				}
 				n += len(keys)

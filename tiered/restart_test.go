@@ -213,8 +213,8 @@ func testRestart(t *testing.T, rr restartRedis) Stats {
 	// Then every key is read once more, after the background pass.
 	waitFor(t, 60*time.Second, func() bool { return a.Stats().LastRevalidation > 0 }, "the first revalidation pass")
 	st := a.Stats()
-	t.Logf("warm restart: Open took %v (warmed %d entries); background revalidation pass %v (revalidated %d, dropped %d)",
-		openTook, st.Warmed, st.LastRevalidation, st.Revalidated, st.Dropped)
+	t.Logf("warm restart: Open took %v (warmed %d entries, %d refused); background revalidation pass %v (revalidated %d, dropped %d)",
+		openTook, st.Warmed, st.DiskCorrupt, st.LastRevalidation, st.Revalidated, st.Dropped)
 	loadsBefore := org.loads()
 	det := &Detector{}
 	dctx := WithDetector(ctx, det)

@@ -3,7 +3,6 @@ package tiered
 import (
 	"context"
 	"errors"
-	"fmt"
 	"strings"
 	"time"
 
@@ -14,12 +13,16 @@ import (
 // means the route's TTL). The writer reads its own write at once. With
 // Options.SyncWrites the disk copy is durable before Set returns.
 func (c *Cache) Set(ctx context.Context, key string, value []byte, ttl time.Duration) error {
+	return opErr("set", key, c.set(ctx, key, value, ttl))
+}
+
+func (c *Cache) set(ctx context.Context, key string, value []byte, ttl time.Duration) error {
 	r, err := c.check(key)
 	if err != nil {
 		return err
 	}
 	if ttl < 0 {
-		return fmt.Errorf("tiered: set %q: %w", key, ErrInvalidTTL)
+		return newFault(ErrInvalidTTL, nil, "%v", ttl)
 	}
 	if err := ctx.Err(); err != nil {
 		return err
@@ -29,7 +32,7 @@ func (c *Cache) Set(ctx context.Context, key string, value []byte, ttl time.Dura
 	}
 	enc, e, hardTTL, err := c.encode(r, key, value, ttl, 0, false)
 	if err != nil {
-		return fmt.Errorf("tiered: set %q: %w", key, err)
+		return err
 	}
 	if r.Tiers&Redis == 0 {
 		_, err := c.commit(ctx, r, key, &e, nil)
@@ -52,17 +55,28 @@ func (c *Cache) Set(ctx context.Context, key string, value []byte, ttl time.Dura
 	// another key sharing its generation slot. Ask Redis which, under a
 	// fresh ticket, so a busy cache keeps its own writes (one round trip,
 	// on this rare path only).
+	c.hook("set:invalid", key)
 	t = c.mem.Reserve(key)
 	if match, _, err := c.redis.verify(ctx, r, key, e.it.Version); err == nil && match {
-		_, err = c.commit(ctx, r, key, &e, &t)
+		valid, err = c.commit(ctx, r, key, &e, &t)
+		if valid {
+			c.hook("set:retry-ok", key)
+		} else {
+			c.hook("set:retry-fail", key)
+		}
 		return err
 	}
+	c.hook("set:retry-fail", key)
 	return nil
 }
 
 // Delete removes key from every tier of its route. With Options.SyncWrites
 // the disk's delete is durable before Delete returns.
 func (c *Cache) Delete(ctx context.Context, key string) error {
+	return opErr("delete", key, c.delete(ctx, key))
+}
+
+func (c *Cache) delete(ctx context.Context, key string) error {
 	r, err := c.check(key)
 	if err != nil {
 		return err
@@ -130,14 +144,14 @@ func (c *Cache) commit(ctx context.Context, r *route, key string, e *entry, afte
 	case errors.Is(err, tracking.ErrClosed):
 		return false, ErrClosed
 	case err != nil:
-		return false, fmt.Errorf("tiered: write %q to memory: %w", key, err)
+		return false, newFault(ErrConfig, err, "memory tier") // unreachable: keys are checked first
 	case r.Tiers&Disk == 0 || !c.o.SyncWrites:
 		return valid, nil
 	case op == nil:
 		return false, ErrClosed
 	}
 	if err := c.disk.wb.wait(ctx, op); err != nil {
-		return false, fmt.Errorf("tiered: write %q to disk: %w", key, err)
+		return false, diskError(err)
 	}
 	return valid, nil
 }
@@ -146,15 +160,21 @@ func (c *Cache) commit(ctx context.Context, r *route, key string, e *entry, afte
 // a disk write error that neither it nor Close has returned yet.
 func (c *Cache) Flush(ctx context.Context) error {
 	if c.closed.Load() {
-		return ErrClosed
+		return opErr("flush", "", ErrClosed)
 	}
 	if c.disk == nil {
 		return nil
 	}
-	if err := c.disk.wb.sync(ctx); err != nil {
-		return fmt.Errorf("tiered: flush: %w", err)
+	return opErr("flush", "", diskError(c.disk.wb.sync(ctx)))
+}
+
+// diskError is a disk tier failure as ErrDisk; a context error stays as it
+// is (the caller stopped waiting).
+func diskError(err error) error {
+	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
 	}
-	return nil
+	return newFault(ErrDisk, err, "")
 }
 
 // InvalidatePrefix removes every key starting with prefix that this cache's
@@ -164,6 +184,11 @@ func (c *Cache) Flush(ctx context.Context) error {
 // matches prefix but whose route has no Redis tier is not this cache's and
 // is left alone. It returns how many keys it removed from Redis.
 func (c *Cache) InvalidatePrefix(ctx context.Context, prefix string) (int, error) {
+	n, err := c.invalidatePrefix(ctx, prefix)
+	return n, opErr("invalidate prefix", prefix, err)
+}
+
+func (c *Cache) invalidatePrefix(ctx context.Context, prefix string) (int, error) {
 	if c.closed.Load() {
 		return 0, ErrClosed
 	}
@@ -173,7 +198,7 @@ func (c *Cache) InvalidatePrefix(ctx context.Context, prefix string) (int, error
 	c.mem.InvalidatePrefix(prefix)
 	if c.disk != nil {
 		if err := c.disk.dropPrefix(ctx, prefix); err != nil {
-			return 0, fmt.Errorf("tiered: invalidate prefix %q on disk: %w", prefix, err)
+			return 0, diskError(err)
 		}
 	}
 	owned := func(k string) bool {

@@ -105,7 +105,9 @@ type Cache struct {
 
 	invalidations atomic.Uint64 // keys received from Redis
 	epochBumps    atomic.Uint64
-	lag           metrics.Histogram
+	// topologyChanges counts slot map changes the cluster check saw.
+	topologyChanges atomic.Uint64
+	lag             metrics.Histogram
 
 	closed    atomic.Bool
 	closeOnce sync.Once

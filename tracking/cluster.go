@@ -161,6 +161,7 @@ func (c *Cache) topologyLoop(ctx context.Context) {
 		if err == nil {
 			if known && t.digest != last.digest {
 				c.cfg.Logger.Info("tracking: cluster topology changed; entries unverified")
+				c.topologyChanges.Add(1)
 				c.bumpEpoch()
 				c.notify(nil, true)
 			}

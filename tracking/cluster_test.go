@@ -333,21 +333,22 @@ func TestClusterTopologyChangeUnverifies(t *testing.T) {
 		if to == slots[empty] {
 			to = primaries[1]
 		}
-		epoch := c.Epoch()
 		cl.MoveSlot(empty, slots[empty], to)
 		if interval < 0 {
 			// Nothing can tell the cache; give a check the time to run had
-			// it been on.
+			// it been on. (The epoch itself may move meanwhile for other
+			// reasons: rueidis closing a seed connection, and the re-arm
+			// after it.)
 			deadline := time.Now().Add(500 * time.Millisecond)
 			for time.Now().Before(deadline) {
 				time.Sleep(10 * time.Millisecond)
 			}
-			if _, fresh, ok := c.Get("u:1"); !ok || !fresh || c.Epoch() != epoch {
-				t.Fatalf("check off: entry ok=%v fresh=%v, epoch %d -> %d; want untouched", ok, fresh, epoch, c.Epoch())
+			if n := c.Stats().TopologyChanges; n != 0 {
+				t.Fatalf("check off: %d topology changes seen; want none", n)
 			}
 			continue
 		}
-		waitFor(t, "the topology check's epoch bump", 10*time.Second, func() bool { return c.Epoch() > epoch })
+		waitFor(t, "the topology check to see the move", 10*time.Second, func() bool { return c.Stats().TopologyChanges > 0 })
 		if _, fresh, ok := c.Get("u:1"); !ok || fresh {
 			t.Fatalf("after a slot move: entry ok=%v fresh=%v, want kept unverified", ok, fresh)
 		}

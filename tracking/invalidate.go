@@ -164,7 +164,18 @@ func (c *Cache) rearmLoop(ctx context.Context) {
 			pctx, cancel := context.WithTimeout(ctx, c.cfg.ConnWriteTimeout)
 			err := c.ping(pctx) // on a cluster, every primary
 			cancel()
-			if err == nil || ctx.Err() != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			if err == nil {
+				// Tracking is armed again. Whatever was filled or
+				// written locally while it was not — a value loaded
+				// while Redis was unreachable, say — was never checked
+				// against Redis: the epoch bumps again, so it is
+				// revalidated too, not trusted for having been filled
+				// after the first bump.
+				c.bumpEpoch()
+				c.notify(nil, true)
 				break
 			}
 			c.cfg.Logger.Debug("tracking: re-arming client tracking", "err", err)

@@ -36,6 +36,7 @@ func (c *Cache) connect(ctx context.Context) error {
 	if ro.PipelineMultiplex == 0 {
 		ro.PipelineMultiplex = -1 // one connection: see Options.Redis
 	}
+	ro.InitAddress = c.seedPrimaries(ctx, ro)
 	client, err := rueidis.NewClient(ro)
 	if err != nil {
 		if errors.Is(err, rueidis.ErrNoCache) {
@@ -71,6 +72,35 @@ func (c *Cache) connect(ctx context.Context) error {
 		return ErrClosed
 	}
 	return nil
+}
+
+// seedPrimaries returns the addresses the tracking client should start
+// from: on Redis Cluster, the primaries only. rueidis keeps a connection to
+// every seed it dialled until it learns the slot map, then closes those it
+// does not need (replicas); each close reaches OnInvalidations as nil, an
+// epoch bump, moments after start. So a plain client without tracking
+// reads the slot map first. On a single server, or when the map cannot be
+// read, the seeds are used as given.
+func (c *Cache) seedPrimaries(ctx context.Context, ro rueidis.ClientOption) []string {
+	if len(ro.InitAddress) < 2 || ro.ForceSingleClient || ro.Sentinel.MasterSet != "" {
+		return ro.InitAddress
+	}
+	ro.DisableCache = true
+	ro.ClientTrackingOptions = nil
+	ro.OnInvalidations = nil
+	boot, err := rueidis.NewClient(ro)
+	if err != nil {
+		return ro.InitAddress
+	}
+	defer boot.Close()
+	if !isCluster(boot) {
+		return ro.InitAddress
+	}
+	t, err := readTopology(ctx, boot, "")
+	if err != nil || len(t.primaries) == 0 {
+		return ro.InitAddress
+	}
+	return t.primaries
 }
 
 // infoField returns field's value in an INFO reply.

@@ -14,7 +14,8 @@ type Stats struct {
 	TooLarge         uint64 // entries refused for exceeding MaxEntryBytes
 	Removed          uint64 // entries removed by invalidations
 	Invalidations    uint64 // keys received in Redis invalidation messages
-	EpochBumps       uint64 // null invalidations: FLUSHALL/FLUSHDB, connection drops
+	EpochBumps       uint64 // null invalidations (FLUSHALL/FLUSHDB, connection drops), re-arms after them, topology changes
+	TopologyChanges  uint64 // Redis Cluster slot map changes seen (each also an epoch bump)
 	Epoch            uint64 // current epoch
 	Entries          int    // entries now cached
 	Bytes            int64  // bytes now counted; never above MaxBytes
@@ -29,11 +30,12 @@ type Stats struct {
 // Stats returns a snapshot. It locks each shard in turn, briefly.
 func (c *Cache) Stats() Stats {
 	st := Stats{
-		Invalidations: c.invalidations.Load(),
-		EpochBumps:    c.epochBumps.Load(),
-		Epoch:         c.epoch.Load(),
-		MaxBytes:      c.cfg.MaxBytes,
-		Lag:           c.lag.Snapshot(),
+		Invalidations:   c.invalidations.Load(),
+		EpochBumps:      c.epochBumps.Load(),
+		TopologyChanges: c.topologyChanges.Load(),
+		Epoch:           c.epoch.Load(),
+		MaxBytes:        c.cfg.MaxBytes,
+		Lag:             c.lag.Snapshot(),
 	}
 	for i := range c.shards {
 		s := &c.shards[i]
