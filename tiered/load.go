@@ -337,9 +337,12 @@ func (c *Cache) refresh(r *route, key string, remote []byte, seen uint64, load L
 func loadError(err error) error {
 	var le loaderError
 	var pe *herd.PanicError
+	var f *fault
 	switch {
 	case errors.As(err, &le):
 		return newFault(ErrLoad, le.err, "")
+	case errors.As(err, &f):
+		return f // ours, from inside the load (encoding the value)
 	case errors.As(err, &pe):
 		return newFault(ErrLoaderPanic, nil, "%v\n%s", pe.Value, pe.Stack)
 	case errors.Is(err, herd.ErrTimeout):

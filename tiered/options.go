@@ -203,7 +203,7 @@ func (o *Options) withDefaults() Options {
 // validate checks a defaulted copy. Every error wraps ErrConfig.
 func (o *Options) validate() error {
 	bad := func(format string, args ...any) error {
-		return fmt.Errorf("%w: "+format, append([]any{ErrConfig}, args...)...)
+		return opErr("open", "", newFault(ErrConfig, nil, format, args...))
 	}
 	switch {
 	case o.MemoryBytes < 0:
@@ -212,8 +212,12 @@ func (o *Options) validate() error {
 		return bad("negative DiskMaxBytes %d", o.DiskMaxBytes)
 	case o.MaxKeyBytes < 0:
 		return bad("negative MaxKeyBytes %d", o.MaxKeyBytes)
-	case o.WriteBehind < 0, o.LeaseTTL < 0, o.LoadTimeout < 0:
-		return bad("negative duration")
+	case o.WriteBehind < 0:
+		return bad("negative WriteBehind %v", o.WriteBehind)
+	case o.LeaseTTL < 0:
+		return bad("negative LeaseTTL %v", o.LeaseTTL)
+	case o.LoadTimeout < 0:
+		return bad("negative LoadTimeout %v", o.LoadTimeout)
 	case o.Unverified > ServeStale:
 		return bad("unknown Unverified policy %d", o.Unverified)
 	}
@@ -235,8 +239,12 @@ func (o *Options) validate() error {
 			return bad("%s has no tiers", name)
 		case r.Tiers&^allTiers != 0:
 			return bad("%s has unknown tiers %s", name, r.Tiers)
-		case r.TTL < 0, r.MaxStale < 0, r.NegativeTTL < 0:
-			return bad("%s has a negative duration", name)
+		case r.TTL < 0:
+			return bad("%s has a negative TTL %v", name, r.TTL)
+		case r.MaxStale < 0:
+			return bad("%s has a negative MaxStale %v", name, r.MaxStale)
+		case r.NegativeTTL < 0:
+			return bad("%s has a negative NegativeTTL %v", name, r.NegativeTTL)
 		case r.Jitter < 0 || r.Jitter >= 1:
 			return bad("%s has Jitter %v outside [0, 1)", name, r.Jitter)
 		case r.MaxValueBytes < 0:
