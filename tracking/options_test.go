@@ -109,7 +109,7 @@ func TestOptionsDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.MaxBytes != DefaultMaxBytes || cfg.MaxTTL != DefaultMaxTTL || cfg.Policy != PolicyLRU {
+	if cfg.MaxBytes != DefaultMaxBytes || cfg.MaxTTL != DefaultMaxTTL || cfg.Policy != PolicyS3FIFO {
 		t.Errorf("defaults = %d %v %v", cfg.MaxBytes, cfg.MaxTTL, cfg.Policy)
 	}
 	if cfg.shards&(cfg.shards-1) != 0 || cfg.shareBytes < DefaultMinShardBytes && cfg.shards > 1 {
