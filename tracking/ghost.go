@@ -10,7 +10,7 @@ package tracking
 // Not safe for concurrent use; the shard lock guards it.
 type ghost struct {
 	cur, old []uint64
-	capacity int // entries the filters are sized for, a power of two
+	capacity int // entries the filters are sized for
 	most     int // the most entries the cache has held
 	n, half  int // adds to cur; adds before cur turns old
 }
@@ -26,8 +26,8 @@ const (
 )
 
 // ensure sizes the ghost for a cache of n entries: the horizon follows the
-// most entries the cache has held, the filters grow (and forget) in
-// powers of two.
+// most entries the cache has held, the filters grow (and forget) by steps
+// of a quarter.
 func (g *ghost) ensure(n int) {
 	if n <= g.most {
 		return
@@ -37,21 +37,14 @@ func (g *ghost) ensure(n int) {
 	if n <= g.capacity {
 		return
 	}
-	g.capacity = 64
-	for g.capacity < n {
-		g.capacity <<= 1
-	}
-	words := max(int(ghostHorizon*float64(g.capacity)/2)*ghostBitsPerKey/64, 1)
-	w := 1
-	for w < words {
-		w <<= 1
-	}
+	g.capacity = max(n+n/4, 64)
+	w := max(int(ghostHorizon*float64(g.capacity)/2)*ghostBitsPerKey/64, 1)
 	g.cur, g.old = make([]uint64, w), make([]uint64, w)
 	g.n = 0
 }
 
 func (g *ghost) bit(h uint64, i int) uint64 {
-	return spread(h, 8+i) & uint64(len(g.cur)*64-1)
+	return uint64(scale(spread(h, 8+i), len(g.cur)*64))
 }
 
 func inFilter(f []uint64, g *ghost, h uint64) bool {

@@ -46,19 +46,31 @@ type group struct {
 
 type table struct {
 	groups []group
-	mask   uint64
+	n      uint64 // len(groups), any count (not only powers of two)
 }
 
 func newTable(groups int) *table {
-	return &table{groups: make([]group, groups), mask: uint64(groups - 1)}
+	return &table{groups: make([]group, groups), n: uint64(groups)}
 }
 
 // tagOf is a key's control byte: the hash's top 7 bits, with the high bit
 // set so it never reads as empty or deleted.
 func tagOf(h uint64) uint64 { return 0x80 | h>>57 }
 
-// start is a key's first group. The shard took the hash's low bits.
-func (t *table) start(h uint64) uint64 { return (h >> 10) & t.mask }
+// start is a key's first group: the hash, remixed (the shard took its low
+// bits, the tag its top ones), scaled to the group count by a multiply.
+func (t *table) start(h uint64) uint64 {
+	g, _ := bits.Mul64(h*0x9e3779b97f4a7c15, t.n)
+	return g
+}
+
+// next is the group after g.
+func (t *table) next(g uint64) uint64 {
+	if g++; g == t.n {
+		return 0
+	}
+	return g
+}
 
 // matchByte returns the high bit of every slot byte of ctrl equal to b.
 func matchByte(ctrl, b uint64) uint64 {
@@ -87,7 +99,7 @@ func (ix *index) find(h uint64, key string) *entry {
 		if matchByte(ctrl, ctrlEmpty) != 0 {
 			return nil
 		}
-		g = (g + 1) & t.mask
+		g = t.next(g)
 	}
 	return nil
 }
@@ -118,7 +130,7 @@ func (ix *index) put(h uint64, e *entry, hash func(string) uint64) (old *entry) 
 		if matchByte(ctrl, ctrlEmpty) != 0 {
 			break
 		}
-		g = (g + 1) & t.mask
+		g = t.next(g)
 	}
 	// A new key. Keep at least an eighth of the slots empty, so probes
 	// stay short and every probe ends.
@@ -156,7 +168,7 @@ func (ix *index) insertNew(t *table, h uint64, e *entry) {
 			gr.ctrl.Store(ctrl&^(0xff<<(8*s)) | tag<<(8*s))
 			return
 		}
-		g = (g + 1) & t.mask
+		g = t.next(g)
 	}
 }
 
@@ -189,19 +201,16 @@ func (ix *index) remove(h uint64, e *entry) bool {
 		if matchByte(ctrl, ctrlEmpty) != 0 {
 			return false
 		}
-		g = (g + 1) & t.mask
+		g = t.next(g)
 	}
 	return false
 }
 
-// rebuild publishes a new table sized for n live entries (at most 7/16
-// full, so it can double before the next rebuild) holding every live
-// entry, and drops the tombstones. REQUIRES: the shard lock.
+// rebuild publishes a new table sized for n live entries (5/8 full, so it
+// grows by 7/5 before the next rebuild) holding every live entry, and
+// drops the tombstones. REQUIRES: the shard lock.
 func (ix *index) rebuild(n int, hash func(string) uint64) {
-	groups := 1
-	for groups*groupSlots*7 < n*16 {
-		groups <<= 1
-	}
+	groups := max((n*8+groupSlots*5-1)/(groupSlots*5), 1)
 	old := ix.t.Load()
 	nt := newTable(groups)
 	ix.live, ix.used = 0, 0

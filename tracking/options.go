@@ -29,10 +29,12 @@ const (
 	// MaxShards is the largest accepted Options.Shards.
 	MaxShards = 1024
 	// EntryOverhead is the number of bytes charged per entry on top of
-	// len(key) + cap(Value): the entry struct, golang-lru's list element,
-	// its map slot and the lock-free read index's slot, measured on amd64
-	// (see TestHeapWithinBudget).
-	EntryOverhead = 320
+	// len(key) + cap(Value): the entry (112 bytes with its item and queue
+	// links), its index slot (12 to 15 bytes) and its share of the
+	// policy's sketch and ghost filters, measured on amd64 with 100-byte
+	// values (TestEntryOverheadMatchesHeap keeps it within 16 bytes above
+	// the measured heap).
+	EntryOverhead = 144
 	// DefaultTopologyInterval is how often a cache on Redis Cluster checks
 	// the slot map when Options.TopologyInterval is zero.
 	DefaultTopologyInterval = time.Second

@@ -17,7 +17,7 @@ import "math/bits"
 type sketch struct {
 	table    []uint64 // 16 counters of 4 bits per word
 	door     []uint64 // doorkeeper bits
-	capacity int      // entries the table is sized for, a power of two
+	capacity int      // entries the table is sized for
 	sample   int      // occurrences between halvings
 	added    int      // occurrences recorded since the last halving
 }
@@ -32,19 +32,17 @@ const (
 )
 
 // ensure sizes the sketch for n entries: the sample follows the most
-// entries the cache has held; the table grows in powers of two, and
+// entries the cache has held; the table grows by steps of a quarter, and
 // growing starts afresh (the old counts were for a smaller cache).
 func (s *sketch) ensure(n int) {
 	s.sample = max(s.sample, sketchSampleFactor*n)
 	if n <= s.capacity {
 		return
 	}
-	c := 64
-	for c < n {
-		c <<= 1
-	}
-	words := c * sketchCountersPerEntry / 16
-	s.table = make([]uint64, words)
+	// Room for a quarter more, so a cache that grows slowly is not reset
+	// at every new entry.
+	c := max(n+n/4, 64)
+	s.table = make([]uint64, c*sketchCountersPerEntry/16)
 	s.door = make([]uint64, max(c*sketchDoorBitsPerEntry/64, 1))
 	s.capacity = c
 	s.added = 0
@@ -63,13 +61,19 @@ func spread(h uint64, i int) uint64 {
 // row returns row i's counter for hash h: its word and its shift.
 func (s *sketch) row(h uint64, i int) (int, uint) {
 	x := spread(h, i)
-	return int(x>>4) & (len(s.table) - 1), uint(x&15) * 4
+	return scale(x, len(s.table)), uint(x&15) * 4
+}
+
+// scale maps a well-mixed x to [0, n) with a multiply (Lemire's reduction).
+func scale(x uint64, n int) int {
+	hi, _ := bits.Mul64(x, uint64(n))
+	return int(hi)
 }
 
 func (s *sketch) doorBits(h uint64) (a, b uint64) {
-	m := uint64(len(s.door)*64 - 1)
+	n := len(s.door) * 64
 	x := spread(h, 4)
-	return x & m, (x >> 32) & m
+	return uint64(scale(x, n)), uint64(scale(x<<32|x>>32, n))
 }
 
 func (s *sketch) inDoor(h uint64) bool {
