@@ -206,11 +206,12 @@ func (ix *index) remove(h uint64, e *entry) bool {
 	return false
 }
 
-// rebuild publishes a new table sized for n live entries (5/8 full, so it
-// grows by 7/5 before the next rebuild) holding every live entry, and
-// drops the tombstones. REQUIRES: the shard lock.
+// rebuild publishes a new table sized for n live entries (3/4 full, so it
+// grows by a sixth before the next rebuild: a slot costs 9 bytes, and a
+// table between 3/4 and 7/8 full about 11.5 per entry) holding every live
+// entry, and drops the tombstones. REQUIRES: the shard lock.
 func (ix *index) rebuild(n int, hash func(string) uint64) {
-	groups := max((n*8+groupSlots*5-1)/(groupSlots*5), 1)
+	groups := max((n*4+groupSlots*3-1)/(groupSlots*3), 1)
 	old := ix.t.Load()
 	nt := newTable(groups)
 	ix.live, ix.used = 0, 0
