@@ -1,0 +1,3 @@
+package memhit
+
+const rusageThread = 1 // RUSAGE_THREAD
