@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"runtime"
 	"sync"
 	"sync/atomic"
 
@@ -81,6 +82,10 @@ type Cache struct {
 	// lf counts Lookup's outcomes (hits by tag, misses, unverified serves)
 	// for every policy, off the shards' locks.
 	lf *counters
+	// yield is Options.HitYield > 0; a lock-free hit whose stripe count
+	// has the bits of yieldMask (HitYield - 1) clear then yields.
+	yield     bool
+	yieldMask uint64
 
 	invalidations atomic.Uint64 // keys received from Redis
 	epochBumps    atomic.Uint64
@@ -119,6 +124,9 @@ func New(ctx context.Context, opts *Options) (*Cache, error) {
 	}
 	c.epoch.Store(1)
 	c.lf = newCounters()
+	if cfg.HitYield > 0 {
+		c.yield, c.yieldMask = true, uint64(nextPow2(cfg.HitYield)-1)
+	}
 	for i := range c.shards {
 		s := &c.shards[i]
 		s.idx.reset()
@@ -279,7 +287,9 @@ func (c *Cache) Lookup(key string) (it *Item, fresh, ok bool) {
 		return nil, false, false
 	}
 	e.touch(m)
-	c.lf.local().tagHits[e.item.Tag].Add(1)
+	if n := c.lf.local().tagHits[e.item.Tag].Add(1); c.yield && n&c.yieldMask == 0 {
+		runtime.Gosched() // see Options.HitYield
+	}
 	return &e.item, fresh, true
 }
 

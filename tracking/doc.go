@@ -46,6 +46,15 @@
 // PolicyLRU reproduces the LRU column exactly with one shard (3.57 % on P3
 // at 32,768 entries, the ARC paper's figure).
 //
+// Hits that never block would starve the goroutine that reads the
+// tracking connection when readers keep every core busy: the Go runtime
+// polls the network from an idle processor, or every 10 ms from its
+// monitor thread, and runs the woken goroutine when a running one yields
+// or is preempted (every 10 ms). So a lock-free hit yields its processor
+// once every Options.HitYield hits (1,024 by default), which keeps
+// invalidations from waiting for preemption; see "What it does not
+// promise" for what is left.
+//
 // With Options.Redis set, New opens a rueidis client whose every connection
 // runs CLIENT TRACKING ON BCAST PREFIX … for the minimal non-overlapping cover
 // of Options.Prefixes (CoverPrefixes), checks Redis >= MinRedisVersion, and
@@ -98,6 +107,13 @@
 // and, when the server freezes silently, by StalenessBound (2*Dialer.KeepAlive
 // + ConnWriteTimeout): until the connection is declared dead entries are
 // served as fresh. The frozen server cannot acknowledge a write meanwhile.
+//
+// Invalidation delivery waits for the Go scheduler like any network read:
+// with every core busy it is bounded by the runtime's network polling
+// (every 10 ms at worst from the monitor thread) plus HitYield hits; with
+// HitYield negative and readers that never block, by that polling plus
+// the 10 ms preemption slice (BenchmarkInvalidationLagSaturated measures
+// both against rueidis's own client-side cache in the same run).
 //
 // Keys outside the tracked prefixes are never cached from Redis. Writes of
 // tracked keys through Client() are invalidated like any other write, except

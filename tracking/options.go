@@ -38,6 +38,8 @@ const (
 	// DefaultTopologyInterval is how often a cache on Redis Cluster checks
 	// the slot map when Options.TopologyInterval is zero.
 	DefaultTopologyInterval = time.Second
+	// DefaultHitYield is Options.HitYield when zero.
+	DefaultHitYield = 1024
 	// MinRedisVersion is the oldest Redis server New accepts: 7.0.5 fixed
 	// NOLOOP in scripts and the ordering of invalidation pushes.
 	MinRedisVersion = "7.0.5"
@@ -152,6 +154,19 @@ type Options struct {
 
 	// Policy is the eviction policy. Zero means PolicyS3FIFO.
 	Policy Policy
+
+	// HitYield makes a goroutine yield its processor (runtime.Gosched)
+	// about once every HitYield lock-free hits. Hits under the default
+	// policy never block, so readers that keep every core busy would keep
+	// the goroutine that reads the tracking connection waiting for the Go
+	// scheduler to preempt them (10 ms at a time, more on a loaded
+	// machine), and invalidations would wait with it; yielding lets it
+	// run within about HitYield hits instead. The cost is a Gosched per
+	// HitYield hits (about 0.1 ns a hit at 1024) and, for the hit that
+	// yields, a wait behind other runnable goroutines. Zero means
+	// DefaultHitYield; negative never yields. Rounded up to a power of
+	// two.
+	HitYield int
 
 	// MaxTTL is the longest an entry lives locally, whatever Redis says.
 	// Zero means DefaultMaxTTL; negative is invalid.
@@ -280,6 +295,9 @@ func (o *Options) config() (*config, error) {
 		if c.keepAlive <= 0 {
 			c.keepAlive = min(rueidis.DefaultTCPKeepAlive, c.ConnWriteTimeout)
 		}
+	}
+	if c.HitYield == 0 {
+		c.HitYield = DefaultHitYield
 	}
 	c.prefixes = CoverPrefixes(c.Prefixes)
 	if c.Logger == nil {
