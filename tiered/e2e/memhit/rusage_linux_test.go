@@ -1,3 +1,0 @@
-package memhit
-
-const rusageThread = 1 // RUSAGE_THREAD
