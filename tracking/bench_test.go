@@ -116,7 +116,7 @@ func BenchmarkGetHit(b *testing.B) {
 // BenchmarkGetHitPolicy compares the hit cost of the eviction policies.
 func BenchmarkGetHitPolicy(b *testing.B) {
 	keys := benchKeyNames()
-	for _, p := range []Policy{PolicyLRU, PolicyTwoQueue} {
+	for _, p := range []Policy{PolicyS3FIFO, PolicyLRU, PolicyTwoQueue} {
 		b.Run(p.String(), func(b *testing.B) {
 			c := newLocal(b, &Options{Policy: p})
 			for _, k := range keys {

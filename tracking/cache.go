@@ -5,10 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"runtime"
 	"sync"
 	"sync/atomic"
 
-	"github.com/puzpuzpuz/xsync/v4"
 	"github.com/redis/rueidis"
 
 	"github.com/thermoscache/thermos/internal/clock"
@@ -24,40 +24,23 @@ const genSlots = 512
 // Lock order: a shard's mu is a leaf. No code holds two shard locks, and no
 // listener or Redis call runs under one.
 
-// entry is one cached key.
-type entry struct {
-	item     Item  // never modified once the entry is published
-	expireAt int64 // Unix ns: min(insert + MaxTTL, HardExpiry, write ttl)
-	size     int64 // bytes charged: len(key) + cap(Value) + EntryOverhead
-	// epoch is the epoch it was verified in; 0 = never (warm start).
-	// Revalidate changes it under the shard lock; hits read it without.
-	epoch atomic.Uint64
-	// used is set by a lock-free hit and cleared when eviction gives the
-	// entry its second chance (see lruPolicy.removeOldest).
-	used atomic.Uint32
-}
-
 // shard is one independently locked part of the cache.
 type shard struct {
 	mu struct {
 		sync.Mutex
 		pol   policy
 		bytes int64 // sum of entry sizes; <= config.shareBytes
-		// counters, read by Stats under mu; kept here so the hit path
-		// writes only the cache line it already owns.
-		hits, misses, inserts, evictions, expired, unverifiedServes uint64
-		refused, tooLarge, removed                                  uint64
-		// tagHits counts hits by Item.Tag, so a caller can count its own
-		// classes of keys without a contended counter of its own.
-		tagHits [256]uint64
+		// counters, read by Stats under mu.
+		inserts, evictions, expired, refused, tooLarge, removed uint64
 		// writes holds the start time of Sets awaiting their own
 		// invalidation, for the lag histogram. Bounded by maxPendingWrites.
 		writes map[string]int64
 	}
-	// idx mirrors the LRU policy's entries so that hits read without the
-	// lock (nil under 2Q, whose hits must move entries between queues).
-	// Written only under mu, together with the policy.
-	idx *xsync.Map[string, *entry]
+	// idx finds the shard's entries; hits read it without the lock, every
+	// change is made under mu together with the policy's.
+	idx index
+	// lockFree is the policy's lockFree, fixed at New.
+	lockFree bool
 	// sgen is bumped by InvalidatePrefix: it refuses every older ticket of
 	// the shard.
 	sgen atomic.Uint64
@@ -96,12 +79,13 @@ type Cache struct {
 	lmu       sync.Mutex // serialises OnInvalidate
 	listeners atomic.Pointer[[]func(keys []string, epochBump bool)]
 
-	// lf counts the lock-free hit path's outcomes on striped counters, so
-	// hits on different cores write different cache lines.
-	lf struct {
-		tagHits            [256]*xsync.Counter
-		misses, unverified *xsync.Counter
-	}
+	// lf counts Lookup's outcomes (hits by tag, misses, unverified serves)
+	// for every policy, off the shards' locks.
+	lf *counters
+	// yield is Options.HitYield > 0; a lock-free hit whose stripe count
+	// has the bits of yieldMask (HitYield - 1) clear then yields.
+	yield     bool
+	yieldMask uint64
 
 	invalidations atomic.Uint64 // keys received from Redis
 	epochBumps    atomic.Uint64
@@ -141,19 +125,16 @@ func New(ctx context.Context, opts *Options) (*Cache, error) {
 		rearm:  make(chan struct{}, 1),
 	}
 	c.epoch.Store(1)
+	c.lf = newCounters()
+	if cfg.HitYield > 0 {
+		c.yield, c.yieldMask = true, uint64(nextPow2(cfg.HitYield)-1)
+	}
 	for i := range c.shards {
 		s := &c.shards[i]
-		if cfg.Policy == PolicyLRU {
-			s.idx = xsync.NewMap[string, *entry]()
-		}
-		s.mu.pol = newPolicy(cfg.Policy, cfg.shareBytes, s.idx)
+		s.idx.reset()
+		s.mu.pol = newPolicy(cfg.Policy, cfg.shareBytes, c.hash)
+		s.lockFree = s.mu.pol.lockFree()
 		s.mu.writes = make(map[string]int64)
-	}
-	if cfg.Policy == PolicyLRU {
-		for i := range c.lf.tagHits {
-			c.lf.tagHits[i] = xsync.NewCounter()
-		}
-		c.lf.misses, c.lf.unverified = xsync.NewCounter(), xsync.NewCounter()
 	}
 	switch clk := cfg.Clock.(type) {
 	case nil:
@@ -200,6 +181,7 @@ func (c *Cache) Close() error {
 			s := &c.shards[i]
 			s.mu.Lock()
 			s.mu.pol.purge()
+			s.idx.reset()
 			s.mu.bytes = 0
 			s.mu.Unlock()
 		}
@@ -271,95 +253,102 @@ func (c *Cache) Get(key string) (it Item, fresh, ok bool) {
 // for hot paths that read a field or two. The item is never modified once
 // cached (a write replaces the entry), so the pointer stays valid and
 // consistent; the caller must not modify it.
+//
+// Under the default policy Lookup takes no lock and does not allocate: the
+// key is hashed once (shard and index), the index leads to the entry in
+// one load, the hit raises the entry's saturating access count (written
+// only while it is below 3) and adds one to a counter striped by
+// goroutine. Under PolicyLRU and PolicyTwoQueue it locks the key's shard
+// to reorder the policy's queue.
 func (c *Cache) Lookup(key string) (it *Item, fresh, ok bool) {
 	h := c.hash(key)
 	s := c.shardOf(h)
-	if s.idx == nil {
-		return c.lookupLocked(s, key)
+	if !s.lockFree {
+		return c.lookupLocked(s, h, key)
 	}
 	// Lock-free: the entry and its item are immutable once published; a
 	// removal racing with this read is ordered after it.
-	e, found := s.idx.Load(key)
-	if !found {
-		c.lf.misses.Inc()
+	e := s.idx.find(h, key)
+	if e == nil {
+		c.lf.local().misses.Add(1)
 		return nil, false, false
 	}
 	if c.now() >= e.expireAt {
-		c.expire(s, key, e)
-		c.lf.misses.Inc()
+		c.expire(s, h, e)
+		c.lf.local().misses.Add(1)
 		return nil, false, false
 	}
-	switch ep := e.epoch.Load(); {
+	m := e.meta.Load()
+	switch ep := m >> metaEpochShift; {
 	case ep == c.epoch.Load():
 		fresh = true
 	case c.cfg.KeepUnverified:
-		c.lf.unverified.Inc()
+		c.lf.local().unverified.Add(1)
 	default:
-		c.lf.misses.Inc()
+		c.lf.local().misses.Add(1)
 		return nil, false, false
 	}
-	if e.used.Load() == 0 {
-		e.used.Store(1)
+	e.touch(m)
+	if n := c.lf.local().tagHits[e.item.Tag].Add(1); c.yield && n&c.yieldMask == 0 {
+		runtime.Gosched() // see Options.HitYield
 	}
-	c.lf.tagHits[e.item.Tag].Inc()
 	return &e.item, fresh, true
 }
 
 // expire removes key's expired entry e, unless it was replaced meanwhile.
-func (c *Cache) expire(s *shard, key string, e *entry) {
+func (c *Cache) expire(s *shard, h uint64, e *entry) {
 	s.mu.Lock()
-	if cur, ok := s.mu.pol.peek(key); ok && cur == e {
-		c.removeLocked(s, key)
+	if c.removeLocked(s, h, e) {
 		s.mu.expired++
 	}
 	s.mu.Unlock()
 }
 
-// lookupLocked is Lookup for policies that record every access (2Q).
-func (c *Cache) lookupLocked(s *shard, key string) (it *Item, fresh, ok bool) {
+// lookupLocked is Lookup for policies that record every access (LRU, 2Q).
+func (c *Cache) lookupLocked(s *shard, h uint64, key string) (it *Item, fresh, ok bool) {
 	now := c.now()
 	epoch := c.epoch.Load()
+	lf := c.lf.local()
 	s.mu.Lock()
-	e, found := s.mu.pol.get(key)
+	e := s.idx.find(h, key)
 	switch {
-	case !found:
-		s.mu.misses++
+	case e == nil:
+		lf.misses.Add(1)
 	case now >= e.expireAt:
-		s.mu.pol.remove(key)
-		s.mu.bytes -= e.size
+		c.removeLocked(s, h, e)
 		s.mu.expired++
-		s.mu.misses++
-	case e.epoch.Load() == epoch:
-		s.mu.hits++
-		s.mu.tagHits[e.item.Tag]++
+		lf.misses.Add(1)
+	case e.epoch() == epoch:
+		s.mu.pol.hit(e)
+		lf.tagHits[e.item.Tag].Add(1)
 		it, fresh, ok = &e.item, true, true
 	case c.cfg.KeepUnverified:
-		s.mu.hits++
-		s.mu.tagHits[e.item.Tag]++
-		s.mu.unverifiedServes++
+		s.mu.pol.hit(e)
+		lf.tagHits[e.item.Tag].Add(1)
+		lf.unverified.Add(1)
 		it, ok = &e.item, true
 	default:
-		s.mu.misses++
+		lf.misses.Add(1)
 	}
 	s.mu.Unlock()
 	return it, fresh, ok
 }
 
 // Peek is Lookup without side effects: it neither counts a hit or miss nor
-// refreshes the entry's recency, and leaves an expired entry in place (it
-// reports it as a miss).
+// records an access for the policy, and leaves an expired entry in place
+// (it reports it as a miss). It takes no lock.
 func (c *Cache) Peek(key string) (it *Item, fresh, ok bool) {
 	h := c.hash(key)
 	s := c.shardOf(h)
-	now := c.now()
-	epoch := c.epoch.Load()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	e, found := s.mu.pol.peek(key)
-	if !found || now >= e.expireAt || (e.epoch.Load() != epoch && !c.cfg.KeepUnverified) {
+	e := s.idx.find(h, key)
+	if e == nil || c.now() >= e.expireAt {
 		return nil, false, false
 	}
-	return &e.item, e.epoch.Load() == epoch, true
+	fresh = e.epoch() == c.epoch.Load()
+	if !fresh && !c.cfg.KeepUnverified {
+		return nil, false, false
+	}
+	return &e.item, fresh, true
 }
 
 // Reserve takes a ticket for key. Take it BEFORE reading a slower tier, then
@@ -443,13 +432,13 @@ func (c *Cache) fill(t Ticket, key string, it Item, epoch uint64) bool {
 		s.mu.refused++
 		return false
 	}
-	if e.size > c.cfg.shareBytes {
+	if e.size() > c.cfg.shareBytes {
 		s.mu.tooLarge++
-		c.removeLocked(s, key) // it may hold an older value
+		c.removeKeyLocked(s, h, key) // it may hold an older value
 		return false
 	}
-	e.epoch.Store(epoch)
-	c.insertLocked(s, key, e)
+	e.setEpoch(epoch)
+	c.insertLocked(s, h, e)
 	return true
 }
 
@@ -466,39 +455,48 @@ func (c *Cache) newEntry(key string, it Item, now, limit int64) *entry {
 	if exp <= now {
 		return nil
 	}
-	return &entry{
-		item:     it,
-		expireAt: exp,
-		size:     int64(len(key)) + int64(cap(it.Value)) + EntryOverhead,
-	}
+	return &entry{item: it, key: key, expireAt: exp}
 }
 
 // insertLocked replaces key's entry with e, evicting the policy's victims
-// until the shard fits its share. REQUIRES: s.mu held, e.size <= shareBytes.
-func (c *Cache) insertLocked(s *shard, key string, e *entry) {
-	if old, ok := s.mu.pol.remove(key); ok {
-		s.mu.bytes -= old.size
+// until the shard fits its share. REQUIRES: s.mu held, e.size() <=
+// shareBytes.
+func (c *Cache) insertLocked(s *shard, h uint64, e *entry) {
+	if old := s.idx.put(h, e, c.hash); old != nil {
+		s.mu.pol.replace(old, e, h)
+		s.mu.bytes -= old.size()
+	} else {
+		s.mu.pol.add(e, h)
 	}
-	for s.mu.bytes+e.size > c.cfg.shareBytes {
-		_, old, ok := s.mu.pol.removeOldest()
-		if !ok {
+	s.mu.bytes += e.size()
+	s.mu.inserts++
+	for s.mu.bytes > c.cfg.shareBytes {
+		v := s.mu.pol.victim(e)
+		if v == nil {
 			break
 		}
-		s.mu.bytes -= old.size
+		s.idx.remove(c.hash(v.key), v)
+		s.mu.bytes -= v.size()
 		s.mu.evictions++
 	}
-	s.mu.pol.add(key, e)
-	s.mu.bytes += e.size
-	s.mu.inserts++
+	s.mu.pol.settle()
 }
 
-// removeLocked deletes key's entry, if any. REQUIRES: s.mu held.
-func (c *Cache) removeLocked(s *shard, key string) bool {
-	old, ok := s.mu.pol.remove(key)
-	if ok {
-		s.mu.bytes -= old.size
+// removeLocked deletes entry e of the key hashing to h, if it is still
+// cached. REQUIRES: s.mu held.
+func (c *Cache) removeLocked(s *shard, h uint64, e *entry) bool {
+	if !s.idx.remove(h, e) {
+		return false
 	}
-	return ok
+	s.mu.pol.remove(e)
+	s.mu.bytes -= e.size()
+	return true
+}
+
+// removeKeyLocked deletes key's entry, if any. REQUIRES: s.mu held.
+func (c *Cache) removeKeyLocked(s *shard, h uint64, key string) bool {
+	e := s.idx.find(h, key)
+	return e != nil && c.removeLocked(s, h, e)
 }
 
 // Revalidate promotes key's unverified entry to fresh if its Version equals
@@ -514,11 +512,11 @@ func (c *Cache) Revalidate(t Ticket, key string, version uint64) bool {
 	if c.closed.Load() || !c.validLocked(s, h, t) {
 		return false
 	}
-	e, ok := s.mu.pol.peek(key)
-	if !ok || e.item.Version != version {
+	e := s.idx.find(h, key)
+	if e == nil || e.item.Version != version {
 		return false
 	}
-	e.epoch.Store(t.epoch)
+	e.setEpoch(t.epoch)
 	return true
 }
 
@@ -537,9 +535,9 @@ func (c *Cache) Unverified(fn func(key string, version uint64) bool) {
 		epoch := c.epoch.Load()
 		batch = batch[:0]
 		s.mu.Lock()
-		s.mu.pol.each(func(k string, e *entry) bool {
-			if e.epoch.Load() != epoch {
-				batch = append(batch, kv{k, e.item.Version})
+		s.mu.pol.each(func(e *entry) bool {
+			if e.epoch() != epoch {
+				batch = append(batch, kv{e.key, e.item.Version})
 			}
 			return true
 		})
@@ -613,18 +611,18 @@ func (c *Cache) writeLocal(key string, it *Item, limit int64, t *Ticket) (next T
 	gen := s.gens[slotOf(h)].Add(1)
 	next = Ticket{hash: h, gen: gen, sgen: s.sgen.Load(), epoch: c.epoch.Load()}
 	switch {
-	case e != nil && e.size > c.cfg.shareBytes:
+	case e != nil && e.size() > c.cfg.shareBytes:
 		s.mu.tooLarge++
-		c.removeLocked(s, key)
-		return next, valid, fmt.Errorf("tracking: cache %q locally: %d bytes > %d: %w", key, e.size, c.cfg.shareBytes, ErrTooLarge)
+		c.removeKeyLocked(s, h, key)
+		return next, valid, fmt.Errorf("tracking: cache %q locally: %d bytes > %d: %w", key, e.size(), c.cfg.shareBytes, ErrTooLarge)
 	case e == nil || !valid:
 		if !valid {
 			s.mu.refused++
 		}
-		c.removeLocked(s, key)
+		c.removeKeyLocked(s, h, key)
 	default:
-		e.epoch.Store(epoch)
-		c.insertLocked(s, key, e)
+		e.setEpoch(epoch)
+		c.insertLocked(s, h, e)
 	}
 	return next, valid, nil
 }

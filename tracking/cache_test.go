@@ -235,7 +235,7 @@ func TestUnverifiedFill(t *testing.T) {
 }
 
 func TestByteAccounting(t *testing.T) {
-	for _, p := range []Policy{PolicyLRU, PolicyTwoQueue} {
+	for _, p := range []Policy{PolicyS3FIFO, PolicyLRU, PolicyTwoQueue} {
 		t.Run(p.String(), func(t *testing.T) {
 			const maxBytes = 64 << 10
 			c := newLocal(t, &Options{MaxBytes: maxBytes, Shards: 4, Policy: p})
@@ -261,10 +261,18 @@ func TestByteAccounting(t *testing.T) {
 				s := &c.shards[i]
 				s.mu.Lock()
 				var shardSum int64
-				s.mu.pol.each(func(k string, e *entry) bool {
-					shardSum += int64(len(k)) + int64(cap(e.item.Value)) + EntryOverhead
+				n := 0
+				s.mu.pol.each(func(e *entry) bool {
+					shardSum += int64(len(e.key)) + int64(cap(e.item.Value)) + EntryOverhead
+					if s.idx.find(c.hash(e.key), e.key) != e {
+						t.Errorf("shard %d: %q is in the policy but not the index", i, e.key)
+					}
+					n++
 					return true
 				})
+				if n != s.idx.live || n != s.mu.pol.len() {
+					t.Errorf("shard %d: policy walks %d entries, len %d, index %d", i, n, s.mu.pol.len(), s.idx.live)
+				}
 				if shardSum != s.mu.bytes || shardSum > c.cfg.shareBytes {
 					t.Errorf("shard %d: counted %d, actual %d, share %d", i, s.mu.bytes, shardSum, c.cfg.shareBytes)
 				}
@@ -314,7 +322,7 @@ func TestTwoQueueKeepsFrequent(t *testing.T) {
 	for i := range 20 {
 		mustGet(t, c, fmt.Sprintf("hot%02d", i), "v")
 	}
-	lru := newLocal(t, &Options{MaxBytes: 100 * (EntryOverhead + 8), Shards: 1})
+	lru := newLocal(t, &Options{MaxBytes: 100 * (EntryOverhead + 8), Shards: 1, Policy: PolicyLRU})
 	_ = lru.SetLocal("hot00", item("v"))
 	lru.Get("hot00")
 	for i := range 1000 {

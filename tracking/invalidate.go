@@ -52,7 +52,7 @@ func (c *Cache) invalidateKey(key string, now int64) {
 	s := c.shardOf(h)
 	s.gens[slotOf(h)].Add(1)
 	s.mu.Lock()
-	if c.removeLocked(s, key) {
+	if c.removeKeyLocked(s, h, key) {
 		s.mu.removed++
 	}
 	var start int64
@@ -72,20 +72,20 @@ func (c *Cache) invalidateKey(key string, now int64) {
 // their key's prefix). Listeners are not called; the caller knows the
 // prefix. An empty prefix removes everything.
 func (c *Cache) InvalidatePrefix(prefix string) {
-	var doomed []string
+	var doomed []*entry
 	for i := range c.shards {
 		s := &c.shards[i]
 		s.sgen.Add(1)
 		doomed = doomed[:0]
 		s.mu.Lock()
-		s.mu.pol.each(func(k string, _ *entry) bool {
-			if strings.HasPrefix(k, prefix) {
-				doomed = append(doomed, k)
+		s.mu.pol.each(func(e *entry) bool {
+			if strings.HasPrefix(e.key, prefix) {
+				doomed = append(doomed, e)
 			}
 			return true
 		})
-		for _, k := range doomed {
-			if c.removeLocked(s, k) {
+		for _, e := range doomed {
+			if c.removeLocked(s, c.hash(e.key), e) {
 				s.mu.removed++
 			}
 		}
@@ -104,6 +104,7 @@ func (c *Cache) bumpEpoch() {
 			s := &c.shards[i]
 			s.mu.Lock()
 			s.mu.pol.purge()
+			s.idx.reset()
 			s.mu.bytes = 0
 			clear(s.mu.writes)
 			s.mu.Unlock()

@@ -109,8 +109,18 @@ func TestOptionsDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.MaxBytes != DefaultMaxBytes || cfg.MaxTTL != DefaultMaxTTL || cfg.Policy != PolicyLRU {
-		t.Errorf("defaults = %d %v %v", cfg.MaxBytes, cfg.MaxTTL, cfg.Policy)
+	if cfg.MaxBytes != DefaultMaxBytes || cfg.MaxTTL != DefaultMaxTTL || cfg.Policy != PolicyS3FIFO || cfg.HitYield != DefaultHitYield {
+		t.Errorf("defaults = %d %v %v %d", cfg.MaxBytes, cfg.MaxTTL, cfg.Policy, cfg.HitYield)
+	}
+	for _, tt := range []struct {
+		hitYield int
+		yield    bool
+		mask     uint64
+	}{{0, true, DefaultHitYield - 1}, {-1, false, 0}, {1000, true, 1023}, {1, true, 0}} {
+		c := newLocal(t, &Options{HitYield: tt.hitYield})
+		if c.yield != tt.yield || c.yieldMask != tt.mask {
+			t.Errorf("HitYield %d: yield %v every %#x+1 hits, want %v every %#x+1", tt.hitYield, c.yield, c.yieldMask, tt.yield, tt.mask)
+		}
 	}
 	if cfg.shards&(cfg.shards-1) != 0 || cfg.shareBytes < DefaultMinShardBytes && cfg.shards > 1 {
 		t.Errorf("default shards = %d with share %d", cfg.shards, cfg.shareBytes)

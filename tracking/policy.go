@@ -1,123 +1,93 @@
 package tracking
 
-import (
-	"math"
-
-	"github.com/hashicorp/golang-lru/v2/simplelru"
-	"github.com/puzpuzpuz/xsync/v4"
-)
+import "github.com/hashicorp/golang-lru/v2/simplelru"
 
 // policy is one shard's eviction order. It counts nothing: the shard does
-// the byte accounting. Not safe for concurrent use; the shard's lock guards it.
+// the byte accounting and the index. Not safe for concurrent use; the
+// shard's lock guards it.
 type policy interface {
-	// get returns key's entry and records the access.
-	get(key string) (*entry, bool)
-	// peek returns key's entry without recording an access.
-	peek(key string) (*entry, bool)
-	// add inserts key, which must not be present.
-	add(key string, e *entry)
-	// remove deletes key if present.
-	remove(key string) (*entry, bool)
-	// removeOldest deletes and returns the entry the policy evicts first.
-	removeOldest() (string, *entry, bool)
-	// each calls fn for every entry until fn returns false.
-	each(fn func(key string, e *entry) bool)
+	// add makes e, just inserted, resident; h is its key's hash. Any older
+	// entry of the key was removed first.
+	add(e *entry, h uint64)
+	// replace puts e, just inserted, in the place of old, the resident
+	// entry of the same key it overwrites; the write counts as an access.
+	replace(old, e *entry, h uint64)
+	// remove drops e, which is resident.
+	remove(e *entry)
+	// hit records a hit on e under the shard lock. Only called when
+	// lockFree is false; lock-free policies read the access counts hits
+	// leave in entries (entry.touch).
+	hit(e *entry)
+	// victim unlinks and returns the next entry to evict, or nil if only
+	// newest (the entry whose insertion needs the room) is left: a fresh
+	// insert is never its own victim.
+	victim(newest *entry) *entry
+	// settle ends an eviction episode: the room is made.
+	settle()
+	// each calls fn for every resident entry until fn returns false; fn
+	// must not change the policy.
+	each(fn func(*entry) bool)
 	len() int
 	purge()
+	// lockFree reports whether hits may skip the shard lock.
+	lockFree() bool
 }
 
-func newPolicy(p Policy, shareBytes int64, idx *xsync.Map[string, *entry]) policy {
-	if p == PolicyTwoQueue {
+func newPolicy(p Policy, shareBytes int64, hash func(string) uint64) policy {
+	switch p {
+	case PolicyLRU:
+		return &lruPolicy{}
+	case PolicyTwoQueue:
 		return newTwoQueue(shareBytes)
 	}
-	return &lruPolicy{l: newSimpleLRU[*entry](), idx: idx}
+	return newS3FIFO(shareBytes, hash)
 }
 
-// newSimpleLRU returns a simplelru that never evicts by count: the shard
-// evicts by bytes.
-func newSimpleLRU[V any]() *simplelru.LRU[string, V] {
-	l, err := simplelru.NewLRU[string, V](math.MaxInt, nil)
-	if err != nil { // only for a size <= 0
-		panic(err)
+// Queue numbers kept in entry.meta.
+const (
+	qNone = iota
+	qSmall
+	qMain
+)
+
+// lruPolicy is exact LRU: every hit moves its entry to the front, under the
+// shard lock. It is the reference policy (it reproduces published LRU hit
+// ratios exactly); the default policy's hits take no lock.
+type lruPolicy struct{ q queue }
+
+func (p *lruPolicy) add(e *entry, _ uint64) { p.q.pushHead(e) }
+func (p *lruPolicy) remove(e *entry)        { p.q.unlink(e) }
+func (p *lruPolicy) replace(old, e *entry, _ uint64) {
+	p.q.unlink(old)
+	p.q.pushHead(e)
+}
+func (p *lruPolicy) hit(e *entry)   { p.q.moveToHead(e) }
+func (p *lruPolicy) settle()        {}
+func (p *lruPolicy) lockFree() bool { return false }
+func (p *lruPolicy) len() int       { return p.q.n }
+func (p *lruPolicy) purge()         { p.q.clear() }
+func (p *lruPolicy) each(fn func(*entry) bool) {
+	p.q.each(fn)
+}
+
+func (p *lruPolicy) victim(newest *entry) *entry {
+	v := p.q.tail
+	if v == nil || v == newest {
+		return nil
 	}
-	return l
-}
-
-// lruPolicy is golang-lru's simplelru, mirrored in a concurrent map (idx)
-// that hits read without the shard lock.
-//
-// Hits therefore do not move entries to the front: each one sets its
-// entry's used bit instead (a write only on the first hit since the last
-// check), and eviction gives a used entry a second chance — the oldest
-// entry, if read since it was last looked at, goes back to the front with
-// its bit cleared (CLOCK-style LRU approximation, as in many concurrent
-// caches). A hit that moved the entry under the lock would write the
-// shard's cache line on every read, and two cores reading different keys
-// of the same shard would pass that line back and forth.
-type lruPolicy struct {
-	l   *simplelru.LRU[string, *entry]
-	idx *xsync.Map[string, *entry]
-}
-
-func (p *lruPolicy) get(key string) (*entry, bool)  { return p.l.Get(key) }
-func (p *lruPolicy) peek(key string) (*entry, bool) { return p.l.Peek(key) }
-func (p *lruPolicy) add(key string, e *entry) {
-	p.l.Add(key, e)
-	p.idx.Store(key, e)
-}
-
-// removeOldest evicts the least recently used entry, counting a hit since
-// its last check as a use: such an entry moves to the front, its bit
-// cleared, at most once per entry per call.
-func (p *lruPolicy) removeOldest() (string, *entry, bool) {
-	for range p.l.Len() {
-		k, e, ok := p.l.GetOldest()
-		if !ok || e.used.Load() == 0 {
-			break
-		}
-		e.used.Store(0)
-		p.l.Get(k) // to the front
-	}
-	k, e, ok := p.l.RemoveOldest()
-	if ok {
-		p.idx.Delete(k)
-	}
-	return k, e, ok
-}
-
-func (p *lruPolicy) purge() {
-	p.l.Purge()
-	p.idx.Clear()
-}
-
-func (p *lruPolicy) len() int { return p.l.Len() }
-
-func (p *lruPolicy) remove(key string) (*entry, bool) {
-	e, ok := p.l.Peek(key)
-	if ok {
-		p.l.Remove(key)
-		p.idx.Delete(key)
-	}
-	return e, ok
-}
-
-func (p *lruPolicy) each(fn func(string, *entry) bool) {
-	for _, k := range p.l.Keys() {
-		if e, ok := p.l.Peek(k); ok && !fn(k, e) {
-			return
-		}
-	}
+	p.q.unlink(v)
+	return v
 }
 
 // twoQueue is golang-lru's 2Q (TwoQueueCache) with its queues sized in bytes:
 // entries seen once live in recent, entries seen again move to frequent, and
 // keys evicted from recent are remembered in ghost so that a quick return
 // goes straight to frequent. Eviction takes from recent while it holds more
-// than its target share of bytes, else from frequent.
+// than its target share of bytes, else from frequent. Hits move entries
+// between queues, so they take the shard lock.
 type twoQueue struct {
-	recent, frequent *simplelru.LRU[string, *entry]
+	recent, frequent queue
 	ghost            *simplelru.LRU[string, struct{}]
-	recentBytes      int64
 	recentTarget     int64
 }
 
@@ -131,84 +101,80 @@ const (
 
 func newTwoQueue(shareBytes int64) *twoQueue {
 	ghost, err := simplelru.NewLRU[string, struct{}](twoQueueGhostEntries, nil)
-	if err != nil {
+	if err != nil { // only for a size <= 0
 		panic(err)
 	}
-	return &twoQueue{
-		recent:       newSimpleLRU[*entry](),
-		frequent:     newSimpleLRU[*entry](),
-		ghost:        ghost,
-		recentTarget: int64(float64(shareBytes) * twoQueueRecentRatio),
-	}
+	return &twoQueue{ghost: ghost, recentTarget: int64(float64(shareBytes) * twoQueueRecentRatio)}
 }
 
-func (q *twoQueue) get(key string) (*entry, bool) {
-	if e, ok := q.frequent.Get(key); ok {
-		return e, true
-	}
-	if e, ok := q.recent.Peek(key); ok {
-		q.recent.Remove(key)
-		q.recentBytes -= e.size
-		q.frequent.Add(key, e)
-		return e, true
-	}
-	return nil, false
-}
-
-func (q *twoQueue) peek(key string) (*entry, bool) {
-	if e, ok := q.frequent.Peek(key); ok {
-		return e, true
-	}
-	return q.recent.Peek(key)
-}
-
-func (q *twoQueue) add(key string, e *entry) {
-	if q.ghost.Remove(key) {
-		q.frequent.Add(key, e)
+func (q *twoQueue) add(e *entry, _ uint64) {
+	if q.ghost.Remove(e.key) {
+		e.setQueue(qMain)
+		q.frequent.pushHead(e)
 		return
 	}
-	q.recent.Add(key, e)
-	q.recentBytes += e.size
+	e.setQueue(qSmall)
+	q.recent.pushHead(e)
 }
 
-func (q *twoQueue) remove(key string) (*entry, bool) {
-	if e, ok := q.frequent.Peek(key); ok {
-		q.frequent.Remove(key)
-		return e, true
-	}
-	if e, ok := q.recent.Peek(key); ok {
-		q.recent.Remove(key)
-		q.recentBytes -= e.size
-		return e, true
-	}
-	return nil, false
+// replace follows golang-lru's TwoQueueCache.Add of a present key: the
+// entry moves to (or within) frequent.
+func (q *twoQueue) replace(old, e *entry, _ uint64) {
+	q.remove(old)
+	e.setQueue(qMain)
+	q.frequent.pushHead(e)
 }
 
-func (q *twoQueue) removeOldest() (string, *entry, bool) {
-	if q.recent.Len() > 0 && (q.recentBytes > q.recentTarget || q.frequent.Len() == 0) {
-		k, e, _ := q.recent.RemoveOldest()
-		q.recentBytes -= e.size
-		q.ghost.Add(k, struct{}{})
-		return k, e, true
+func (q *twoQueue) hit(e *entry) {
+	if e.queue() == qMain {
+		q.frequent.moveToHead(e)
+		return
 	}
-	return q.frequent.RemoveOldest()
+	q.recent.unlink(e)
+	e.setQueue(qMain)
+	q.frequent.pushHead(e)
 }
 
-func (q *twoQueue) each(fn func(string, *entry) bool) {
-	for _, l := range []*simplelru.LRU[string, *entry]{q.recent, q.frequent} {
-		for _, k := range l.Keys() {
-			if e, ok := l.Peek(k); ok && !fn(k, e) {
-				return
-			}
-		}
+func (q *twoQueue) remove(e *entry) {
+	if e.queue() == qMain {
+		q.frequent.unlink(e)
+	} else {
+		q.recent.unlink(e)
 	}
 }
 
-func (q *twoQueue) len() int { return q.recent.Len() + q.frequent.Len() }
+func (q *twoQueue) victim(newest *entry) *entry {
+	r, f := q.recent.tail, q.frequent.tail
+	if r == newest {
+		r = nil // the only entry in recent: keep it if anything else can go
+	}
+	if f == newest {
+		f = nil
+	}
+	switch {
+	case r != nil && (q.recent.bytes > q.recentTarget || f == nil):
+		q.recent.unlink(r)
+		q.ghost.Add(r.key, struct{}{})
+		return r
+	case f != nil:
+		q.frequent.unlink(f)
+		return f
+	}
+	return nil
+}
+
+func (q *twoQueue) settle()        {}
+func (q *twoQueue) lockFree() bool { return false }
+func (q *twoQueue) len() int       { return q.recent.n + q.frequent.n }
+
+func (q *twoQueue) each(fn func(*entry) bool) {
+	if q.recent.each(fn) {
+		q.frequent.each(fn)
+	}
+}
 
 func (q *twoQueue) purge() {
-	q.recent.Purge()
-	q.frequent.Purge()
+	q.recent.clear()
+	q.frequent.clear()
 	q.ghost.Purge()
-	q.recentBytes = 0
 }

@@ -6,8 +6,8 @@ import (
 	"testing"
 )
 
-// Under LRU, hits mark entries instead of moving them; eviction must still
-// keep what was read and drop what was not.
+// Under the default policy, lock-free hits mark entries instead of moving
+// them; eviction must still keep what was read and drop what was not.
 func TestEvictionKeepsWhatWasRead(t *testing.T) {
 	const n = 8
 	val := make([]byte, 100)

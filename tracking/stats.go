@@ -40,31 +40,17 @@ func (c *Cache) Stats() Stats {
 	for i := range c.shards {
 		s := &c.shards[i]
 		s.mu.Lock()
-		st.Hits += s.mu.hits
-		st.Misses += s.mu.misses
 		st.Inserts += s.mu.inserts
 		st.Evictions += s.mu.evictions
 		st.Expired += s.mu.expired
-		st.UnverifiedServes += s.mu.unverifiedServes
 		st.Refused += s.mu.refused
 		st.TooLarge += s.mu.tooLarge
 		st.Removed += s.mu.removed
 		st.Bytes += s.mu.bytes
-		for i, n := range s.mu.tagHits {
-			st.TagHits[i] += n
-		}
 		st.Entries += s.mu.pol.len()
 		s.mu.Unlock()
 	}
-	if c.lf.misses != nil {
-		for i, ctr := range c.lf.tagHits {
-			n := uint64(ctr.Value())
-			st.TagHits[i] += n
-			st.Hits += n
-		}
-		st.Misses += uint64(c.lf.misses.Value())
-		st.UnverifiedServes += uint64(c.lf.unverified.Value())
-	}
+	c.lf.sum(&st)
 	return st
 }
 

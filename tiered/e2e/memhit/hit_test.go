@@ -1,0 +1,216 @@
+package memhit
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	lru "github.com/hashicorp/golang-lru/v2"
+	"github.com/maypok86/otter/v2"
+
+	"github.com/thermoscache/thermos/tracking"
+)
+
+const (
+	benchKeys = 10000
+	valueSize = 100
+	seqLen    = 1 << 20 // the pre-generated key sequence
+	sliceOps  = 1 << 14 // operations per getter per turn
+)
+
+// getter is one cache's hit, and whether it may be called concurrently.
+type getter struct {
+	name     string
+	get      func(k string) bool
+	parallel bool
+}
+
+// getters fills every cache with the same keys and values and returns
+// their hits, the keys, and a zipfian sequence of key indexes (all hits).
+func getters(tb testing.TB) ([]getter, []string, []uint32) {
+	keys := make([]string, benchKeys)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("key:%d", i)
+	}
+	val := func() []byte { return make([]byte, valueSize) }
+
+	m := make(map[string][]byte, benchKeys)
+	gl, err := lru.New[string, []byte](benchKeys)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ot := otter.Must(&otter.Options[string, []byte]{MaximumSize: benchKeys})
+	tb.Cleanup(func() { ot.StopAllGoroutines() })
+	// Get, Lookup and Get without yielding (Options.HitYield) each get a
+	// cache of their own, so none finds the entries in the CPU's caches
+	// because another just read them.
+	var tcs [3]*tracking.Cache
+	for i := range tcs {
+		o := &tracking.Options{MaxBytes: 1 << 30}
+		if i == 2 {
+			o.HitYield = -1
+		}
+		c, err := tracking.New(tb.Context(), o)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		tb.Cleanup(func() { c.Close() })
+		tcs[i] = c
+	}
+	tc, tl, tn := tcs[0], tcs[1], tcs[2]
+	// Each cache is filled on its own, so its entries lie together in
+	// memory as they would in a program with one cache.
+	vals := make([][]byte, len(keys))
+	for i := range vals {
+		vals[i] = val()
+	}
+	for i, k := range keys {
+		m[k] = vals[i]
+	}
+	for i, k := range keys {
+		gl.Add(k, vals[i])
+	}
+	for i, k := range keys {
+		ot.Set(k, vals[i])
+	}
+	for _, c := range tcs {
+		for i, k := range keys {
+			if err := c.SetLocal(k, tracking.Item{Value: vals[i]}); err != nil {
+				tb.Fatal(err)
+			}
+		}
+	}
+	rng := rand.New(rand.NewPCG(1, 1))
+	z := rand.NewZipf(rng, 1.1, 1, benchKeys-1)
+	seq := make([]uint32, seqLen)
+	for i := range seq {
+		seq[i] = uint32(z.Uint64())
+	}
+	gs := []getter{
+		{"map", func(k string) bool { _, ok := m[k]; return ok }, true},
+		{"golang-lru", func(k string) bool { _, ok := gl.Get(k); return ok }, true},
+		{"otter", func(k string) bool { _, ok := ot.GetIfPresent(k); return ok }, true},
+		{"tracking-Get", func(k string) bool { _, fresh, _ := tc.Get(k); return fresh }, true},
+		{"tracking-Lookup", func(k string) bool { _, fresh, _ := tl.Lookup(k); return fresh }, true},
+		{"tracking-Get-noyield", func(k string) bool { _, fresh, _ := tn.Get(k); return fresh }, true},
+	}
+	for _, g := range gs {
+		for _, k := range keys[:100] {
+			if !g.get(k) {
+				tb.Fatalf("%s: %s missing", g.name, k)
+			}
+		}
+	}
+	return gs, keys, seq
+}
+
+// BenchmarkHit measures a hit in every cache, interleaved: each iteration
+// runs sliceOps hits of every getter in turn, serially, then the same on
+// GOMAXPROCS goroutines at once, so all getters see the same machine
+// conditions (back-to-back benchmarks here drift by ±50 %).
+//
+// Each slice is timed by the CPU time the process used meanwhile, as well
+// as by the wall clock: on a machine shared with other work a goroutine
+// often waits for a core, which the wall clock counts and CPU time does
+// not. (Thread CPU time would be exact for a goroutine locked to its
+// thread, but a locked goroutine that yields costs an OS thread switch,
+// which would misprice Options.HitYield; process CPU time also counts an
+// idle processor's brief spinning while one goroutine runs, which adds
+// about the same to every serial figure.) It reports per getter, in ns
+// per hit: serial (CPU, and "-wall"), parallel as CPU time over all
+// goroutines' hits divided by the goroutines (what the wall time would be
+// with a core each), and the ratios the memory tier is held to:
+// tracking-Get (and -Lookup) over golang-lru and over otter, serial and
+// parallel, each getter's parallel / serial (0.5 is perfect scaling on 2
+// cores), and Get with and without HitYield.
+func BenchmarkHit(b *testing.B) {
+	gs, keys, seq := getters(b)
+	procs := runtime.GOMAXPROCS(0)
+	n := len(gs)
+	serial, serialWall, par := make([]time.Duration, n), make([]time.Duration, n), make([]time.Duration, n)
+	turns, pos := 0, 0
+	for b.Loop() {
+		// Each turn starts with another getter, so none always runs
+		// first (after the key sequence was last read).
+		for i := range gs {
+			gi := (i + turns) % n
+			g := gs[gi]
+			wall, cpu := time.Now(), processCPU()
+			for j := range sliceOps {
+				g.get(keys[seq[(pos+j)&(seqLen-1)]])
+			}
+			serial[gi] += processCPU() - cpu
+			serialWall[gi] += time.Since(wall)
+		}
+		for i := range gs {
+			gi := (i + turns) % n
+			g := gs[gi]
+			var wg sync.WaitGroup
+			cpu := processCPU()
+			for w := range procs {
+				// Each goroutine reads its own part of the sequence: in
+				// lockstep they would all read the same key at once.
+				off := pos + w*(seqLen/procs)
+				wg.Go(func() {
+					for j := range sliceOps {
+						g.get(keys[seq[(off+j)&(seqLen-1)]])
+					}
+				})
+			}
+			wg.Wait()
+			par[gi] += processCPU() - cpu
+		}
+		pos += sliceOps
+		turns++
+	}
+	b.StopTimer()
+	ops := float64(turns * sliceOps)
+	byName := map[string]int{}
+	for gi, g := range gs {
+		byName[g.name] = gi
+		s := float64(serial[gi]) / ops
+		p := float64(par[gi]) / ops / float64(procs) / float64(procs)
+		b.ReportMetric(s, g.name+"-ns")
+		b.ReportMetric(float64(serialWall[gi])/ops, g.name+"-wall-ns")
+		b.ReportMetric(p, g.name+"-par-ns")
+		b.ReportMetric(p/s, g.name+"-par/serial")
+	}
+	ratio := func(a, c string, d []time.Duration) float64 {
+		return float64(d[byName[a]]) / float64(d[byName[c]])
+	}
+	b.ReportMetric(ratio("tracking-Get", "tracking-Get-noyield", serial), "Get/Get-noyield")
+	b.ReportMetric(ratio("tracking-Get", "tracking-Get-noyield", par), "Get/Get-noyield-par")
+	for _, t := range []string{"tracking-Get", "tracking-Lookup"} {
+		b.ReportMetric(ratio(t, "golang-lru", serial), t+"/golang-lru")
+		b.ReportMetric(ratio(t, "otter", serial), t+"/otter")
+		b.ReportMetric(ratio(t, "otter", par), t+"/otter-par")
+	}
+}
+
+// processCPU is the CPU time the process has used.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		panic(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// TestHitsDoNotAllocate checks every getter's hit for allocations.
+func TestHitsDoNotAllocate(t *testing.T) {
+	gs, keys, seq := getters(t)
+	for _, g := range gs {
+		i := 0
+		if n := testing.AllocsPerRun(10000, func() {
+			g.get(keys[seq[i&(seqLen-1)]])
+			i++
+		}); n != 0 && strings.HasPrefix(g.name, "tracking-") {
+			t.Errorf("%s: %.2f allocations per hit, want 0", g.name, n)
+		}
+	}
+}
