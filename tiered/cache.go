@@ -321,7 +321,7 @@ func (c *Cache) Get(ctx context.Context, key string) ([]byte, bool, error) {
 	if ctl != nil && ctl.bypass&BypassReads != 0 {
 		return nil, false, nil
 	}
-	if it, _, ok := c.lookup(key); ok {
+	if it, ok := c.lookup(key); ok {
 		if ctl != nil && ctl.detector != nil {
 			ctl.detector.record(key, SourceMemory)
 		}
@@ -339,24 +339,17 @@ func (c *Cache) Get(ctx context.Context, key string) ([]byte, bool, error) {
 	return v, ok, nil
 }
 
-// lookup is the memory hit path: one lock-free lookup, no allocation. It
-// returns the item if memory may serve it as a hit, counted by the memory
-// tier under the item's tag (the route's index, so no routing either).
-// A found entry it does not serve is taken back from that count.
-func (c *Cache) lookup(key string) (*tracking.Item, *route, bool) {
+// lookup is the memory hit path: one lock-free lookup, one clock reading,
+// no allocation, no routing. It returns the item if memory may serve it as
+// a hit (verified, before its soft expiry), counted by the memory tier
+// under the item's tag, the route's index. Anything else is left to the
+// slow path (read), which looks again and applies the rules for unverified
+// and stale copies.
+func (c *Cache) lookup(key string) (*tracking.Item, bool) {
 	if !c.router.memory {
-		return nil, nil, false
+		return nil, false
 	}
-	it, verified, ok := c.mem.Lookup(key)
-	if !ok {
-		return nil, nil, false
-	}
-	r := c.router.routes[it.Tag]
-	if (verified || r.Tiers&Redis == 0) && fresh(it, c.now()) {
-		return it, r, true
-	}
-	r.stats.memNotServed.Add(1)
-	return nil, nil, false
+	return c.mem.LookupFresh(key)
 }
 
 // found is what a read found in the tiers.

@@ -39,9 +39,9 @@ func (c *Cache) getOrLoad(ctx context.Context, key string, load Loader) ([]byte,
 	byp := bypassOf(ctx)
 	var f found
 	if byp&BypassReads == 0 {
-		if it, hr, ok := c.lookup(key); ok {
+		if it, ok := c.lookup(key); ok {
 			note(ctx, key, SourceMemory)
-			c.maybeRefresh(hr, key, it, load)
+			c.maybeRefresh(key, it, load)
 			v, ok := value(it)
 			return v, ok, nil
 		}
@@ -282,8 +282,12 @@ func (o *ownWrites) forget(key string) {
 }
 
 // maybeRefresh starts an early refresh when XFetch says so.
-func (c *Cache) maybeRefresh(r *route, key string, it *tracking.Item, load Loader) {
-	if r.Beta < 0 || it.SoftExpiry == 0 || it.Delta <= 0 {
+func (c *Cache) maybeRefresh(key string, it *tracking.Item, load Loader) {
+	if it.SoftExpiry == 0 || it.Delta <= 0 {
+		return // written by Set, or no rebuild time known: nothing to draw
+	}
+	r := c.router.routes[it.Tag]
+	if r.Beta < 0 {
 		return
 	}
 	now := c.now()

@@ -34,7 +34,7 @@ func (c *Cache) GetMany(ctx context.Context, keys []string) []Result {
 		if bypassOf(ctx)&BypassReads != 0 {
 			continue
 		}
-		if it, _, ok := c.lookup(key); ok {
+		if it, ok := c.lookup(key); ok {
 			note(ctx, key, SourceMemory)
 			out[i].Value, out[i].OK = value(it)
 			continue

@@ -12,11 +12,9 @@ import (
 type routeStats struct {
 	// Memory hits are counted by the memory tier under the item's tag
 	// (the route's index), with no counter of ours on the hit path;
-	// memNotServed takes back the lookups that found an entry the hit path
-	// did not serve (past its soft expiry, or unverified), and memSlowHits
-	// counts the memory entries the slow path served after all (vouched
-	// for by Redis, or served by the ServeStale policy).
-	memNotServed, memSlowHits   atomic.Int64
+	// memSlowHits counts the memory entries the slow path served (vouched
+	// for by Redis, local copies after an epoch bump, stale values served).
+	memSlowHits                 atomic.Int64
 	diskHits, redisHits         atomic.Int64
 	misses, loads, loadErrors   atomic.Int64
 	degradedLoads               atomic.Int64
@@ -133,7 +131,7 @@ func (c *Cache) Stats() Stats {
 		s := &r.stats
 		st.Routes = append(st.Routes, RouteStats{
 			Prefix: r.Prefix, Tiers: r.Tiers,
-			MemoryHits: int64(tagHits[r.idx]) - s.memNotServed.Load() + s.memSlowHits.Load(), DiskHits: s.diskHits.Load(), RedisHits: s.redisHits.Load(),
+			MemoryHits: int64(tagHits[r.idx]) + s.memSlowHits.Load(), DiskHits: s.diskHits.Load(), RedisHits: s.redisHits.Load(),
 			Misses: s.misses.Load(), Loads: s.loads.Load(), LoadErrors: s.loadErrors.Load(), DegradedLoads: s.degradedLoads.Load(),
 			StaleServes: s.staleServes.Load(), EarlyRefreshes: s.earlyRefreshes.Load(),
 			UnverifiedReads: s.unverifiedReads.Load(),

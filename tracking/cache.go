@@ -261,10 +261,27 @@ func (c *Cache) Get(key string) (it Item, fresh, ok bool) {
 // goroutine. Under PolicyLRU and PolicyTwoQueue it locks the key's shard
 // to reorder the policy's queue.
 func (c *Cache) Lookup(key string) (it *Item, fresh, ok bool) {
+	return c.lookup(key, false)
+}
+
+// LookupFresh is Lookup for a caller that serves only what the cache vouches
+// for and what is before its Item.SoftExpiry: it returns the item only if
+// it is verified in the current epoch and, if SoftExpiry is set, not past
+// it, read on the same clock reading as the expiry check. Anything else is
+// counted as a miss and left in place (the caller may Peek it and decide).
+// Like Lookup it takes no lock under the default policy and does not
+// allocate.
+func (c *Cache) LookupFresh(key string) (it *Item, ok bool) {
+	it, _, ok = c.lookup(key, true)
+	return it, ok
+}
+
+// lookup is Lookup and, with strict, LookupFresh.
+func (c *Cache) lookup(key string, strict bool) (it *Item, fresh, ok bool) {
 	h := c.hash(key)
 	s := c.shardOf(h)
 	if !s.lockFree {
-		return c.lookupLocked(s, h, key)
+		return c.lookupLocked(s, h, key, strict)
 	}
 	// Lock-free: the entry and its item are immutable once published; a
 	// removal racing with this read is ordered after it.
@@ -273,7 +290,8 @@ func (c *Cache) Lookup(key string) (it *Item, fresh, ok bool) {
 		c.lf.local().misses.Add(1)
 		return nil, false, false
 	}
-	if c.now() >= e.expireAt {
+	now := c.now()
+	if now >= e.expireAt {
 		c.expire(s, h, e)
 		c.lf.local().misses.Add(1)
 		return nil, false, false
@@ -282,9 +300,13 @@ func (c *Cache) Lookup(key string) (it *Item, fresh, ok bool) {
 	switch ep := m >> metaEpochShift; {
 	case ep == c.epoch.Load():
 		fresh = true
-	case c.cfg.KeepUnverified:
+	case c.cfg.KeepUnverified && !strict:
 		c.lf.local().unverified.Add(1)
 	default:
+		c.lf.local().misses.Add(1)
+		return nil, false, false
+	}
+	if strict && e.item.SoftExpiry != 0 && now >= e.item.SoftExpiry {
 		c.lf.local().misses.Add(1)
 		return nil, false, false
 	}
@@ -305,7 +327,7 @@ func (c *Cache) expire(s *shard, h uint64, e *entry) {
 }
 
 // lookupLocked is Lookup for policies that record every access (LRU, 2Q).
-func (c *Cache) lookupLocked(s *shard, h uint64, key string) (it *Item, fresh, ok bool) {
+func (c *Cache) lookupLocked(s *shard, h uint64, key string, strict bool) (it *Item, fresh, ok bool) {
 	now := c.now()
 	epoch := c.epoch.Load()
 	lf := c.lf.local()
@@ -317,6 +339,8 @@ func (c *Cache) lookupLocked(s *shard, h uint64, key string) (it *Item, fresh, o
 	case now >= e.expireAt:
 		c.removeLocked(s, h, e)
 		s.mu.expired++
+		lf.misses.Add(1)
+	case strict && (e.epoch() != epoch || e.item.SoftExpiry != 0 && now >= e.item.SoftExpiry):
 		lf.misses.Add(1)
 	case e.epoch() == epoch:
 		s.mu.pol.hit(e)

@@ -1,6 +1,7 @@
 package memhit
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"runtime"
@@ -12,7 +13,10 @@ import (
 
 	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/maypok86/otter/v2"
+	"github.com/redis/rueidis"
 
+	"github.com/thermoscache/thermos/internal/redistest"
+	"github.com/thermoscache/thermos/tiered"
 	"github.com/thermoscache/thermos/tracking"
 )
 
@@ -91,6 +95,33 @@ func getters(tb testing.TB) ([]getter, []string, []uint32) {
 	for i := range seq {
 		seq[i] = uint32(z.Uint64())
 	}
+	// tiered's memory hit, on a memory-only route and on a Memory|Redis
+	// route (a private redis-server), and rueidis's own client-side cache
+	// hit (DoCache, BCAST tracking) for comparison.
+	srv := redistest.Start(tb, nil)
+	tm := openTiered(tb, &tiered.Options{MemoryBytes: 1 << 30, Routes: []tiered.Route{{Prefix: "key:", Tiers: tiered.Memory, TTL: time.Hour, Beta: -1}}})
+	tr := openTiered(tb, &tiered.Options{MemoryBytes: 1 << 30, Redis: &rueidis.ClientOption{InitAddress: []string{srv.Addr()}},
+		Routes: []tiered.Route{{Prefix: "key:", Tiers: tiered.Memory | tiered.Redis, TTL: time.Hour, Beta: -1}}})
+	rc, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{srv.Addr()},
+		ClientTrackingOptions: []string{"PREFIX", "key:", "BCAST"}, CacheSizeEachConn: 1 << 30})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(rc.Close)
+	ctx := context.Background()
+	for i, k := range keys {
+		if err := tm.Set(ctx, k, vals[i], 0); err != nil {
+			tb.Fatal(err)
+		}
+		if err := tr.Set(ctx, k, vals[i], 0); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	for _, k := range keys { // into rueidis's cache
+		if err := rc.DoCache(ctx, rc.B().Get().Key(k).Cache(), time.Hour).Error(); err != nil {
+			tb.Fatal(err)
+		}
+	}
 	gs := []getter{
 		{"map", func(k string) bool { _, ok := m[k]; return ok }, true},
 		{"golang-lru", func(k string) bool { _, ok := gl.Get(k); return ok }, true},
@@ -98,6 +129,12 @@ func getters(tb testing.TB) ([]getter, []string, []uint32) {
 		{"tracking-Get", func(k string) bool { _, fresh, _ := tc.Get(k); return fresh }, true},
 		{"tracking-Lookup", func(k string) bool { _, fresh, _ := tl.Lookup(k); return fresh }, true},
 		{"tracking-Get-noyield", func(k string) bool { _, fresh, _ := tn.Get(k); return fresh }, true},
+		{"tiered-memory", func(k string) bool { _, ok, _ := tm.Get(ctx, k); return ok }, true},
+		{"tiered-memory+redis", func(k string) bool { _, ok, _ := tr.Get(ctx, k); return ok }, true},
+		{"rueidis-DoCache", func(k string) bool {
+			r := rc.DoCache(ctx, rc.B().Get().Key(k).Cache(), time.Hour)
+			return r.Error() == nil && r.IsCacheHit()
+		}, true},
 	}
 	for _, g := range gs {
 		for _, k := range keys[:100] {
@@ -107,6 +144,16 @@ func getters(tb testing.TB) ([]getter, []string, []uint32) {
 		}
 	}
 	return gs, keys, seq
+}
+
+func openTiered(tb testing.TB, o *tiered.Options) *tiered.Cache {
+	tb.Helper()
+	c, err := tiered.Open(context.Background(), o)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { c.Close() })
+	return c
 }
 
 // BenchmarkHit measures a hit in every cache, interleaved: each iteration
@@ -183,6 +230,11 @@ func BenchmarkHit(b *testing.B) {
 	ratio := func(a, c string, d []time.Duration) float64 {
 		return float64(d[byName[a]]) / float64(d[byName[c]])
 	}
+	for _, t := range []string{"tiered-memory", "tiered-memory+redis"} {
+		b.ReportMetric(ratio(t, "tracking-Get", serial), t+"/tracking")
+		b.ReportMetric(ratio(t, "tracking-Get", par), t+"/tracking-par")
+	}
+	b.ReportMetric(ratio("rueidis-DoCache", "tiered-memory+redis", serial), "DoCache/tiered-memory+redis")
 	b.ReportMetric(ratio("tracking-Get", "tracking-Get-noyield", serial), "Get/Get-noyield")
 	b.ReportMetric(ratio("tracking-Get", "tracking-Get-noyield", par), "Get/Get-noyield-par")
 	for _, t := range []string{"tracking-Get", "tracking-Lookup"} {
