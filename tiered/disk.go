@@ -119,7 +119,8 @@ func (d *diskTier) confirm(_ *route, key string, _ *entry, t tracking.Ticket) bo
 // put queues e under ticket t (dropped if t was overtaken) and trusts it on
 // Redis routes. wait asks for a handle to wait on its commit (SyncWrites).
 func (d *diskTier) put(r *route, key string, e *entry, t tracking.Ticket, wait bool) (*diskOp, bool) {
-	op, ok := d.wb.put(key, e.disk, e.it.HardExpiry, &t, wait)
+	it := e.local()
+	op, ok := d.wb.put(key, e.disk, it.HardExpiry, &t, wait)
 	if ok && r.Tiers&Redis != 0 {
 		d.trust.add(key, t)
 	}
@@ -152,7 +153,8 @@ func (d *diskTier) lock(key string) func() {
 // and lose an acknowledged write from the disk.
 func (d *diskTier) write(r *route, key string, e *entry, next tracking.Ticket, valid, wait bool) *diskOp {
 	if e != nil && valid {
-		op, _ := d.wb.put(key, e.disk, e.it.HardExpiry, nil, wait)
+		it := e.local()
+		op, _ := d.wb.put(key, e.disk, it.HardExpiry, nil, wait)
 		if r.Tiers&Redis != 0 {
 			d.trust.add(key, next)
 		}

@@ -54,11 +54,12 @@ func (c *Cache) encode(r *route, key string, value []byte, ttl, delta time.Durat
 
 // decodeRemote decodes bytes read from Redis together with the key's
 // remaining TTL there (pttl < 0: none), read by a command sent at sent
-// (Unix ns, by the cache's clock). Redis's own expiry caps the local one —
-// counted from when the read was sent, so from no later than Redis counted
-// it — and a value never outlives its key. A value that fails its checksum
-// or signature is refused as a miss, counted; one over the route's limit is
-// refused with ErrValueTooLarge.
+// (Unix ns, by the cache's clock). Redis's own expiry caps the local copies
+// (entry.until) — counted from when the read was sent, so from no later
+// than Redis counted it — and a copy never outlives its key; the value
+// itself is what Redis held when it answered, and is served as such. A
+// value that fails its checksum or signature is refused as a miss, counted
+// (ok false); one over the route's limit is refused with ErrValueTooLarge.
 func (c *Cache) decodeRemote(r *route, key string, raw []byte, pttl time.Duration, sent int64) (entry, bool, error) {
 	now := c.now()
 	if r.Raw {
@@ -67,8 +68,7 @@ func (c *Cache) decodeRemote(r *route, key string, raw []byte, pttl time.Duratio
 		}
 		exp := now + int64(r.TTL)
 		it := tracking.Item{Value: raw, SoftExpiry: exp, HardExpiry: exp, Version: digest(raw), Tag: r.idx}
-		capExpiry(&it, sent, pttl)
-		return entry{it: it, disk: rawDisk(&it)}, true, nil
+		return entry{it: it, disk: rawDisk(&it), until: capLimit(sent, pttl)}, true, nil
 	}
 	e, err := envelope.Decode(raw)
 	if err != nil {
@@ -86,26 +86,31 @@ func (c *Cache) decodeRemote(r *route, key string, raw []byte, pttl time.Duratio
 	if len(e.Payload) > r.MaxValueBytes {
 		return entry{}, false, newFault(ErrValueTooLarge, nil, "%d bytes in redis > %d", len(e.Payload), r.MaxValueBytes)
 	}
-	it := itemOf(r, &e)
-	capExpiry(&it, sent, pttl)
-	if !alive(&it, now) {
-		return entry{}, false, nil
-	}
-	return entry{it: it, disk: raw}, true, nil
+	return entry{it: itemOf(r, &e), disk: raw, until: capLimit(sent, pttl)}, true, nil
 }
 
 // flagCapped marks, in memory only, an item whose expiry capExpiry
 // shortened: its fields no longer rebuild the bytes Redis holds.
 const flagCapped envelope.Flags = 1 << 7
 
-// capExpiry shortens it's expiries to Redis's remaining TTL (pttl < 0:
-// none), so a local copy never outlives its key.
-func capExpiry(it *tracking.Item, now int64, pttl time.Duration) {
-	if pttl >= 0 {
-		// PTTL rounds the clock down to the millisecond, so it may
-		// overstate what is left by up to one.
-		capAt(it, now+int64(pttl)-int64(time.Millisecond))
+// capLimit is when a local copy must expire for a key with pttl left in
+// Redis (pttl < 0: none, 0 returned), read by a command sent at sent.
+func capLimit(sent int64, pttl time.Duration) int64 {
+	if pttl < 0 {
+		return 0
 	}
+	// PTTL rounds the clock down to the millisecond, so it may overstate
+	// what is left by up to one.
+	return sent + int64(pttl) - int64(time.Millisecond)
+}
+
+// local is the item a local tier keeps for e: capped by e.until.
+func (e *entry) local() tracking.Item {
+	it := e.it
+	if e.until != 0 {
+		capAt(&it, e.until)
+	}
+	return it
 }
 
 // capAt shortens it's expiries to limit (Unix ns).

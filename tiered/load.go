@@ -134,6 +134,12 @@ func (c *Cache) load(ctx context.Context, r *route, key string, load Loader, f f
 		return nil, false, err
 	}
 	if !res.Loaded {
+		if !alive(&e.it, c.now()) {
+			// Redis holds a value its envelope says is past its hard
+			// expiry (the writer's clock runs ahead): a miss.
+			r.stats.misses.Add(1)
+			return nil, false, nil
+		}
 		// Found in Redis. Past its soft expiry but alive, it is served
 		// while one caller refreshes it (stale-while-revalidate).
 		r.stats.redisHits.Add(1)
@@ -197,7 +203,7 @@ func (c *Cache) afterWrite(ctx context.Context, key string, value []byte) {
 	if err != nil || !match {
 		return
 	}
-	capExpiry(&e.it, sent, pttl)
+	e.until = capLimit(sent, pttl)
 	c.fillLocal(r, key, &e, t)
 }
 

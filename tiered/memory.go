@@ -29,9 +29,9 @@ func (m memoryTier) get(_ context.Context, r *route, key string) (entry, bool, b
 
 func (m memoryTier) fill(r *route, key string, e *entry, t tracking.Ticket) bool {
 	if r.Tiers&Redis != 0 {
-		return m.mem.Fill(t, key, e.it, true)
+		return m.mem.Fill(t, key, e.local(), true)
 	}
-	return m.mem.FillLocal(t, key, e.it)
+	return m.mem.FillLocal(t, key, e.local())
 }
 
 func (m memoryTier) confirm(_ *route, key string, e *entry, t tracking.Ticket) bool {

@@ -42,6 +42,10 @@ type entry struct {
 	// for enveloped routes (signature included), a local envelope around the
 	// value for raw routes. Nil when the entry came from memory.
 	disk []byte
+	// until, if not zero, is when local copies of a value read from Redis
+	// must expire (Unix ns): its key's remaining TTL there. The value read
+	// is served as it is; its copies follow local().
+	until int64
 }
 
 // fresh reports whether it may be served as a hit at now (Unix ns): before
