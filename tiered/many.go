@@ -3,7 +3,6 @@ package tiered
 import (
 	"context"
 
-	"github.com/redis/rueidis"
 	"github.com/thermoscache/thermos/tracking"
 )
 
@@ -56,7 +55,12 @@ func (c *Cache) GetMany(ctx context.Context, keys []string) []Result {
 	if len(rest) == 0 {
 		return out
 	}
-	cl, err := c.redis.client()
+	names := make([]string, len(rest))
+	for j, x := range rest {
+		names[j] = keys[x.i]
+	}
+	sent := c.now()
+	replies, err := c.redis.getMany(ctx, names)
 	if err != nil {
 		for _, x := range rest {
 			out[x.i].Err = opErr("get", keys[x.i], err)
@@ -64,18 +68,10 @@ func (c *Cache) GetMany(ctx context.Context, keys []string) []Result {
 		}
 		return out
 	}
-	cmds := make(rueidis.Commands, 0, 2*len(rest))
-	for _, x := range rest {
-		cmds = append(cmds, cl.B().Get().Key(keys[x.i]).Build(), cl.B().Pttl().Key(keys[x.i]).Build())
-	}
-	sent := c.now()
-	res := cl.DoMulti(ctx, cmds...)
 	for j, x := range rest {
 		key := keys[x.i]
-		raw, pttl, ok, err := getReply(res[2*j], res[2*j+1])
-		if err != nil {
-			err = redisError("", err)
-		} else if ok {
+		raw, pttl, ok, err := replies[j].raw, replies[j].pttl, replies[j].ok, replies[j].err
+		if err == nil && ok {
 			var e entry
 			e, ok, err = c.decodeRemote(x.r, key, raw, pttl, sent)
 			if err == nil && ok && fresh(&e.it, c.now()) {

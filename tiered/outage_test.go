@@ -171,8 +171,9 @@ func testOutage(t *testing.T, tc outageCase) {
 		}
 	}
 	// Every call gets a deadline and must return by it, plus a slack for a
-	// loaded machine.
-	const deadline, slack = 300 * time.Millisecond, 100 * time.Millisecond
+	// loaded machine's scheduling (tiered/e2e's deadline test measures the
+	// overrun itself, over thousands of calls).
+	const deadline, slack = 300 * time.Millisecond, 250 * time.Millisecond
 	timed := func(what string) func() {
 		start := time.Now()
 		return func() {

@@ -74,6 +74,34 @@ func getReply(get, pttl rueidis.RedisResult) (raw []byte, ttl time.Duration, ok 
 	return raw, time.Duration(ms) * time.Millisecond, true, nil
 }
 
+// reply is one key's answer to getMany.
+type reply struct {
+	raw  []byte
+	pttl time.Duration
+	ok   bool
+	err  error // mapped by redisError
+}
+
+// getMany reads keys and their remaining TTLs in one pipelined round trip.
+func (rt redisTier) getMany(ctx context.Context, keys []string) ([]reply, error) {
+	cl, err := rt.client()
+	if err != nil {
+		return nil, err
+	}
+	cmds := make(rueidis.Commands, 0, 2*len(keys))
+	for _, k := range keys {
+		cmds = append(cmds, cl.B().Get().Key(k).Build(), cl.B().Pttl().Key(k).Build())
+	}
+	res := cl.DoMulti(ctx, cmds...)
+	out := make([]reply, len(keys))
+	for j := range keys {
+		r := &out[j]
+		r.raw, r.pttl, r.ok, r.err = getReply(res[2*j], res[2*j+1])
+		r.err = redisError("", r.err)
+	}
+	return out, nil
+}
+
 // Redis never fills: values reach it by writes and the herd's fenced write.
 func (redisTier) fill(*route, string, *entry, tracking.Ticket) bool { return false }
 
