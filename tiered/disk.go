@@ -44,6 +44,7 @@ type diskTier struct {
 	decode func(r *route, key string, b []byte, expiry int64) (entry, error)
 	// owns reports whether key's route has the disk tier.
 	owns func(key string) bool
+	now  func() int64 // the cache's clock, Unix ns
 
 	// stripes order, per key, an acknowledged write's memory update and
 	// its queued disk write against the deletes invalidations queue (see
@@ -56,7 +57,7 @@ var _ tier = (*diskTier)(nil)
 
 func newDiskTier(db *store.DB, mem *tracking.Cache, c *Cache) *diskTier {
 	d := &diskTier{db: db, mem: mem, log: c.o.Logger, stats: &c.stats, decode: c.decodeDisk,
-		owns: func(key string) bool { return c.router.find(key).Tiers&Disk != 0 }, seed: maphash.MakeSeed()}
+		owns: func(key string) bool { return c.router.find(key).Tiers&Disk != 0 }, now: c.now, seed: maphash.MakeSeed()}
 	d.trust.init()
 	d.wb = newWriteBehind(db, mem, c.o.WriteBehind, c.o.Logger)
 	return d
@@ -76,6 +77,9 @@ func (d *diskTier) get(ctx context.Context, r *route, key string) (entry, bool, 
 		d.log.Warn("tiered: disk entry refused", "key", key, "err", err)
 		d.drop(key)
 		return entry{}, false, false, nil
+	}
+	if !alive(&e.it, d.now()) {
+		return entry{}, false, false, nil // a queued copy past its expiry
 	}
 	return e, r.Tiers&Redis == 0 || d.trust.has(d.mem, key), true, nil
 }
