@@ -27,6 +27,9 @@ import (
 // which we treat like FLUSHALL: an epoch bump. We never call DoCache, so
 // rueidis's own per-connection cache stays empty.
 func (c *Cache) connect(ctx context.Context) error {
+	if err := checkAddresses(c.cfg.Redis); err != nil {
+		return err
+	}
 	ro := *c.cfg.Redis
 	ro.DisableCache = false
 	ro.ClientTrackingOptions = trackingArgs(c.cfg.prefixes, c.cfg.NoLoop)
@@ -36,15 +39,17 @@ func (c *Cache) connect(ctx context.Context) error {
 	if ro.PipelineMultiplex == 0 {
 		ro.PipelineMultiplex = -1 // one connection: see Options.Redis
 	}
+	if ro.Sentinel.MasterSet == "" {
+		// Credentials are checked alone before rueidis's set-up pipeline:
+		// see preflightDial.
+		ro.DialCtxFn = preflightDial(&ro)
+	}
 	client, err := rueidis.NewClient(ro)
 	if err != nil {
 		if errors.Is(err, rueidis.ErrNoCache) {
 			return fmt.Errorf("%w: %v", ErrTrackingRefused, err)
 		}
-		if refused(err) {
-			return fmt.Errorf("%w: %v", ErrRefused, err)
-		}
-		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+		return classifyConnectError(ctx, c.cfg.Redis, err)
 	}
 	info, err := client.Do(ctx, client.B().Info().Section("server").Build()).ToString()
 	if err != nil {
