@@ -127,17 +127,28 @@ const maxTxAttempts = 16
 var errTxContended = errors.New("herd: transaction aborted by concurrent writes")
 
 // scriptRefused reports whether err says the server will not run scripts:
-// EVAL/EVALSHA renamed away or an ACL without @scripting.
+// EVAL/EVALSHA renamed away or an ACL without them. A NOPERM about a key
+// or a channel, or about a command a script called, is not that: the
+// transactions would be refused the same, and switching to them would
+// hide the real missing right behind "server refuses scripts".
 func scriptRefused(err error) bool {
 	re, ok := rueidis.IsRedisErr(err)
 	if !ok {
 		return false
 	}
-	msg := re.Error()
-	if channelRefused(err) {
-		return false // the script ran; its PUBLISH was refused
+	msg := strings.ToLower(re.Error())
+	return commandRefused(err, "evalsha") || commandRefused(err, "eval") || strings.Contains(msg, "unknown command")
+}
+
+// commandRefused reports whether err is an ACL refusal of the command
+// named cmd itself ("NOPERM … no permissions to run the 'cmd' command").
+func commandRefused(err error, cmd string) bool {
+	re, ok := rueidis.IsRedisErr(err)
+	if !ok {
+		return false
 	}
-	return strings.HasPrefix(msg, "NOPERM") || strings.Contains(strings.ToLower(msg), "unknown command")
+	msg := strings.ToLower(re.Error())
+	return strings.HasPrefix(msg, "noperm") && strings.Contains(msg, "'"+cmd+"' command")
 }
 
 // errPublishRefused stands for a PUBLISH a script ran with pcall and the

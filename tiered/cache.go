@@ -32,6 +32,7 @@ type Cache struct {
 	// redisUp is true once a revalidation pass has completed since the
 	// last epoch bump or Redis error: Redis is known to answer.
 	redisUp atomic.Bool
+	rights  rights // what the Redis user may not do, found at Open
 
 	clk   clock.Clock   // expiry and XFetch
 	fast  *clock.Coarse // owned coarse clock when Options.Clock is nil
@@ -123,10 +124,13 @@ func Open(ctx context.Context, opts *Options) (*Cache, error) {
 	}
 	mem, err := tracking.New(ctx, to)
 	if err != nil {
-		return fail(fmt.Errorf("tiered: open memory tier: %w", err))
+		return fail(openMemoryError(err))
 	}
 	c.mem = mem
 	c.memory = memoryTier{mem: mem}
+	if err := c.checkRights(ctx); err != nil {
+		return fail(err)
+	}
 	if c.local, err = herd.New(&herd.Options{LoadTimeout: o.LoadTimeout, Logger: o.Logger}); err != nil {
 		return fail(fmt.Errorf("tiered: %w", err))
 	}
@@ -482,7 +486,8 @@ func (c *Cache) group(r *route) (g *herd.Group, shared bool) {
 		return c.local, false
 	}
 	g, err := herd.New(&herd.Options{Client: cl, LeaseTTL: c.o.LeaseTTL, LoadTimeout: c.o.LoadTimeout,
-		Logger: c.o.Logger, AfterWrite: c.afterWrite})
+		Logger: c.o.Logger, AfterWrite: c.afterWrite, LockPrefix: c.o.LockPrefix, ChannelPrefix: c.o.ChannelPrefix,
+		DisableScripting: c.rights.noScripts.Load(), DisableNotifications: c.rights.noNotify.Load()})
 	if err != nil {
 		// Options were validated at Open; this cannot happen.
 		c.o.Logger.Error("tiered: shared herd", "err", err)

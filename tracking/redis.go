@@ -54,6 +54,10 @@ func (c *Cache) connect(ctx context.Context) error {
 	info, err := client.Do(ctx, client.B().Info().Section("server").Build()).ToString()
 	if err != nil {
 		client.Close()
+		if _, ok := rueidis.IsRedisErr(err); ok {
+			// NOPERM (a user without +info): retrying will not help.
+			return fmt.Errorf("%w: info server: %v", ErrRefused, err)
+		}
 		return fmt.Errorf("%w: info server: %v", ErrUnavailable, err)
 	}
 	v, ok := infoField(info, "redis_version")
