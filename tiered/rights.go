@@ -90,8 +90,10 @@ func openMemoryError(err error) error {
 }
 
 // lockPrefix and channelPrefix are the herd's, defaulted.
-func (o *Options) lockPrefix() string    { return orDefault(o.LockPrefix, herd.DefaultLockPrefix) }
-func (o *Options) channelPrefix() string { return orDefault(o.ChannelPrefix, herd.DefaultChannelPrefix) }
+func (o *Options) lockPrefix() string { return orDefault(o.LockPrefix, herd.DefaultLockPrefix) }
+func (o *Options) channelPrefix() string {
+	return orDefault(o.ChannelPrefix, herd.DefaultChannelPrefix)
+}
 
 func orDefault(s, def string) string {
 	if s == "" {

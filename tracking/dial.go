@@ -241,7 +241,7 @@ func preflight(ctx context.Context, conn net.Conn, addr, user, pass string, time
 	case pass != "" || user != "":
 		// The two-argument form, as rueidis's HELLO … AUTH sends it: a
 		// default user without a password accepts any.
-		cmd = []string{"AUTH", cmp(user, "default"), pass}
+		cmd = []string{"AUTH", orDefault(user, "default"), pass}
 	default:
 		cmd = []string{"PING"}
 	}
@@ -297,7 +297,7 @@ func preflight(ctx context.Context, conn net.Conn, addr, user, pass string, time
 	return fmt.Errorf("%s: %s", addr, msg)
 }
 
-func cmp(s, def string) string {
+func orDefault(s, def string) string {
 	if s == "" {
 		return def
 	}
