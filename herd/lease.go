@@ -143,12 +143,14 @@ func scriptRefused(err error) bool {
 // commandRefused reports whether err is an ACL refusal of the command
 // named cmd itself ("NOPERM … no permissions to run the 'cmd' command").
 func commandRefused(err error, cmd string) bool {
-	re, ok := rueidis.IsRedisErr(err)
-	if !ok {
+	var re *rueidis.RedisError
+	if !errors.As(err, &re) {
 		return false
 	}
+	// Inside a transaction the refusal comes as "EXECABORT … because of:
+	// NOPERM …".
 	msg := strings.ToLower(re.Error())
-	return strings.HasPrefix(msg, "noperm") && strings.Contains(msg, "'"+cmd+"' command")
+	return strings.Contains(msg, "noperm") && strings.Contains(msg, "'"+cmd+"' command")
 }
 
 // errPublishRefused stands for a PUBLISH a script ran with pcall and the
@@ -159,12 +161,12 @@ var errPublishRefused = errors.New("herd: redis refused PUBLISH on a notificatio
 // the user may use the keys but not the notification channels (Redis 7 ACL
 // users get no channels unless granted).
 func channelRefused(err error) bool {
-	re, ok := rueidis.IsRedisErr(err)
-	if !ok {
+	var re *rueidis.RedisError
+	if !errors.As(err, &re) {
 		return false
 	}
 	msg := strings.ToLower(re.Error())
-	return strings.HasPrefix(msg, "noperm") && strings.Contains(msg, "channel")
+	return strings.Contains(msg, "noperm") && strings.Contains(msg, "channel")
 }
 
 // channel returns k's notification channel, or "" once the server has
@@ -180,7 +182,7 @@ func (g *Group) channel(k keys) string {
 // publishRefused switches publishing off after err refused it, and reports
 // whether the operation should be retried without publishing.
 func (g *Group) publishRefused(err error) bool {
-	if !errors.Is(err, errPublishRefused) && !channelRefused(err) {
+	if !errors.Is(err, errPublishRefused) && !channelRefused(err) && !commandRefused(err, "publish") {
 		return false
 	}
 	if !g.noPublish.Swap(true) {

@@ -335,3 +335,77 @@ func TestACLMissingGrant(t *testing.T) {
 		})
 	}
 }
+
+// A user who may run ACL WHOAMI and ACL DRYRUN is checked with them: no
+// probe reaches the keyspace, the error names the user, and the same
+// rights are found missing.
+func TestACLDryRun(t *testing.T) {
+	srv := aclServer(t)
+	o := (&Options{Routes: aclRoutes()}).withDefaults()
+	full := append(aclRules(&o, true), "+acl|whoami", "+acl|dryrun")
+	without := func(drop string) []string {
+		return slices.DeleteFunc(slices.Clone(full), func(r string) bool { return r == drop })
+	}
+
+	aclUser(t, srv, "dry", full)
+	srv.CLI("ACL", "LOG", "RESET")
+	var logs syncBuffer
+	openT(t, aclOpts(srv, "dry", privateDir(t), &logs))
+	for _, e := range aclLog(t, srv) {
+		if !slices.Contains([]string{"command:cluster|slots", "command:discard", "command:punsubscribe", "command:sunsubscribe"}, e) {
+			t.Errorf("ACL LOG has %s: a probe was sent although ACL DRYRUN was allowed", e)
+		}
+	}
+
+	aclUser(t, srv, "dry-nolock", without("~herd:lock:*"))
+	_, err := Open(t.Context(), aclOpts(srv, "dry-nolock", privateDir(t), &logs))
+	var re *RightsError
+	if !errors.As(err, &re) || re.User != "dry-nolock" || !slices.Equal(re.Missing, []string{"~herd:lock:*"}) || !errors.Is(err, ErrRefused) {
+		t.Fatalf("Open without the lock keys = %v, want a RightsError of user dry-nolock missing ~herd:lock:*", err)
+	}
+
+	aclUser(t, srv, "dry-nochan", without("&herd:done:*"))
+	logs = syncBuffer{}
+	openT(t, aclOpts(srv, "dry-nochan", privateDir(t), &logs))
+	if w := logs.String(); !strings.Contains(w, "notification channels") || !strings.Contains(w, "&herd:done:*") {
+		t.Errorf("warnings = %q, want one naming &herd:done:*", w)
+	}
+}
+
+// Lock keys and channels follow LockPrefix and ChannelPrefix, and the
+// rights checked follow them: a user granted only the configured prefixes
+// runs the herd; braces are refused as configuration errors.
+func TestACLCustomHerdPrefixes(t *testing.T) {
+	srv := aclServer(t)
+	o := (&Options{Routes: aclRoutes(), LockPrefix: "svc:lk:", ChannelPrefix: "svc:ch:"}).withDefaults()
+	rules := aclRules(&o, true)
+	if !slices.Contains(rules, "~svc:lk:*") || !slices.Contains(rules, "&svc:ch:*") || slices.Contains(rules, "~herd:lock:*") {
+		t.Fatalf("rules %v do not follow the prefixes", rules)
+	}
+	aclUser(t, srv, "svc", rules)
+	var logs syncBuffer
+	opts := aclOpts(srv, "svc", privateDir(t), &logs)
+	opts.LockPrefix, opts.ChannelPrefix = "svc:lk:", "svc:ch:"
+	c := openT(t, opts)
+	var seen atomic.Bool
+	v, ok, err := c.GetOrLoad(t.Context(), "app:custom", LoaderFunc(func(ctx context.Context, key string) ([]byte, error) {
+		// While loading, the lease is held under the configured prefix.
+		n, err := srv.Do("KEYS", "svc:lk:*") // an array: Do returns its length
+		seen.Store(err == nil && n == "1")
+		return []byte("v"), nil
+	}))
+	if err != nil || !ok || string(v) != "v" {
+		t.Fatalf("GetOrLoad = %q, %v, %v", v, ok, err)
+	}
+	if !seen.Load() {
+		t.Error("no lock key under svc:lk: while loading")
+	}
+	if w := logs.String(); w != "" {
+		t.Errorf("warnings: %s", w)
+	}
+	for _, bad := range []Options{{LockPrefix: "a{b"}, {ChannelPrefix: "}"}, {LockPrefix: "x:", ChannelPrefix: "x:"}} {
+		if _, err := Open(t.Context(), &bad); !errors.Is(err, ErrConfig) {
+			t.Errorf("Open(LockPrefix %q, ChannelPrefix %q) = %v, want ErrConfig", bad.LockPrefix, bad.ChannelPrefix, err)
+		}
+	}
+}
