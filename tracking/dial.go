@@ -39,12 +39,12 @@ func checkAddresses(ro *rueidis.ClientOption) error {
 			return fmt.Errorf("%w: Redis.InitAddress %q is not host:port (for a URL, use rueidis.ParseURL): %v",
 				ErrInvalidOptions, a, err)
 		}
-		if host == "" {
-			return fmt.Errorf("%w: Redis.InitAddress %q has no host", ErrInvalidOptions, a)
-		}
 		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
 			return fmt.Errorf("%w: Redis.InitAddress %q: port %q is not a number from 1 to 65535",
 				ErrInvalidOptions, a, port)
+		}
+		if host == "" {
+			return fmt.Errorf("%w: Redis.InitAddress %q has no host", ErrInvalidOptions, a)
 		}
 	}
 	return nil
