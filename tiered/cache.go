@@ -33,6 +33,8 @@ type Cache struct {
 	// last epoch bump or Redis error: Redis is known to answer.
 	redisUp atomic.Bool
 	rights  rights // what the Redis user may not do, found at Open
+	// rollback holds the newest signed write seen per key (rollback.go).
+	rollback atomic.Pointer[rollbackGuard]
 
 	clk   clock.Clock   // expiry and XFetch
 	fast  *clock.Coarse // owned coarse clock when Options.Clock is nil

@@ -36,7 +36,7 @@ func (c *Cache) encode(r *route, key string, value []byte, ttl, delta time.Durat
 		SoftExpiry: now + int64(ttl),
 		HardExpiry: now + int64(hard),
 		Delta:      delta,
-		Version:    c.uint64(),
+		Version:    c.writeVersion(),
 	}, Payload: value}
 	if negative {
 		e.Flags |= envelope.FlagNegative
@@ -46,6 +46,7 @@ func (c *Cache) encode(r *route, key string, value []byte, ttl, delta time.Durat
 		if err := e.Sign(key, c.o.Signing); err != nil {
 			return nil, entry{}, 0, err
 		}
+		c.rollbackSee(r, key, e.Version)
 	}
 	enc := e.Append(make([]byte, 0, e.Size()))
 	it := itemOf(r, &e)
@@ -79,6 +80,11 @@ func (c *Cache) decodeRemote(r *route, key string, raw []byte, pttl time.Duratio
 		if err := e.Verify(key, c.o.Signing); err != nil {
 			r.stats.integrityFailures.Add(1)
 			c.o.Logger.Warn("tiered: value in redis failed verification", "key", key, "err", err)
+			return entry{}, false, nil
+		}
+		if !c.rollbackAccept(r, key, e.Version) {
+			r.stats.integrityFailures.Add(1)
+			c.o.Logger.Warn("tiered: value in redis refused", "key", key, "err", errRollback)
 			return entry{}, false, nil
 		}
 	}
@@ -146,6 +152,9 @@ func (c *Cache) decodeDisk(r *route, key string, b []byte) (entry, error) {
 	if c.o.Signing != nil && !r.Raw {
 		if err := e.Verify(key, c.o.Signing); err != nil {
 			return entry{}, err
+		}
+		if !c.rollbackAccept(r, key, e.Version) {
+			return entry{}, errRollback
 		}
 	}
 	if len(e.Payload) > r.MaxValueBytes {
