@@ -409,3 +409,49 @@ func TestACLCustomHerdPrefixes(t *testing.T) {
 		}
 	}
 }
+
+// The ACL lines in the README and the package documentation are the rules
+// the least-privilege tests grant (aclRules), for their example routes.
+func TestACLRulesDocumented(t *testing.T) {
+	docs := []struct {
+		file   string
+		routes []Route
+	}{
+		{"../README.md", []Route{{Prefix: "profile:", Tiers: Memory | Disk | Redis}, {Prefix: "flag:", Tiers: Memory | Redis}, {Prefix: "rl:", Tiers: Memory}}},
+		{"doc.go", []Route{{Prefix: "app:", Tiers: Memory | Redis}}},
+	}
+	for _, d := range docs {
+		b, err := os.ReadFile(d.file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		o := (&Options{Routes: d.routes}).withDefaults()
+		for _, scripts := range []bool{true, false} {
+			line := "ACL SETUSER thermos on >PASSWORD " + strings.Join(aclRules(&o, scripts), " ")
+			if !strings.Contains(string(b), line+"\n") {
+				t.Errorf("%s does not hold the line (scripts %v):\n%s", d.file, scripts, line)
+			}
+		}
+	}
+}
+
+// With Redis down at Open, the rights are checked when it comes up: a
+// missing one is logged as an ERROR naming it.
+func TestACLCheckedOnceRedisConnects(t *testing.T) {
+	o := (&Options{Routes: aclRoutes()}).withDefaults()
+	rules := slices.DeleteFunc(aclRules(&o, true), func(r string) bool { return r == "~herd:lock:*" })
+	// The user is in the server's configuration, so it survives the
+	// restart below.
+	args := append([]string{"--requirepass", "admin-" + aclPassword, "--user", "late", "on", ">" + aclPassword}, rules...)
+	srv := redistest.Start(t, &redistest.Options{Args: args})
+	srv.Stop()
+	var logs syncBuffer
+	opts := aclOpts(srv, "late", privateDir(t), &logs)
+	opts.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelError}))
+	openT(t, opts)
+	srv.Restart()
+	waitFor(t, 10*time.Second, func() bool { return strings.Contains(logs.String(), "~herd:lock:*") }, "an ERROR naming ~herd:lock:*")
+	if !strings.Contains(logs.String(), "level=ERROR") {
+		t.Errorf("logs = %s, want an ERROR", logs.String())
+	}
+}
