@@ -368,8 +368,8 @@ func (c *Cache) dryRun(ctx context.Context, cl rueidis.Client, probes []probe, f
 	return user, true
 }
 
-// refusal returns the ACL refusal in err, if it is one.
-func refusal(err error) (string, bool) {
+// aclRefusal returns the ACL refusal in err, if it is one.
+func aclRefusal(err error) (string, bool) {
 	re, ok := rueidis.IsRedisErr(err)
 	// EXEC refused comes as "EXECABORT … because of: NOPERM …".
 	if !ok || !strings.Contains(re.Error(), "NOPERM") {
@@ -428,7 +428,7 @@ func (c *Cache) probeResult(p *probe, err error, f *foundRights) error {
 	if err == nil || rueidis.IsRedisNil(err) {
 		return nil
 	}
-	if msg, ok := refusal(err); ok {
+	if msg, ok := aclRefusal(err); ok {
 		f.add(p, denied(p, msg))
 		return nil
 	}
@@ -596,11 +596,11 @@ func (rt redisTier) revalidateNoScript(ctx context.Context, cl rueidis.Client, c
 		ch := &checks[i]
 		v, err := res[2*i].AsBytes()
 		if err != nil && !rueidis.IsRedisNil(err) {
-			return rt.c.revalidationRefused(redisError("revalidate", ch.key, err))
+			return rt.c.revalidationRefused(noScriptError(ch.key, err))
 		}
 		ms, err := res[2*i+1].AsInt64()
 		if err != nil {
-			return rt.c.revalidationRefused(redisError("revalidate", ch.key, err))
+			return rt.c.revalidationRefused(noScriptError(ch.key, err))
 		}
 		var match bool
 		if ch.r.Raw {
@@ -623,6 +623,19 @@ func (rt redisTier) revalidateNoScript(ctx context.Context, cl rueidis.Client, c
 
 // errNoScripts stands for a script not sent: the user may not run them.
 var errNoScripts = errors.New("tiered: scripts refused")
+
+// noScriptError maps a failure of revalidateNoScript like redisError: a
+// reply that is an error is ErrRefused, anything else ErrUnavailable.
+func noScriptError(key string, err error) error {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("tiered: revalidate %q: %w", key, err)
+	}
+	var re *rueidis.RedisError
+	if errors.As(err, &re) {
+		return fmt.Errorf("tiered: revalidate %q: %w: %w", key, ErrRefused, err)
+	}
+	return fmt.Errorf("tiered: revalidate %q: %w: %w", key, ErrUnavailable, err)
+}
 
 // deleteIfSameTx is deleteIfSame without a script: WATCH, GET, compare,
 // then MULTI DEL EXEC, which does nothing if the key changed meanwhile.
