@@ -381,24 +381,28 @@ func aclRefusal(err error) (string, bool) {
 // sendProbes runs the probes themselves. Replies other than NOPERM
 // (NOSCRIPT, MOVED, a nil) mean the right is there.
 func (c *Cache) sendProbes(ctx context.Context, cl rueidis.Client, probes []probe, f *foundRights) error {
-	var shared []int
-	for i := range probes {
-		if probes[i].how == onClient {
-			shared = append(shared, i)
+	// Two pipelines, the keyed probes and the others: a cluster client
+	// refuses to mix commands with and without a slot in one.
+	for _, keyed := range []bool{true, false} {
+		var idx []int
+		for i := range probes {
+			if probes[i].how == onClient && (probes[i].key != "") == keyed {
+				idx = append(idx, i)
+			}
 		}
-	}
-	cmds := make(rueidis.Commands, len(shared))
-	for j, i := range shared {
-		p := &probes[i]
-		b := cl.B().Arbitrary(p.cmd...)
-		if p.key != "" {
-			b = b.Keys(p.key)
+		cmds := make(rueidis.Commands, len(idx))
+		for j, i := range idx {
+			p := &probes[i]
+			b := cl.B().Arbitrary(p.cmd...)
+			if p.key != "" {
+				b = b.Keys(p.key)
+			}
+			cmds[j] = b.Args(p.args...).Build()
 		}
-		cmds[j] = b.Args(p.args...).Build()
-	}
-	for j, r := range cl.DoMulti(ctx, cmds...) {
-		if err := c.probeResult(&probes[shared[j]], r.Error(), f); err != nil {
-			return err
+		for j, r := range cl.DoMulti(ctx, cmds...) {
+			if err := c.probeResult(&probes[idx[j]], r.Error(), f); err != nil {
+				return err
+			}
 		}
 	}
 	if len(f.missing[needScripts]) > 0 {
