@@ -63,15 +63,18 @@ type Cache struct {
 // Redis it subscribes to invalidations before revalidating anything, so a
 // write after a check always reaches the cache.
 //
-// Open fails on invalid options (ErrConfig), when the disk tier cannot be
-// opened, and when Redis answers but refuses: wrong credentials, an
-// untrusted certificate (tracking.ErrRefused), a user who may not read a
-// tracked prefix (tracking.ErrACL), a server too old or without client
-// tracking. If Redis cannot be reached at all, Open succeeds: the cache
-// serves what it has by Options.Unverified, loads without writing to Redis,
-// and connects in the background; operations that need Redis meanwhile
-// return errors wrapping ErrUnavailable. (A plain-TCP client pointed at a
-// TLS port looks unreachable too.)
+// Open fails on invalid options (ErrConfig; a Redis address without a
+// port or otherwise malformed is one, found before dialing), when the disk
+// tier cannot be opened, and, at once, when Redis answers but refuses
+// (ErrRefused): wrong credentials or an unknown user, an untrusted
+// certificate or a TLS mismatch (tracking.ErrRefused), a user who may not
+// read a tracked prefix (tracking.ErrACL) or lacks another right the cache
+// needs (*RightsError; see "Redis ACL" in the package documentation), a
+// server too old or without client tracking. If Redis cannot be reached at
+// all, Open succeeds: the cache serves what it has by Options.Unverified,
+// loads without writing to Redis, and connects in the background;
+// operations that need Redis meanwhile return errors wrapping
+// ErrUnavailable.
 func Open(ctx context.Context, opts *Options) (*Cache, error) {
 	o := opts.withDefaults()
 	if err := o.validate(); err != nil {
