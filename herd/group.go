@@ -66,8 +66,9 @@ type Group struct {
 	// Options.DisableScripting.
 	noScripts atomic.Bool
 	// noPublish is set once the server refused a PUBLISH on the
-	// notification channels (an ACL user without channel rights).
-	noPublish atomic.Bool
+	// notification channels (an ACL user without channel rights), or by
+	// Options.DisableNotifications; noSubscribe likewise for SUBSCRIBE.
+	noPublish, noSubscribe atomic.Bool
 
 	// ctx is cancelled by Close; every flight's context derives from it.
 	ctx    context.Context
@@ -114,6 +115,8 @@ func New(opts *Options) (*Group, error) {
 	}
 	g := &Group{o: o, client: o.Client, scripts: newScripts()}
 	g.noScripts.Store(o.DisableScripting)
+	g.noPublish.Store(o.DisableNotifications)
+	g.noSubscribe.Store(o.DisableNotifications)
 	g.notify.g = g
 	g.ctx, g.cancel = context.WithCancel(context.Background())
 	g.mu.flights = make(map[string]*flight)
@@ -375,7 +378,7 @@ func (g *Group) shared(ctx context.Context, f *flight, mode acquireMode, current
 			g.stats.lockWaits.Add(1)
 			waited = true
 		}
-		if sub == nil {
+		if sub == nil && !g.noSubscribe.Load() {
 			// Subscribe, then look again: a value published between the
 			// first look and the subscription would otherwise be missed.
 			s, err := g.notify.subscribe(ctx, k.channel)
@@ -383,7 +386,15 @@ func (g *Group) shared(ctx context.Context, f *flight, mode acquireMode, current
 				if ctx.Err() != nil {
 					return Result{}, ctx.Err()
 				}
-				g.o.Logger.Warn("herd: cannot subscribe; waiting on timers", "key", f.key, "err", err)
+				if channelRefused(err) || commandRefused(err, "subscribe") {
+					// Refused for good: stop asking, and say so once.
+					if !g.noSubscribe.Swap(true) {
+						g.o.Logger.Warn("herd: the redis user may not subscribe to the notification channels; "+
+							"waiters will poll at WaitTimeout (grant +subscribe +unsubscribe &"+g.o.ChannelPrefix+"*)", "err", err)
+					}
+				} else {
+					g.o.Logger.Warn("herd: cannot subscribe; waiting on timers", "key", f.key, "err", err)
+				}
 			} else {
 				sub = s
 				continue

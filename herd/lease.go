@@ -127,17 +127,30 @@ const maxTxAttempts = 16
 var errTxContended = errors.New("herd: transaction aborted by concurrent writes")
 
 // scriptRefused reports whether err says the server will not run scripts:
-// EVAL/EVALSHA renamed away or an ACL without @scripting.
+// EVAL/EVALSHA renamed away or an ACL without them. A NOPERM about a key
+// or a channel, or about a command a script called, is not that: the
+// transactions would be refused the same, and switching to them would
+// hide the real missing right behind "server refuses scripts".
 func scriptRefused(err error) bool {
 	re, ok := rueidis.IsRedisErr(err)
 	if !ok {
 		return false
 	}
-	msg := re.Error()
-	if channelRefused(err) {
-		return false // the script ran; its PUBLISH was refused
+	msg := strings.ToLower(re.Error())
+	return commandRefused(err, "evalsha") || commandRefused(err, "eval") || strings.Contains(msg, "unknown command")
+}
+
+// commandRefused reports whether err is an ACL refusal of the command
+// named cmd itself ("NOPERM … no permissions to run the 'cmd' command").
+func commandRefused(err error, cmd string) bool {
+	var re *rueidis.RedisError
+	if !errors.As(err, &re) {
+		return false
 	}
-	return strings.HasPrefix(msg, "NOPERM") || strings.Contains(strings.ToLower(msg), "unknown command")
+	// Inside a transaction the refusal comes as "EXECABORT … because of:
+	// NOPERM …".
+	msg := strings.ToLower(re.Error())
+	return strings.Contains(msg, "noperm") && strings.Contains(msg, "'"+cmd+"' command")
 }
 
 // errPublishRefused stands for a PUBLISH a script ran with pcall and the
@@ -148,12 +161,12 @@ var errPublishRefused = errors.New("herd: redis refused PUBLISH on a notificatio
 // the user may use the keys but not the notification channels (Redis 7 ACL
 // users get no channels unless granted).
 func channelRefused(err error) bool {
-	re, ok := rueidis.IsRedisErr(err)
-	if !ok {
+	var re *rueidis.RedisError
+	if !errors.As(err, &re) {
 		return false
 	}
 	msg := strings.ToLower(re.Error())
-	return strings.HasPrefix(msg, "noperm") && strings.Contains(msg, "channel")
+	return strings.Contains(msg, "noperm") && strings.Contains(msg, "channel")
 }
 
 // channel returns k's notification channel, or "" once the server has
@@ -169,7 +182,7 @@ func (g *Group) channel(k keys) string {
 // publishRefused switches publishing off after err refused it, and reports
 // whether the operation should be retried without publishing.
 func (g *Group) publishRefused(err error) bool {
-	if !errors.Is(err, errPublishRefused) && !channelRefused(err) {
+	if !errors.Is(err, errPublishRefused) && !channelRefused(err) && !commandRefused(err, "publish") {
 		return false
 	}
 	if !g.noPublish.Swap(true) {

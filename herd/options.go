@@ -75,6 +75,15 @@ type Options struct {
 	// several.
 	DisableScripting bool
 
+	// DisableNotifications makes the Group neither PUBLISH nor SUBSCRIBE
+	// on the notification channels: waiters in other processes look at the
+	// lease every WaitTimeout and right after it would run out. Use it for
+	// a Redis user without rights on the channels (&ChannelPrefix*) or on
+	// PUBLISH/SUBSCRIBE. The Group also stops publishing on its own the
+	// first time the server refuses a PUBLISH, and subscribing the first
+	// time it refuses a SUBSCRIBE. Off by default.
+	DisableNotifications bool
+
 	// Beta is XFetch's beta for Group.XFetch. Zero means DefaultBeta.
 	Beta float64
 

@@ -31,6 +31,9 @@ type Cache struct {
 	// redisUp is true once a revalidation pass has completed since the
 	// last epoch bump or Redis error: Redis is known to answer.
 	redisUp atomic.Bool
+	rights  rights // what the Redis user may not do, found at Open
+	// rollback holds the newest signed write seen per key (rollback.go).
+	rollback atomic.Pointer[rollbackGuard]
 
 	clk   clock.Clock   // expiry and XFetch
 	fast  *clock.Coarse // owned coarse clock when Options.Clock is nil
@@ -59,15 +62,18 @@ type Cache struct {
 // Redis it subscribes to invalidations before revalidating anything, so a
 // write after a check always reaches the cache.
 //
-// Open fails on invalid options (ErrConfig), when the disk tier cannot be
-// opened, and when Redis answers but refuses: wrong credentials, an
-// untrusted certificate (tracking.ErrRefused), a user who may not read a
-// tracked prefix (tracking.ErrACL), a server too old or without client
-// tracking. If Redis cannot be reached at all, Open succeeds: the cache
-// serves what it has by Options.Unverified, loads without writing to Redis,
-// and connects in the background; operations that need Redis meanwhile
-// return errors wrapping ErrUnavailable. (A plain-TCP client pointed at a
-// TLS port looks unreachable too.)
+// Open fails on invalid options (ErrConfig; a Redis address without a
+// port or otherwise malformed is one, found before dialing), when the disk
+// tier cannot be opened, and, at once, when Redis answers but refuses
+// (ErrRefused): wrong credentials or an unknown user, an untrusted
+// certificate or a TLS mismatch (tracking.ErrRefused), a user who may not
+// read a tracked prefix (tracking.ErrACL) or lacks another right the cache
+// needs (*RightsError; see "Redis ACL" in the package documentation), a
+// server too old or without client tracking. If Redis cannot be reached at
+// all, Open succeeds: the cache serves what it has by Options.Unverified,
+// loads without writing to Redis, and connects in the background;
+// operations that need Redis meanwhile return errors wrapping
+// ErrUnavailable.
 func Open(ctx context.Context, opts *Options) (*Cache, error) {
 	o := opts.withDefaults()
 	if err := o.validate(); err != nil {
@@ -126,6 +132,9 @@ func Open(ctx context.Context, opts *Options) (*Cache, error) {
 	}
 	c.mem = mem
 	c.memory = memoryTier{mem: mem}
+	if err := c.checkRights(ctx); err != nil {
+		return fail(err)
+	}
 	if c.local, err = herd.New(&herd.Options{LoadTimeout: o.LoadTimeout, Logger: o.Logger}); err != nil {
 		return fail(opErr("open", "", newFault(ErrConfig, err, "herd")))
 	}
@@ -375,7 +384,8 @@ func (c *Cache) group(r *route) (g *herd.Group, shared bool) {
 		return c.local, false
 	}
 	g, err := herd.New(&herd.Options{Client: cl, LeaseTTL: c.o.LeaseTTL, LoadTimeout: c.o.LoadTimeout,
-		Logger: c.o.Logger, AfterWrite: c.afterWrite})
+		Logger: c.o.Logger, AfterWrite: c.afterWrite, LockPrefix: c.o.LockPrefix, ChannelPrefix: c.o.ChannelPrefix,
+		DisableScripting: c.rights.noScripts.Load(), DisableNotifications: c.rights.noNotify.Load()})
 	if err != nil {
 		// Options were validated at Open; this cannot happen.
 		c.o.Logger.Error("tiered: shared herd", "err", err)

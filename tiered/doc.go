@@ -124,4 +124,117 @@
 // connection rueidis keeps also delivers invalidations, a replication lag
 // late: they only remove entries (never staleness), but a cache may drop
 // its own fresh writes and read them again.
+//
+// # Redis ACL
+//
+// The Redis user a cache connects as needs, for the routes with the Redis
+// tier (here one, "app:") and the default LockPrefix and ChannelPrefix,
+// exactly these rights (a Redis command; quote it in a shell, where > and |
+// mean something):
+//
+//	ACL SETUSER thermos on >PASSWORD resetkeys resetchannels -@all ~app:* ~herd:lock:* &herd:done:* +ping +info +client|tracking +get +set +del +pttl +getrange +pexpire +unlink +scan +evalsha +eval +publish +subscribe +unsubscribe
+//
+// or, without scripting:
+//
+//	ACL SETUSER thermos on >PASSWORD resetkeys resetchannels -@all ~app:* ~herd:lock:* &herd:done:* +ping +info +client|tracking +get +set +del +pttl +getrange +pexpire +unlink +scan +watch +unwatch +multi +exec +discard +publish +subscribe +unsubscribe
+//
+// Keys: one ~prefix* per Redis route (read: GET, PTTL, GETRANGE; write:
+// SET, DEL, UNLINK), and ~LockPrefix* for the herd's leases (GET, SET, DEL,
+// PTTL, PEXPIRE). Channels: &ChannelPrefix*, on which a finished load wakes
+// the processes waiting for it (PUBLISH, SUBSCRIBE, UNSUBSCRIBE). Commands:
+// CLIENT TRACKING and INFO at connection (HELLO and AUTH need no grant),
+// PING for keep-alives, SCAN and UNLINK for InvalidatePrefix, EVALSHA and
+// EVAL for the herd's scripts and for revalidation, or, without them,
+// WATCH, UNWATCH, MULTI, EXEC and DISCARD. On Redis Cluster add
+// +cluster|slots +role (and +cluster|shards on Redis 8, which rueidis asks
+// instead); with a SelectDB, +select. Glob characters in a prefix are
+// escaped in its rule (~a\*b:*).
+//
+// Open checks every one of them once connected: with ACL DRYRUN when the
+// user may run it (+acl|whoami +acl|dryrun; but ACL DRYRUN is an @admin
+// command that lets the user read other users' rights), otherwise by
+// sending each command, in one round trip plus one connection for
+// SUBSCRIBE (and one for the transaction commands without scripting), on
+// names no key or channel has (<prefix>thermos:acl-probe:<random>; the
+// writes are SET … XX, which write nothing there). A missing right the
+// cache cannot do without fails Open with a *RightsError (matching
+// ErrRefused) naming the rule that would grant it: a route's keys, the
+// lock keys, a command; a user who may not read a tracked prefix is
+// refused with tracking.ErrACL. Two can be done without, and Open then
+// logs a WARN naming what is missing:
+//
+//   - No scripting (EVALSHA or EVAL refused): the herd takes, renews and
+//     releases leases with WATCH/MULTI/EXEC transactions (more round
+//     trips), and revalidation reads each entry's header up to its write
+//     version with GETRANGE (a raw value whole, with GET) where the script
+//     compared it server-side. A revalidation Redis refuses is an error to
+//     the caller and a WARN (at most one a minute), never a silent miss.
+//     Both also switch on their own if scripts are refused later.
+//   - No notification channels: a process waiting for another's load is
+//     not woken; it looks at the lease every second and right after the
+//     lease would run out. At most one load per key across the fleet still
+//     holds.
+//
+// rueidis also sends commands whose refusal it ignores: CLUSTER SLOTS when
+// it connects to a single server, PUNSUBSCRIBE, SUNSUBSCRIBE and (with
+// scripting) DISCARD when it takes back a dedicated connection, CLIENT
+// SETINFO on Redis 7.2 and later; the checks ask ACL WHOAMI. Grant them to
+// keep ACL LOG quiet; nothing depends on them. When Redis is unreachable
+// at Open, the rights are checked once it connects, and a missing one is
+// logged as an ERROR (operations that need it then fail with ErrRefused).
+//
+// # Security
+//
+// Signing (Options.Signing) puts an HMAC-SHA256 tag over the data key, the
+// envelope's header (flags, expiries, XFetch's delta, write version) and
+// the payload on every enveloped value, in Redis and on disk, and checks
+// it on every read from either and at the warm-up. A value that does not
+// verify is a miss, counted (RouteStats.IntegrityFailures, and
+// Stats.DiskCorrupt on disk, where it is also dropped) and logged without
+// its content. So someone who can write to Redis or to Dir but holds no
+// secret cannot make a signed route serve a value of their own, a value
+// copied from another key, one truncated, re-stamped with another expiry
+// or version, stripped of its signature or signed with an unknown key id,
+// or a plain value; they can delete values, which costs loads. Values are
+// not encrypted: whoever can read Redis or Dir reads them.
+//
+// Signing does not stop a replay: an old signed value of the same key,
+// written back after it was overwritten, carries a valid tag. Within one
+// process's lifetime a signed value is refused (as an integrity failure)
+// when it is more than a minute older than the newest this process wrote
+// or accepted for its key: write versions carry their writer's clock, in
+// seconds, in their high 32 bits (the low 32 are random), and a table of
+// 64Ki slots (1 MiB, made on the first signed value) keeps the newest time
+// per key, consulted only on reads from Redis and disk, never on a memory
+// hit. The minute covers writers racing and clocks disagreeing; a writer
+// whose clock is more than a minute behind has its values refused by
+// processes that saw newer ones. Not covered: a replay to a process that
+// has not seen a newer value of the key (restarted, never read it, or its
+// slot taken by another key), and one within the minute. Refusing every
+// replay would take a per-write counter in Redis checked on every read.
+//
+// Every read is bounded: a value over its route's MaxValueBytes is refused
+// on read as on write (ErrValueTooLarge); the envelope's lengths are
+// checked before use; CBOR decoding limits nesting and element counts; a
+// compressed typed value is sized by walking its S2 block before anything
+// is allocated for it, and refused over its route's MaxValueBytes (a value
+// claiming 64 MiB in 7 bytes allocates nothing). On unsigned routes those
+// limits are all there is: whoever can write to Redis chooses the values.
+//
+// The disk tier's directory must be the process's own: Open refuses a Dir
+// writable by group or others or owned by another user (package store),
+// and makes directories 0700 and files 0600 whatever the umask. Another
+// local user who can read Dir reads the cached values; one who can write
+// it can delete or corrupt entries (misses, counted) and, on a signed
+// route, nothing more while the process runs. While it is down they can
+// put back an old signed entry of a key: on routes with Redis it is
+// revalidated against Redis's write version before it is served, and
+// dropped if Redis holds another; on Memory|Disk routes it is served until
+// it expires. On unsigned Memory|Disk routes they choose what is served.
+// The process's own user, and root, are trusted.
+//
+// Secrets — Redis credentials and signing keys — never appear in errors,
+// logs (at any level), Stats or a %v of Options or Keyring.
+// InvalidatePrefix escapes glob characters; keys are sent as RESP bulk
+// strings, so CR, LF and NUL in keys are data, never commands.
 package tiered

@@ -35,7 +35,7 @@ func (c *Cache) encode(r *route, key string, value []byte, ttl, delta time.Durat
 		SoftExpiry: now + int64(ttl),
 		HardExpiry: now + int64(hard),
 		Delta:      delta,
-		Version:    c.uint64(),
+		Version:    c.writeVersion(),
 	}, Payload: value}
 	if negative {
 		e.Flags |= envelope.FlagNegative
@@ -45,6 +45,7 @@ func (c *Cache) encode(r *route, key string, value []byte, ttl, delta time.Durat
 		if err := e.Sign(key, c.o.Signing); err != nil {
 			return nil, entry{}, 0, err
 		}
+		c.rollbackSee(r, key, e.Version)
 	}
 	enc := e.Append(make([]byte, 0, e.Size()))
 	it := itemOf(r, &e)
@@ -80,6 +81,11 @@ func (c *Cache) decodeRemote(r *route, key string, raw []byte, pttl time.Duratio
 		if err := e.Verify(key, c.o.Signing); err != nil {
 			r.stats.integrityFailures.Add(1)
 			c.o.Logger.Warn("tiered: value in redis failed verification", "key", key, "err", err)
+			return entry{}, false, nil
+		}
+		if !c.rollbackAccept(r, key, e.Version) {
+			r.stats.integrityFailures.Add(1)
+			c.o.Logger.Warn("tiered: value in redis refused", "key", key, "err", errRollback)
 			return entry{}, false, nil
 		}
 	}
@@ -159,6 +165,9 @@ func (c *Cache) decodeDisk(r *route, key string, b []byte, expiry int64) (entry,
 	if c.o.Signing != nil && !r.Raw {
 		if err := e.Verify(key, c.o.Signing); err != nil {
 			return entry{}, err
+		}
+		if !c.rollbackAccept(r, key, e.Version) {
+			return entry{}, errRollback
 		}
 	}
 	if len(e.Payload) > r.MaxValueBytes {

@@ -149,6 +149,17 @@ type Options struct {
 
 	// LeaseTTL is the herd lock's lease in Redis. Zero means DefaultLeaseTTL.
 	LeaseTTL time.Duration
+	// LockPrefix starts the herd's lock keys in Redis: LockPrefix, then a
+	// hash tag of the data key, so a lock lives on its key's cluster slot.
+	// Zero means herd.DefaultLockPrefix ("herd:lock:"). It must not contain
+	// '{' or '}'. The Redis user needs read and write rights on it (see
+	// "Redis ACL" in the package documentation).
+	LockPrefix string
+	// ChannelPrefix starts the herd's notification channels, on which a
+	// load's end wakes the processes waiting for it. Zero means
+	// herd.DefaultChannelPrefix ("herd:done:"). It must not contain '{' or
+	// '}', nor equal LockPrefix.
+	ChannelPrefix string
 	// LoadTimeout bounds one shared load. Zero means DefaultLoadTimeout.
 	LoadTimeout time.Duration
 
@@ -220,6 +231,9 @@ func (o *Options) validate() error {
 		return bad("negative LoadTimeout %v", o.LoadTimeout)
 	case o.Unverified > ServeStale:
 		return bad("unknown Unverified policy %d", o.Unverified)
+	}
+	if err := o.validateHerd(); err != nil {
+		return err
 	}
 	if o.Signing != nil {
 		if s, ok := o.Signing.Secrets[o.Signing.Current]; !ok || len(s) == 0 {

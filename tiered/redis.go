@@ -239,6 +239,9 @@ func (rt redisTier) revalidate(ctx context.Context, checks []check) error {
 	if err != nil {
 		return err
 	}
+	if rt.c.rights.noScripts.Load() {
+		return rt.revalidateNoScript(ctx, cl, checks)
+	}
 	var groups [][]int
 	if cl.Mode() == rueidis.ClientModeCluster {
 		bySlot := make(map[uint16][]int)
@@ -277,7 +280,10 @@ func (rt redisTier) revalidate(ctx context.Context, checks []check) error {
 			res, err = revalidateScript.Exec(ctx, cl, execs[g].Keys, execs[g].Args).AsIntSlice()
 		}
 		if err != nil {
-			return redisError("revalidate", err)
+			if rt.c.scriptsRefused(err) {
+				return rt.revalidateNoScript(ctx, cl, checks)
+			}
+			return rt.c.revalidationRefused(redisError("revalidate", err))
 		}
 		for j, i := range groups[g] {
 			if j < len(res) && res[j] >= -1 {
@@ -305,7 +311,14 @@ func (rt redisTier) deleteIfSame(ctx context.Context, key string, old []byte) {
 	if err != nil {
 		return
 	}
-	if err := deleteIfSameScript.Exec(ctx, cl, []string{key}, []string{string(old)}).Error(); err != nil {
+	err = errNoScripts
+	if !rt.c.rights.noScripts.Load() {
+		err = deleteIfSameScript.Exec(ctx, cl, []string{key}, []string{string(old)}).Error()
+	}
+	if errors.Is(err, errNoScripts) || rt.c.scriptsRefused(err) {
+		err = rt.deleteIfSameTx(ctx, cl, key, old)
+	}
+	if err != nil {
 		rt.c.o.Logger.Warn("tiered: could not remove a refused value", "key", key, "err", err)
 	}
 }

@@ -165,6 +165,14 @@ func (c *Cache) settle(ctx context.Context, batch []check) (refused int, err err
 			}
 		}
 		if !ch.match || outlives(&ch.e.it, now, ch.pttl) {
+			if !c.mem.Valid(ch.t) {
+				// The key was written or invalidated since the check was
+				// sent: what is held now is not what was checked (this
+				// process's own Set, say), and the change itself decides
+				// its fate. Dropping it would lose a fresh write.
+				refused++
+				continue
+			}
 			c.stats.dropped.Add(1)
 			ch.r.stats.dropped.Add(1)
 			c.forgetLocal(ch.key)

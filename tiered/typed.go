@@ -6,10 +6,6 @@ import (
 	"time"
 )
 
-// DefaultMaxDecodedBytes caps what a compressed typed value may decompress
-// to when TypedOptions.MaxDecodedBytes is zero.
-const DefaultMaxDecodedBytes = 64 << 20
-
 // TypedOptions configures a Typed front. A nil *TypedOptions is valid.
 type TypedOptions[T any] struct {
 	// Codec turns values into bytes and back. Nil means JSON.
@@ -17,9 +13,11 @@ type TypedOptions[T any] struct {
 	// CompressAbove compresses (S2) encoded values of at least this many
 	// bytes. Zero means never.
 	CompressAbove int
-	// MaxDecodedBytes refuses a compressed value whose decoded size, which
-	// it carries, exceeds this, before decompressing anything. Zero means
-	// DefaultMaxDecodedBytes.
+	// MaxDecodedBytes refuses a compressed value that would decompress to
+	// more than this, before allocating anything for it (the size is found
+	// by walking the compressed block, never taken from its header). Zero,
+	// or more than the key's route allows, means the route's MaxValueBytes:
+	// a decoded value is held to the same limit as a stored one.
 	MaxDecodedBytes int
 }
 
@@ -31,12 +29,12 @@ type Typed[T any] struct {
 	c          *Cache
 	codec      Codec[T]
 	compress   int
-	maxDecoded int
+	maxDecoded int // 0: the route's MaxValueBytes
 }
 
 // NewTyped returns a typed front over c.
 func NewTyped[T any](c *Cache, opts *TypedOptions[T]) *Typed[T] {
-	t := &Typed[T]{c: c, codec: JSON[T]{}, maxDecoded: DefaultMaxDecodedBytes}
+	t := &Typed[T]{c: c, codec: JSON[T]{}}
 	if opts != nil {
 		if opts.Codec != nil {
 			t.codec = opts.Codec
@@ -99,7 +97,7 @@ func (t *Typed[T]) encode(key string, v T) ([]byte, error) {
 
 func (t *Typed[T]) decode(key string, b []byte) (T, bool, error) {
 	var v T
-	p, err := unframe(b, t.maxDecoded)
+	p, err := unframe(b, t.limit(key))
 	if err != nil {
 		return v, false, fmt.Errorf("tiered: decode %q: %w: %w", key, ErrDecode, err)
 	}
@@ -108,4 +106,16 @@ func (t *Typed[T]) decode(key string, b []byte) (T, bool, error) {
 		return zero, false, fmt.Errorf("tiered: decode %q: %w: %w", key, ErrDecode, err)
 	}
 	return v, true, nil
+}
+
+// limit is the most a value of key may decompress to: the route's
+// MaxValueBytes, lowered by TypedOptions.MaxDecodedBytes.
+func (t *Typed[T]) limit(key string) int {
+	n := t.maxDecoded
+	if t.c != nil {
+		if r := t.c.maxValueBytes(key); n <= 0 || n > r {
+			n = r
+		}
+	}
+	return n
 }

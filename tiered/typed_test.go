@@ -79,13 +79,39 @@ func TestUnframeRefusesBomb(t *testing.T) {
 	}
 }
 
+// FuzzUnframe checks the framing decoder against s2.Decode itself: it
+// accepts exactly the blocks s2.Decode accepts within the cap, returns the
+// same bytes, refuses the others, and never returns more than the cap.
 func FuzzUnframe(f *testing.F) {
 	f.Add(frame([]byte("hello"), 0))
 	f.Add(frame(bytes.Repeat([]byte("xyz"), 100), 1))
 	f.Add([]byte{frameS2, 0xff, 0xff, 0xff, 0xff, 0x0f})
+	for _, b := range bombs() {
+		f.Add(b)
+	}
+	for _, blk := range s2Seeds() {
+		if len(blk) < 1<<12 {
+			f.Add(append([]byte{frameS2}, blk...))
+		}
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		const limit = 1 << 16
 		p, err := unframe(b, limit)
+		if len(b) > 0 && b[0] == frameS2 {
+			// s2.Decode allocates what the header claims: ask it only
+			// about claims a test can afford.
+			if n, lerr := s2.DecodedLen(b[1:]); lerr == nil && n <= 4*limit {
+				want, derr := s2.Decode(nil, b[1:])
+				switch {
+				case derr == nil && len(want) <= limit && (err != nil || !bytes.Equal(p, want)):
+					t.Fatalf("s2.Decode accepts %x (%d bytes) but unframe = %d bytes, %v", b, len(want), len(p), err)
+				case derr == nil && len(want) > limit && !errors.Is(err, errDecodedCap):
+					t.Fatalf("s2.Decode gives %d bytes for %x, past the cap, but unframe = %v", len(want), b, err)
+				case derr != nil && err == nil:
+					t.Fatalf("s2.Decode refuses %x (%v) but unframe accepts it", b, derr)
+				}
+			}
+		}
 		if err != nil {
 			return
 		}
@@ -95,6 +121,10 @@ func FuzzUnframe(f *testing.F) {
 		// Re-framing plain gives back the same payload.
 		if q, err := unframe(frame(p, 0), limit+len(b)); err != nil || !bytes.Equal(p, q) {
 			t.Fatalf("round trip changed the payload: %v", err)
+		}
+		// So does compressing it again.
+		if q, err := unframe(frame(p, 1), max(limit, len(p))); err != nil || !bytes.Equal(p, q) {
+			t.Fatalf("compressed round trip changed the payload: %v", err)
 		}
 	})
 }

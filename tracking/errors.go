@@ -8,7 +8,9 @@ var (
 	// after Close.
 	ErrClosed = errors.New("tracking: closed")
 
-	// ErrInvalidOptions wraps every problem New finds in its Options.
+	// ErrInvalidOptions wraps every problem New finds in its Options,
+	// Redis addresses no dial could reach included (no port, a port out of
+	// range, an empty host, a URL): those are refused before dialing.
 	ErrInvalidOptions = errors.New("tracking: invalid options")
 
 	// ErrUnsupportedPolicy is returned by New for a Policy this package does
@@ -29,8 +31,10 @@ var (
 	ErrUnavailable = errors.New("tracking: redis unavailable")
 
 	// ErrRefused is returned by New when Redis answers but refuses the
-	// connection: wrong credentials, a user without the needed rights, or a
-	// certificate that does not verify. New does not retry it, even with
+	// connection: wrong credentials or an unknown user (whatever the number
+	// of tracked prefixes), a user without the needed rights, a certificate
+	// that does not verify, or a TLS mismatch (a plain client at a TLS port,
+	// a TLS client at a plain one). New does not retry it, even with
 	// ConnectInBackground.
 	ErrRefused = errors.New("tracking: redis refused the connection")
 

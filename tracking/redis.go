@@ -27,6 +27,9 @@ import (
 // which we treat like FLUSHALL: an epoch bump. We never call DoCache, so
 // rueidis's own per-connection cache stays empty.
 func (c *Cache) connect(ctx context.Context) error {
+	if err := checkAddresses(c.cfg.Redis); err != nil {
+		return err
+	}
 	ro := *c.cfg.Redis
 	ro.DisableCache = false
 	ro.ClientTrackingOptions = trackingArgs(c.cfg.prefixes, c.cfg.NoLoop)
@@ -37,19 +40,25 @@ func (c *Cache) connect(ctx context.Context) error {
 		ro.PipelineMultiplex = -1 // one connection: see Options.Redis
 	}
 	ro.InitAddress = c.seedPrimaries(ctx, ro)
+	if ro.Sentinel.MasterSet == "" {
+		// Credentials are checked alone before rueidis's set-up pipeline:
+		// see preflightDial.
+		ro.DialCtxFn = preflightDial(&ro)
+	}
 	client, err := rueidis.NewClient(ro)
 	if err != nil {
 		if errors.Is(err, rueidis.ErrNoCache) {
 			return fmt.Errorf("%w: %v", ErrTrackingRefused, err)
 		}
-		if refused(err) {
-			return fmt.Errorf("%w: %v", ErrRefused, err)
-		}
-		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+		return classifyConnectError(ctx, c.cfg.Redis, err)
 	}
 	info, err := client.Do(ctx, client.B().Info().Section("server").Build()).ToString()
 	if err != nil {
 		client.Close()
+		if _, ok := rueidis.IsRedisErr(err); ok {
+			// NOPERM (a user without +info): retrying will not help.
+			return fmt.Errorf("%w: info server: %v", ErrRefused, err)
+		}
 		return fmt.Errorf("%w: info server: %v", ErrUnavailable, err)
 	}
 	v, ok := infoField(info, "redis_version")
