@@ -34,4 +34,11 @@ var (
 	ErrRefused = errors.New("tiered: redis refused")
 	// ErrDecode wraps a codec failure on a stored value.
 	ErrDecode = errors.New("tiered: cannot decode value")
+	// ErrDisk wraps a fault of the disk tier (a full, failing or read-only
+	// disk), with its cause (store.ErrDiskFault and, where known, the
+	// syscall error such as syscall.ENOSPC): the tier has stepped aside
+	// until the fault clears. Err and Stats.DiskErr report it meanwhile;
+	// Flush, Close and the writes that need the disk return it (see the
+	// package doc, Disk faults).
+	ErrDisk = errors.New("tiered: disk tier failed")
 )

@@ -121,9 +121,9 @@ func (c *Cache) commit(ctx context.Context, r *route, key string, e *entry, afte
 	if errors.Is(err, tracking.ErrTooLarge) {
 		err = nil // kept by the slower tiers; too big to cache in memory
 	}
-	var op *diskOp
+	var dw diskWrite
 	if err == nil && c.disk != nil && r.Tiers&Disk != 0 {
-		op = c.disk.write(r, key, e, next, valid, c.o.SyncWrites)
+		dw = c.disk.write(r, key, e, next, valid, c.o.SyncWrites)
 	}
 	unlock()
 	switch {
@@ -131,12 +131,8 @@ func (c *Cache) commit(ctx context.Context, r *route, key string, e *entry, afte
 		return false, ErrClosed
 	case err != nil:
 		return false, fmt.Errorf("tiered: write %q to memory: %w", key, err)
-	case r.Tiers&Disk == 0 || !c.o.SyncWrites:
-		return valid, nil
-	case op == nil:
-		return false, ErrClosed
 	}
-	if err := c.disk.wb.wait(ctx, op); err != nil {
+	if err := dw.wait(ctx); err != nil {
 		return false, fmt.Errorf("tiered: write %q to disk: %w", key, err)
 	}
 	return valid, nil
