@@ -80,7 +80,7 @@ func newDiskTier(db *store.DB, mem *tracking.Cache, c *Cache) *diskTier {
 		local: func(prefix string) bool { return localUnder(c.router, prefix) },
 		seed:  maphash.MakeSeed(), kick: make(chan struct{}, 1), probed: make(chan struct{})}
 	d.trust.init()
-	d.wb = newWriteBehind(db, mem, c.o.WriteBehind, c.o.Logger, d.faulted)
+	d.wb = newWriteBehind(db, mem, c.o.WriteBehind, c.o.SyncWrites, c.o.Logger, d.faulted)
 	return d
 }
 

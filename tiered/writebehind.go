@@ -2,7 +2,6 @@ package tiered
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -32,6 +31,8 @@ type writeBehind struct {
 	log      *slog.Logger
 	// onFault is called, off the lock, when a batch fails on a disk fault.
 	onFault func(err error)
+	// synced: every commit of the store is durable (Sync durability).
+	synced bool
 
 	// off is the disk tier's fault (wrapping ErrDisk) while it is off, nil
 	// while it works. It is set and cleared under mu, and read without it.
@@ -44,6 +45,9 @@ type writeBehind struct {
 		seq     uint64             // of the last queued op
 		closed  bool
 		susp    suspects // while off, or since
+		// unsynced are the keys of writes committed since the last sync
+		// (see noteUnsyncedLocked).
+		unsynced []string
 	}
 	// applied is the seq of the last op whose batch was committed (or
 	// failed); flushed is closed and replaced after every flush.
@@ -79,8 +83,8 @@ type queueOpts struct {
 	sync bool // commit it (and everything before it) durably
 }
 
-func newWriteBehind(db *store.DB, mem *tracking.Cache, interval time.Duration, log *slog.Logger, onFault func(error)) *writeBehind {
-	w := &writeBehind{mem: mem, interval: interval, log: log, onFault: onFault,
+func newWriteBehind(db *store.DB, mem *tracking.Cache, interval time.Duration, synced bool, log *slog.Logger, onFault func(error)) *writeBehind {
+	w := &writeBehind{mem: mem, interval: interval, synced: synced, log: log, onFault: onFault,
 		kick: make(chan struct{}, 1), flushed: make(chan struct{}), done: make(chan struct{})}
 	w.db.Store(db)
 	w.mu.pending = make(map[string]*diskOp)
@@ -211,20 +215,22 @@ func (w *writeBehind) flush() (closed bool) {
 	w.mu.queue = nil
 	w.mu.Unlock()
 
+	var last uint64 // the seq of the last op taken
+	if len(q) > 0 {
+		last = q[len(q)-1].seq
+	}
 	for len(q) > 0 {
 		if err := w.fault(); err != nil {
 			w.stepAside(err, q) // off since the batch was taken: not applied
 			break
 		}
 		n := min(len(q), DefaultWriteBatch)
-		if err := w.apply(q[:n]); errors.Is(err, store.ErrDiskFault) {
+		durable, err := w.apply(q[:n])
+		if isDiskFault(err) {
 			if first, fault := w.stepAside(fmt.Errorf("%w: %w", ErrDisk, err), q); first {
 				w.onFault(fault)
 			}
 			break
-		}
-		for _, op := range q[:n] {
-			w.applied.Store(op.seq)
 		}
 		w.mu.Lock()
 		// Forget pending ops that are now on disk, unless a newer op
@@ -234,9 +240,18 @@ func (w *writeBehind) flush() (closed bool) {
 				delete(w.mu.pending, op.key)
 			}
 		}
+		if err == nil {
+			w.noteUnsyncedLocked(q[:n], durable)
+		}
+		unsynced := len(w.mu.unsynced)
 		w.mu.Unlock()
 		q = q[n:]
+		if unsynced >= maxSuspects/2 {
+			w.syncStore()
+		}
 	}
+	w.syncStore()
+	w.advance(last)
 
 	w.mu.Lock()
 	closed = w.mu.closed && len(w.mu.queue) == 0
@@ -248,15 +263,72 @@ func (w *writeBehind) flush() (closed bool) {
 	return closed
 }
 
-// apply commits ops in one batch, durably if one of them asks for it, and
-// returns the error. On a disk fault it leaves the ops to stepAside;
-// otherwise it reports the result to their waiters.
-func (w *writeBehind) apply(ops []*diskOp) error {
+// noteUnsyncedLocked records the keys of acknowledged writes in a batch
+// just committed without an fsync (a NoSync store): until the next sync, a
+// disk fault and the store's Recover may lose them, and bring back older
+// copies. A durable batch makes everything before it durable. While the
+// tier is off (it turned off meanwhile) they are suspects at once.
+// REQUIRES: w.mu held.
+func (w *writeBehind) noteUnsyncedLocked(ops []*diskOp, durable bool) {
+	switch {
+	case w.synced:
+	case durable:
+		w.mu.unsynced = w.mu.unsynced[:0]
+	default:
+		off := w.off.Load() != nil
+		for _, op := range ops {
+			switch {
+			case op.fill || op.barrier:
+			case off:
+				w.mu.susp.addKey(op.key)
+			default:
+				w.mu.unsynced = append(w.mu.unsynced, op.key)
+			}
+		}
+	}
+}
+
+// syncStore makes the batches committed since the last sync durable, or,
+// if the disk fails it, turns the tier off with their keys as suspects.
+func (w *writeBehind) syncStore() {
+	w.mu.Lock()
+	n := len(w.mu.unsynced)
+	w.mu.Unlock()
+	if n == 0 {
+		return
+	}
+	err := w.db.Load().Sync(context.Background())
+	switch {
+	case err == nil:
+		w.mu.Lock()
+		w.mu.unsynced = w.mu.unsynced[:copy(w.mu.unsynced, w.mu.unsynced[n:])]
+		w.mu.Unlock()
+	case isDiskFault(err):
+		if first, fault := w.stepAside(fmt.Errorf("%w: %w", ErrDisk, err), nil); first {
+			w.onFault(fault)
+		}
+	default:
+		w.log.Warn("tiered: disk sync failed", "err", err)
+	}
+}
+
+// advance records that every op up to seq was applied or given up.
+func (w *writeBehind) advance(seq uint64) {
+	for {
+		cur := w.applied.Load()
+		if seq <= cur || w.applied.CompareAndSwap(cur, seq) {
+			return
+		}
+	}
+}
+
+// apply commits ops in one batch, durably if one of them asks for it (it
+// reports whether), and returns the error. On a disk fault it leaves the
+// ops to stepAside; otherwise it reports the result to their waiters.
+func (w *writeBehind) apply(ops []*diskOp) (durable bool, err error) {
 	db := w.db.Load()
 	b := db.NewBatch()
 	defer b.Close()
-	var err error
-	durable := false
 	for _, op := range ops {
 		durable = durable || op.sync
 		if op.barrier {
@@ -283,8 +355,8 @@ func (w *writeBehind) apply(ops []*diskOp) error {
 	if err != nil {
 		err = fmt.Errorf("disk write of %d entries: %w", len(ops), err)
 		w.failed.Add(int64(len(ops)))
-		if errors.Is(err, store.ErrDiskFault) {
-			return err
+		if isDiskFault(err) {
+			return durable, err
 		}
 		w.unreported.Store(&err)
 		w.log.Error("tiered: disk batch failed", "ops", len(ops), "err", err)
@@ -296,7 +368,7 @@ func (w *writeBehind) apply(ops []*diskOp) error {
 			op.done <- err
 		}
 	}
-	return err
+	return durable, err
 }
 
 // stepAside turns the tier off with fault (which wraps ErrDisk), unless it
@@ -323,9 +395,13 @@ func (w *writeBehind) stepAside(fault error, ops []*diskOp) (first bool, effecti
 			w.mu.susp.addKey(op.key)
 		}
 	}
+	for _, k := range w.mu.unsynced {
+		w.mu.susp.addKey(k)
+	}
+	w.mu.unsynced = w.mu.unsynced[:0]
 	w.mu.Unlock()
 	for _, op := range ops {
-		w.applied.Store(op.seq) // ops are in queue order
+		w.advance(op.seq)
 		if op.done != nil {
 			op.done <- fault
 		}
