@@ -398,3 +398,45 @@ func TestDiskFaultSuspectsPurged(t *testing.T) {
 		})
 	}
 }
+
+// TestDiskFaultInvalidatePrefix: InvalidatePrefix on a route without Redis
+// fails with ErrDisk while the tier is off (its deletes cannot be durable),
+// and the prefix's disk copies are gone once the tier is back, across a
+// restart too.
+func TestDiskFaultInvalidatePrefix(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	routes := []Route{{Prefix: "q:", Tiers: Memory | Disk, TTL: time.Hour}}
+	inj := &diskInjector{err: syscall.ENOSPC, match: anyWrite}
+	c := openT(t, faultyDisk(&Options{Dir: dir, Routes: routes}, inj))
+	for _, k := range []string{"q:1", "q:2"} {
+		if err := c.Set(ctx, k, []byte("v"), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	inj.on.Store(true)
+	if err := c.Delete(ctx, "q:3"); !errors.Is(err, ErrDisk) {
+		t.Fatalf("Delete on a full disk = %v, want ErrDisk", err)
+	}
+	if _, err := c.InvalidatePrefix(ctx, "q:"); !errors.Is(err, ErrDisk) || !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("InvalidatePrefix with the disk tier off = %v, want ErrDisk wrapping ENOSPC", err)
+	}
+	wantMiss(t, c, "q:1", "served after InvalidatePrefix")
+	inj.on.Store(false)
+	waitHealed(t, c)
+	wantMiss(t, c, "q:1", "served after InvalidatePrefix and the tier's return")
+	if _, err := c.InvalidatePrefix(ctx, "q:"); err != nil {
+		t.Fatalf("InvalidatePrefix once the disk is back = %v", err)
+	}
+	// Neither Flush nor Close has reported the fault yet: Close does, once,
+	// although the tier is back.
+	if err := c.Close(); !errors.Is(err, ErrDisk) || !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("Close after an unreported fault = %v, want ErrDisk wrapping ENOSPC", err)
+	}
+	c2 := openT(t, &Options{Dir: dir, Routes: routes, Logger: quietLog})
+	wantMiss(t, c2, "q:1", "served after InvalidatePrefix, the tier's return and a restart")
+	wantMiss(t, c2, "q:2", "served after InvalidatePrefix, the tier's return and a restart")
+}

@@ -138,8 +138,10 @@ func (c *Cache) commit(ctx context.Context, r *route, key string, e *entry, afte
 	return valid, nil
 }
 
-// Flush waits until every disk write queued so far is on disk, and returns
-// a disk write error that neither it nor Close has returned yet.
+// Flush waits until every disk write queued so far is on disk, durably, and
+// returns a disk write error that neither it nor Close has returned yet.
+// While the disk tier is off (see the package doc, Disk faults) it returns
+// its fault at once, wrapping ErrDisk.
 func (c *Cache) Flush(ctx context.Context) error {
 	if c.closed.Load() {
 		return ErrClosed
