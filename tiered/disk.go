@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/thermoscache/thermos/internal/envelope"
@@ -54,14 +53,13 @@ type diskTier struct {
 
 	// Healing (diskfault.go): how to open the store if it never opened,
 	// and the prober, which ctx stops.
-	dir                string
-	so                 *store.Options
-	wipeOld            bool
-	faults, recoveries atomic.Int64
-	kick               chan struct{}
-	ctx                context.Context
-	cancel             context.CancelFunc
-	probed             chan struct{} // closed when the prober has stopped
+	dir     string
+	so      *store.Options
+	wipeOld bool
+	kick    chan struct{}
+	ctx     context.Context
+	cancel  context.CancelFunc
+	probed  chan struct{} // closed when the prober has stopped
 
 	// stripes order, per key, an acknowledged write's memory update and
 	// its queued disk write against the deletes invalidations queue (see

@@ -109,7 +109,6 @@ func (d *diskTier) stepAside(err error) error {
 // record dropped (a copy trusted before may have missed a later write),
 // and the prober woken.
 func (d *diskTier) faulted(fault error) {
-	d.faults.Add(1)
 	d.trust.reset()
 	d.log.Error("tiered: disk tier off: reads and writes skip it until the disk heals", "err", fault)
 	select {
@@ -140,8 +139,8 @@ func (c *Cache) Err() error {
 // health fills st's disk-fault fields.
 func (d *diskTier) health(st *Stats) {
 	st.DiskErr = d.fault()
-	st.DiskFaults = d.faults.Load()
-	st.DiskRecoveries = d.recoveries.Load()
+	st.DiskFaults = d.wb.faults.Load()
+	st.DiskRecoveries = d.wb.recoveries.Load()
 	st.DiskWritesSkipped = d.wb.skipped.Load()
 }
 
@@ -261,7 +260,6 @@ func (d *diskTier) heal(ctx context.Context) error {
 			return d.stillFaulty(err)
 		}
 		if d.wb.resume() {
-			d.recoveries.Add(1)
 			d.log.Info("tiered: disk tier back", "dir", d.dir)
 			return nil
 		}

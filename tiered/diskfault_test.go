@@ -162,65 +162,83 @@ func TestDiskWriteFaultSyncWrites(t *testing.T) {
 
 // TestDiskFaultDeleteNeverUndone: a Delete on a Memory|Disk route returns
 // nil only once its tombstone is durable; during a disk fault it returns
-// ErrDisk. Either way, after the disk heals and the process restarts, a
-// deleted key is never served again (it was: the write-behind swallowed
-// the failed tombstone), nor is the older disk copy of a key written while
-// the tier was off.
+// ErrDisk. After the disk heals and the process restarts — whether the
+// tier came back first or the process was closed while the disk still
+// failed — a key whose Delete returned nil is never served again (it was:
+// the write-behind swallowed the failed tombstone). If the tier came back
+// first, neither is a key whose Delete failed, nor the older disk copy of a
+// key written while the tier was off.
 func TestDiskFaultDeleteNeverUndone(t *testing.T) {
-	ctx := context.Background()
-	dir := t.TempDir()
-	routes := []Route{{Prefix: "p:", Tiers: Memory | Disk, TTL: time.Hour}}
-	inj := &diskInjector{err: syscall.ENOSPC, match: anyWrite}
-	c := openT(t, faultyDisk(&Options{Dir: dir, Routes: routes, WriteBehind: time.Hour}, inj))
-	for _, k := range []string{"p:a", "p:b", "p:c", "p:d", "p:e"} {
-		if err := c.Set(ctx, k, []byte("old"), 0); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := c.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
-	// Healthy: Delete's tombstone is durable when it returns, although
-	// write-behind batches are an hour apart here.
-	if err := c.Delete(ctx, "p:c"); err != nil {
-		t.Fatalf("Delete = %v", err)
-	}
-	inj.on.Store(true)
-	deleted := []string{"p:c"}
-	for _, k := range []string{"p:a", "p:e"} {
-		err := c.Delete(ctx, k)
-		switch {
-		case err == nil:
-			deleted = append(deleted, k)
-		case !errors.Is(err, ErrDisk) || !errors.Is(err, syscall.ENOSPC):
-			t.Fatalf("Delete(%s) on a full disk = %v, want nil or ErrDisk wrapping ENOSPC", k, err)
-		}
-		wantMiss(t, c, k, "served after its Delete")
-	}
-	if err := c.Set(ctx, "p:d", []byte("new"), 0); err != nil { // memory only while off
-		t.Fatalf("Set with the disk tier off (write-behind) = %v", err)
-	}
-	wantValue(t, c, "p:d", "new")
-	checkDiskOff(t, c, syscall.ENOSPC)
+	for _, healFirst := range []bool{true, false} {
+		t.Run(fmt.Sprintf("healed in process %v", healFirst), func(t *testing.T) {
+			ctx := context.Background()
+			dir := t.TempDir()
+			routes := []Route{{Prefix: "p:", Tiers: Memory | Disk, TTL: time.Hour}}
+			c0 := openT(t, &Options{Dir: dir, Routes: routes, Logger: quietLog})
+			for _, k := range []string{"p:a", "p:b", "p:c", "p:d", "p:e"} {
+				if err := c0.Set(ctx, k, []byte("old"), 0); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := c0.Close(); err != nil { // all durable
+				t.Fatal(err)
+			}
+			inj := &diskInjector{err: syscall.ENOSPC, match: anyWrite}
+			c := openT(t, faultyDisk(&Options{Dir: dir, Routes: routes, WriteBehind: time.Hour}, inj))
+			// Healthy: Delete's tombstone is durable when it returns,
+			// although write-behind batches are an hour apart here.
+			if err := c.Delete(ctx, "p:c"); err != nil {
+				t.Fatalf("Delete = %v", err)
+			}
+			inj.on.Store(true)
+			deleted := []string{"p:c"}
+			for _, k := range []string{"p:a", "p:e"} {
+				err := c.Delete(ctx, k)
+				switch {
+				case err == nil:
+					deleted = append(deleted, k)
+				case !errors.Is(err, ErrDisk) || !errors.Is(err, syscall.ENOSPC):
+					t.Fatalf("Delete(%s) on a full disk = %v, want nil or ErrDisk wrapping ENOSPC", k, err)
+				}
+				wantMiss(t, c, k, "served after its Delete")
+			}
+			if err := c.Set(ctx, "p:d", []byte("new"), 0); err != nil { // memory only while off
+				t.Fatalf("Set with the disk tier off (write-behind) = %v", err)
+			}
+			wantValue(t, c, "p:d", "new")
+			checkDiskOff(t, c, syscall.ENOSPC)
 
-	inj.on.Store(false)
-	waitHealed(t, c)
-	if op, ok := c.disk.wb.lookup("p:d"); ok && op.data != nil {
-		t.Fatalf("p:d queued with %q after the tier came back", op.data)
-	}
-	if err := c.Close(); err != nil {
-		t.Fatalf("Close once the disk is back = %v", err)
-	}
+			if healFirst {
+				inj.on.Store(false)
+				waitHealed(t, c)
+				if op, ok := c.disk.wb.lookup("p:d"); ok && op.data != nil {
+					t.Fatalf("p:d queued with %q after the tier came back", op.data)
+				}
+				if err := c.Close(); err != nil {
+					t.Fatalf("Close once the disk is back = %v", err)
+				}
+			} else {
+				if err := c.Close(); !errors.Is(err, ErrDisk) || !errors.Is(err, syscall.ENOSPC) {
+					t.Fatalf("Close with the disk tier off = %v, want ErrDisk wrapping ENOSPC", err)
+				}
+				inj.on.Store(false)
+			}
 
-	c2 := openT(t, &Options{Dir: dir, Routes: routes, Logger: quietLog})
-	for _, k := range []string{"p:a", "p:c", "p:e"} {
-		wantMiss(t, c2, k, "a deleted key is served after the disk healed and a restart")
+			c2 := openT(t, &Options{Dir: dir, Routes: routes, Logger: quietLog})
+			for _, k := range deleted {
+				wantMiss(t, c2, k, "a key whose Delete returned nil is served after the disk healed and a restart")
+			}
+			wantValue(t, c2, "p:b", "old")
+			if healFirst {
+				for _, k := range []string{"p:a", "p:e"} {
+					wantMiss(t, c2, k, "a key whose Delete failed is served after the tier came back and a restart")
+				}
+				if v, ok := mustGet(t, c2, "p:d"); ok && string(v) == "old" {
+					t.Fatalf("p:d = %q after a restart: the disk copy older than an acknowledged Set", v)
+				}
+			}
+		})
 	}
-	if v, ok := mustGet(t, c2, "p:d"); ok && string(v) == "old" {
-		t.Fatalf("p:d = %q after a restart: the disk copy older than an acknowledged Set", v)
-	}
-	wantValue(t, c2, "p:b", "old")
-	t.Logf("Deletes that returned nil: %v", deleted)
 }
 
 // TestDiskFaultAtOpen: Open on a disk that refuses writes opens with the

@@ -63,6 +63,9 @@ type writeBehind struct {
 	dropped, failed  atomic.Int64
 	committed, count atomic.Int64 // ops committed; ops queued
 	skipped          atomic.Int64 // writes and deletes not queued while off
+	// faults and recoveries count the tier's turning off and on, with
+	// off itself, under mu: a reader never sees one without the other.
+	faults, recoveries atomic.Int64
 }
 
 // diskOp is one queued write; data == nil deletes key.
@@ -383,6 +386,7 @@ func (w *writeBehind) stepAside(fault error, ops []*diskOp) (first bool, effecti
 	if p := w.off.Load(); p != nil {
 		fault = *p
 	} else {
+		w.faults.Add(1) // before off: whoever sees off sees the count
 		w.off.Store(&fault)
 		w.unreported.Store(&fault)
 		first = true
@@ -483,6 +487,7 @@ func (w *writeBehind) resume() bool {
 		w.queueLocked(k, nil, 0, queueOpts{sync: true})
 	}
 	w.mu.susp = suspects{}
+	w.recoveries.Add(1)
 	w.off.Store(nil)
 	w.mu.Unlock()
 	w.wake()
