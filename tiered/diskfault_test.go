@@ -458,3 +458,38 @@ func TestDiskFaultInvalidatePrefix(t *testing.T) {
 	wantMiss(t, c2, "q:1", "served after InvalidatePrefix, the tier's return and a restart")
 	wantMiss(t, c2, "q:2", "served after InvalidatePrefix, the tier's return and a restart")
 }
+
+// BenchmarkDiskDelete: a Delete on a Memory|Disk route returns once its
+// tombstone is durable; its cost against the floor, a store delete
+// committed with an fsync on a store of the same kind (NoSync).
+func BenchmarkDiskDelete(b *testing.B) {
+	ctx := context.Background()
+	c := openT(b, &Options{Dir: b.TempDir(), Logger: quietLog, Routes: []Route{{Prefix: "bench:", Tiers: Memory | Disk, TTL: time.Hour}}})
+	db, err := store.Open(b.TempDir(), &store.Options{Durability: store.NoSync, Logger: quietLog})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { db.Close() })
+	b.Run("tiered", func(b *testing.B) {
+		b.ReportAllocs()
+		i := 0
+		for b.Loop() {
+			if err := c.Delete(ctx, benchKey(i)); err != nil {
+				b.Fatal(err)
+			}
+			i++
+		}
+	})
+	b.Run("store-sync", func(b *testing.B) {
+		b.ReportAllocs()
+		i := 0
+		for b.Loop() {
+			bt := db.NewBatch()
+			_ = bt.Delete(benchKey(i))
+			if err := bt.CommitSync(ctx); err != nil {
+				b.Fatal(err)
+			}
+			i++
+		}
+	})
+}
