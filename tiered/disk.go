@@ -3,7 +3,6 @@ package tiered
 import (
 	"context"
 	"errors"
-	"fmt"
 	"hash/maphash"
 	"log/slog"
 	"strings"
@@ -261,7 +260,7 @@ func (d *diskTier) close() error {
 		}
 		return fault
 	case isDiskFault(cerr):
-		cerr = fmt.Errorf("%w: %w", ErrDisk, cerr)
+		cerr = asDiskFault(cerr)
 	}
 	return errors.Join(werr, cerr)
 }
@@ -369,7 +368,7 @@ func (d *diskTier) offErr(err error) error {
 		if f := d.wb.fault(); f != nil {
 			return f
 		}
-		return fmt.Errorf("%w: %w", ErrDisk, err)
+		return asDiskFault(err)
 	}
 	return err
 }

@@ -90,6 +90,9 @@ func (s *suspects) merge(o suspects) {
 	}
 }
 
+// asDiskFault is err, a fault of the disk, as this package reports it.
+func asDiskFault(err error) error { return fmt.Errorf("%w: %w", ErrDisk, err) }
+
 // isDiskFault reports whether err is a fault of the disk (not of the
 // caller's input, context or a closed store).
 func isDiskFault(err error) bool { return errors.Is(err, store.ErrDiskFault) }
@@ -98,7 +101,7 @@ func isDiskFault(err error) bool { return errors.Is(err, store.ErrDiskFault) }
 // write-behind (a read, a scan, the store's own report), and returns the
 // tier's fault (wrapping ErrDisk).
 func (d *diskTier) stepAside(err error) error {
-	first, fault := d.wb.stepAside(fmt.Errorf("%w: %w", ErrDisk, err), nil)
+	first, fault := d.wb.stepAside(asDiskFault(err), nil)
 	if first {
 		d.faulted(fault)
 	}
@@ -271,7 +274,7 @@ func (d *diskTier) heal(ctx context.Context) error {
 // current fault if it is a disk fault, and returns it.
 func (d *diskTier) stillFaulty(err error) error {
 	if isDiskFault(err) {
-		d.wb.setFault(fmt.Errorf("%w: %w", ErrDisk, err))
+		d.wb.setFault(asDiskFault(err))
 	}
 	return err
 }

@@ -118,7 +118,7 @@ func (w *writeBehind) checkStore() error {
 	if err == nil {
 		return nil
 	}
-	first, fault := w.stepAside(fmt.Errorf("%w: %w", ErrDisk, err), nil)
+	first, fault := w.stepAside(asDiskFault(err), nil)
 	if first {
 		w.onFault(fault)
 	}
@@ -230,7 +230,7 @@ func (w *writeBehind) flush() (closed bool) {
 		n := min(len(q), DefaultWriteBatch)
 		durable, err := w.apply(q[:n])
 		if isDiskFault(err) {
-			if first, fault := w.stepAside(fmt.Errorf("%w: %w", ErrDisk, err), q); first {
+			if first, fault := w.stepAside(asDiskFault(err), q); first {
 				w.onFault(fault)
 			}
 			break
@@ -307,7 +307,7 @@ func (w *writeBehind) syncStore() {
 		w.mu.unsynced = w.mu.unsynced[:copy(w.mu.unsynced, w.mu.unsynced[n:])]
 		w.mu.Unlock()
 	case isDiskFault(err):
-		if first, fault := w.stepAside(fmt.Errorf("%w: %w", ErrDisk, err), nil); first {
+		if first, fault := w.stepAside(asDiskFault(err), nil); first {
 			w.onFault(fault)
 		}
 	default:
