@@ -82,6 +82,12 @@ type instance struct {
 	// removes a value written after its check.
 	writeMu sync.RWMutex
 
+	// opened is closed once Pebble's Open has returned, setting pdb (nil if
+	// it failed) and openErr. An instance can be handed out while Open is
+	// still under way (see openInstance); nil in a stub.
+	opened  chan struct{}
+	openErr error
+
 	stopOnce sync.Once
 	stopped  chan struct{} // closed once pdb.Close has returned
 	stopErr  error         // pdb.Close's error; read after stopped is closed
@@ -99,20 +105,53 @@ func newStub(fault *faultState, prev *instance) *instance {
 	return in
 }
 
-// stop closes in's Pebble instance once its in-flight calls are done, and
-// returns a channel closed when it has. The instance must be retired (no
-// longer current, or the DB closed). The closing goroutine is left behind
-// if Pebble never returns (a wedged disk).
+// stop closes in's Pebble instance once its in-flight calls are done (its
+// Open included), and returns a channel closed when it has. The instance
+// must be retired (no longer current, or the DB closed). The closing
+// goroutine is left behind if Pebble never returns (a wedged disk).
 func (in *instance) stop() <-chan struct{} {
 	in.stopOnce.Do(func() {
 		go func() {
 			in.ops.Wait()
 			in.fault.closing.Store(true)
-			in.stopErr = closePebble(in.pdb)
+			in.gfs.pebbleClosing()
+			if in.pdb != nil {
+				in.stopErr = closePebble(in.pdb)
+			} else {
+				in.stopErr = in.openErr
+			}
 			close(in.stopped)
 		}()
 	})
 	return in.stopped
+}
+
+// opening reports whether Pebble's Open of in is still under way.
+func (in *instance) opening() bool {
+	if in.opened == nil {
+		return false
+	}
+	select {
+	case <-in.opened:
+		return false
+	default:
+		return true
+	}
+}
+
+// finishLater leaves in, whose Pebble is still opening, to close by itself
+// once Pebble's Open returns, and only then runs release (which gives up
+// the directory, and the block cache if nothing else uses it). Pebble's
+// Open is waiting for a flush that the disk refuses; it retries the flush
+// with backoff until the disk takes it, however long that is: the
+// directory stays locked until then.
+func (db *DB) finishLater(in *instance, release func()) {
+	db.log.Warn("store: pebble is still opening on a failing disk; the directory stays locked until it has opened and closed again", "dir", db.dir)
+	go func() {
+		<-in.stop()
+		release()
+		db.log.Info("store: pebble opened and closed after the disk fault; directory released", "dir", db.dir)
+	}()
 }
 
 // Open opens the store in dir, creating it (mode 0700) if needed.
@@ -124,7 +163,10 @@ func (in *instance) stop() <-chan struct{} {
 // cause where known (such as syscall.ENOSPC), if the disk or Pebble fails
 // while opening, a corrupt Pebble database included. Open does not retry: a
 // caller that can run without the store may do so, and one that can live
-// with a cold start may Wipe the directory and try again.
+// with a cold start may Wipe the directory and try again. If the fault is a
+// failed flush of the log Pebble replays, Pebble's open goes on in the
+// background until the disk takes the flush, and the directory stays
+// locked (ErrLocked) until it has (see the package doc, Disk faults).
 func Open(dir string, opts *Options) (*DB, error) {
 	o := opts.withDefaults()
 	if err := o.validate(); err != nil {
@@ -176,6 +218,14 @@ func Open(dir string, opts *Options) (*DB, error) {
 		db.wo = pebble.NoSync
 	}
 	in, err := db.openInstance()
+	if err != nil && in != nil && in.opening() {
+		db.finishLater(in, func() {
+			db.cache.Unref()
+			_ = plock.Close()
+			gfs.releaseLock()
+		})
+		return nil, fmt.Errorf("store: open %s: %w", dir, err)
+	}
 	if err != nil {
 		stopped := true
 		if in != nil {
@@ -202,6 +252,13 @@ func Open(dir string, opts *Options) (*DB, error) {
 // openInstance opens Pebble in the locked directory. If Pebble opened but
 // the store entered its error state while it did (a WAL failure hidden from
 // Pebble), it returns the instance, faulted, with the error.
+//
+// Pebble flushes the write-ahead log it replays before its Open returns,
+// and retries a failed flush until it succeeds: on a disk that refuses the
+// flush (nearly full, say) its Open does not return until the disk takes
+// it. If a flush fails while Pebble opens, openInstance therefore returns
+// at once, with the fault and the instance still opening: stop then closes
+// Pebble once its Open has returned.
 func (db *DB) openInstance() (*instance, error) {
 	fault := newFaultState(db.log)
 	gfs := newGuardFS(db.opts.FS, fault)
@@ -212,12 +269,22 @@ func (db *DB) openInstance() (*instance, error) {
 		Logger:        pebbleLogger{log: db.log, fault: fault},
 		EventListener: eventListener(db.log, fault),
 	}
-	pdb, err := openPebble(db.dir, popts, fault)
-	if err != nil {
-		// Pebble dropped its reference to plock; ours still holds the lock.
-		return nil, diskFault(err)
+	in := &instance{gfs: gfs, fault: fault, opened: make(chan struct{}), stopped: make(chan struct{})}
+	in.ops.Add(1) // Pebble's Open's: stop waits for it
+	go func() {
+		defer in.ops.Done()
+		in.pdb, in.openErr = openPebble(db.dir, popts, fault)
+		close(in.opened)
+	}()
+	select {
+	case <-in.opened:
+	case <-fault.flushFailed:
+		return in, fmt.Errorf("flush of the replayed log failed, pebble still opening: %w", fault.get())
 	}
-	in := &instance{pdb: pdb, gfs: gfs, fault: fault, stopped: make(chan struct{})}
+	if in.openErr != nil {
+		// Pebble dropped its reference to plock; ours still holds the lock.
+		return nil, diskFault(in.openErr)
+	}
 	return in, fault.get()
 }
 
@@ -270,9 +337,12 @@ func closePebble(pdb *pebble.DB) (err error) {
 // fails with ErrClosed. Close is safe to call twice (the second call
 // returns nil).
 //
-// If the store is in its error state, Close still closes Pebble and
-// releases the directory, and returns the fault (wrapping ErrDiskFault):
-// writes acknowledged under NoSync may then be lost.
+// If the store is in its error state, or the flush fails, Close still
+// closes Pebble and releases the directory, and returns the fault (wrapping
+// ErrDiskFault): writes acknowledged under NoSync may then be lost. If a
+// Recover left Pebble still opening on a disk that refuses its flush (see
+// the package doc), Close returns the fault at once, and the directory and
+// block cache are released once that open has finished.
 //
 // If in-flight operations or Pebble itself do not finish within
 // Options.CloseTimeout, which happens only when the disk hangs or Pebble is
@@ -306,7 +376,7 @@ func (db *DB) Close() error {
 		// Nothing enters in any more (the DB is closed): this count is ours.
 		in.ops.Add(1)
 		ctx, cancel := context.WithDeadline(context.Background(), deadline)
-		if err := db.runAsync(ctx, in, in.pdb.Flush); err != nil {
+		if err := db.flush(ctx, in); err != nil {
 			ferr = fmt.Errorf("flush: %w", err)
 		}
 		cancel()
@@ -314,6 +384,16 @@ func (db *DB) Close() error {
 	for _, x := range []*instance{in.prev, in} {
 		if x == nil {
 			continue
+		}
+		if x.opening() {
+			// The last Recover's reopen is waiting for the disk (see
+			// openInstance): it closes by itself, and releases all.
+			db.finishLater(x, func() {
+				_ = db.plock.Close()
+				db.lockFS.releaseLock()
+				db.cache.Unref()
+			})
+			return fmt.Errorf("store: close %s: %w", db.dir, x.fault.get())
 		}
 		select {
 		case <-x.stop():
@@ -414,6 +494,35 @@ func (db *DB) runAsync(ctx context.Context, in *instance, fn func() error) error
 		if err != nil {
 			return err
 		}
+		return in.fault.get()
+	case <-in.fault.ch:
+		return in.fault.get()
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// flush asks in's Pebble to flush its memtables and waits for the flush,
+// for the error state or for ctx. It takes over one count of in.ops, and
+// releases it once the flush is scheduled rather than done: Pebble retries a
+// failing flush (a full disk) until it is closed, so a caller that held its
+// count while waiting would keep the instance from ever being closed, and
+// its flush retrying, forever.
+func (db *DB) flush(ctx context.Context, in *instance) error {
+	scheduled := make(chan (<-chan struct{}), 1)
+	err := db.runAsync(ctx, in, func() error {
+		flushed, err := in.pdb.AsyncFlush()
+		if err == nil {
+			scheduled <- flushed
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	flushed := <-scheduled // runAsync returned nil, so fn has sent
+	select {
+	case <-flushed:
 		return in.fault.get()
 	case <-in.fault.ch:
 		return in.fault.get()

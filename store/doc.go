@@ -92,6 +92,17 @@
 // promptly, with an error wrapping ErrDiskFault and the cause, on a disk
 // that is full or failing, so a caller can decide to run without the store.
 //
+// A flush that fails (no room for an sstable) is retried by Pebble for as
+// long as it stays open, with a backoff of 50ms doubling to 1s; Close and
+// Recover close such an instance all the same, without waiting for the
+// flush. Pebble's Open, though, flushes the log it replays and does not
+// return until that flush has succeeded: if the disk refuses it, Open and
+// Recover return the fault at once and leave Pebble's open to finish in the
+// background, holding the directory (Open of it fails with ErrLocked, and
+// Recover with the fault, until then); once the disk takes the flush,
+// Pebble's open completes and the instance closes itself, and the next
+// Open or Recover works.
+//
 // # Security
 //
 // The checksum detects accidents, not attacks: whoever can write to the

@@ -31,7 +31,7 @@ func (db *DB) FlushForTest() error {
 	if err != nil {
 		return err
 	}
-	return db.runAsync(context.Background(), in, in.pdb.Flush)
+	return db.flush(context.Background(), in)
 }
 
 // RunAsyncForTest runs fn as a Pebble call would be run.

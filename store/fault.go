@@ -22,10 +22,16 @@ type faultState struct {
 	closing atomic.Bool // set by Close: background errors during shutdown are expected
 	stalled atomic.Bool // a Pebble write stall is in progress
 	log     *slog.Logger
+
+	// flushFailed is closed once a flush has failed (see openInstance);
+	// lastFlushErr is the error of the last flush that ended with one.
+	flushFailed     chan struct{}
+	flushFailedOnce sync.Once
+	lastFlushErr    atomic.Pointer[error]
 }
 
 func newFaultState(log *slog.Logger) *faultState {
-	return &faultState{ch: make(chan struct{}), log: log}
+	return &faultState{ch: make(chan struct{}), flushFailed: make(chan struct{}), log: log}
 }
 
 // get returns the fault, or nil.
@@ -91,6 +97,17 @@ func eventListener(log *slog.Logger, f *faultState) *pebble.EventListener {
 				return
 			}
 			f.set(fmt.Errorf("pebble background error: %w", err))
+			// A failed flush reports its error to FlushEnd, then here. (A
+			// flush with nothing to write reports an error to FlushEnd
+			// only, and is no failure.)
+			if p := f.lastFlushErr.Load(); p != nil && errors.Is(err, *p) {
+				f.flushFailedOnce.Do(func() { close(f.flushFailed) })
+			}
+		},
+		FlushEnd: func(info pebble.FlushInfo) {
+			if info.Err != nil {
+				f.lastFlushErr.Store(&info.Err)
+			}
 		},
 		DataCorruption: func(info pebble.DataCorruptionInfo) {
 			f.set(fmt.Errorf("pebble data corruption in %s: %w", info.Path, info.Details))

@@ -90,9 +90,13 @@ func checkErrorState(t *testing.T, db *store.DB, dir string, cause error) {
 	}
 	start := time.Now()
 	err := db.Close()
-	t.Logf("Close in error state took %v: %v", time.Since(start), err)
+	el := time.Since(start)
+	t.Logf("Close in error state took %v: %v", el, err)
 	if !errors.Is(err, store.ErrDiskFault) {
 		t.Fatalf("Close in error state = %v, want the fault (ErrDiskFault)", err)
+	}
+	if strings.Contains(err.Error(), "abandoned") {
+		t.Fatalf("Close in error state abandoned Pebble after %v: %v", el, err)
 	}
 	if err := store.Wipe(dir); err != nil {
 		t.Fatalf("Wipe after error state = %v", err)
@@ -157,9 +161,11 @@ func TestFaultFlushENOSPC(t *testing.T) {
 	ctx := context.Background()
 	dir := filepath.Join(t.TempDir(), "db")
 	inj := &injector{err: syscall.ENOSPC, match: writes(".sst")}
-	// The test's own Flush call waits for a flush that keeps failing; Close
-	// abandons it after CloseTimeout.
-	db := openFaulty(t, dir, inj, store.Options{CloseTimeout: time.Second})
+	// Pebble retries the failed flush for as long as it is open: Close
+	// must close it all the same, within CloseTimeout, and leave nothing
+	// running (checkErrorState closes db).
+	noLeaks(t)
+	db := openFaulty(t, dir, inj, store.Options{CloseTimeout: time.Minute})
 	for i := range 100 {
 		if err := db.Set(ctx, fmt.Sprintf("k%d", i), []byte("v"), 0); err != nil {
 			t.Fatal(err)

@@ -43,17 +43,32 @@ type guardFS struct {
 	// may not create, rename or remove anything, so it cannot disturb a new
 	// store opened in the same (wiped) directory.
 	dead atomic.Bool
+
+	// closing is closed when the instance's Pebble is about to be closed
+	// (see pebbleClosing).
+	closing     chan struct{}
+	closingOnce sync.Once
+
+	retryDelay atomic.Int64 // the next backoff in the error state, in ns
 }
 
-// faultBackoff delays file creation in the error state, throttling Pebble's
-// immediate retries of failed flushes and compactions.
-const faultBackoff = 50 * time.Millisecond
+// faultBackoff and maxFaultBackoff delay file creation in the error state,
+// throttling Pebble's immediate, endless retries of failed flushes and
+// compactions: the first delay, doubled at each retry up to the second.
+const (
+	faultBackoff    = 50 * time.Millisecond
+	maxFaultBackoff = time.Second
+)
 
 var errDeadFS = fmt.Errorf("%w: pebble instance abandoned by Close", ErrDiskFault)
 
 func newGuardFS(fs vfs.FS, fault *faultState) *guardFS {
-	return &guardFS{FS: fs, fault: fault, disk: vfs.Root(fs) == vfs.Default}
+	return &guardFS{FS: fs, fault: fault, disk: vfs.Root(fs) == vfs.Default, closing: make(chan struct{})}
 }
+
+// pebbleClosing tells fs that Pebble's Close is about to be called: a flush
+// or compaction parked by a dead fs may go on and fail.
+func (fs *guardFS) pebbleClosing() { fs.closingOnce.Do(func() { close(fs.closing) }) }
 
 // Unwrap implements vfs.FS.
 func (fs *guardFS) Unwrap() vfs.FS { return fs.FS }
@@ -85,12 +100,16 @@ func (fs *guardFS) Create(name string, category vfs.DiskWriteCategory) (vfs.File
 		if isWAL(name) {
 			return discardFile{}, nil
 		}
-		time.Sleep(faultBackoff)
+		// Pebble retries a failed flush or compaction at once, forever,
+		// until it is closed, each time on a new goroutine. An abandoned
+		// instance is closed only once the call that wedged it returns, if
+		// ever: until then, park its background work here rather than let
+		// it spin.
+		<-fs.closing
 		return nil, errDeadFS
 	}
 	if !isWAL(name) && fs.fault.get() != nil {
-		// Pebble retries a failed flush at once, forever: throttle it.
-		time.Sleep(faultBackoff)
+		fs.backoff()
 	}
 	f, err := fs.FS.Create(name, category)
 	if err != nil {
@@ -102,6 +121,23 @@ func (fs *guardFS) Create(name string, category vfs.DiskWriteCategory) (vfs.File
 	}
 	fs.private(name)
 	return fs.wrap(name, f), nil
+}
+
+// backoff waits before a file is created in the error state, throttling
+// Pebble's retries of a failed flush or compaction, until Pebble starts to
+// close (it then stops retrying, once the attempt under way has failed).
+func (fs *guardFS) backoff() {
+	d := time.Duration(fs.retryDelay.Load())
+	if d == 0 {
+		d = faultBackoff
+	}
+	fs.retryDelay.Store(int64(min(2*d, maxFaultBackoff)))
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-fs.closing:
+	}
 }
 
 // OpenReadWrite implements vfs.FS.

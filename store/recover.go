@@ -20,9 +20,13 @@ import (
 // and Stats.Reopens is one higher. If the fault persists, Recover returns
 // it (wrapping ErrDiskFault) and the store stays in its error state, to be
 // retried later: a caller can simply call Recover with backoff until it
-// returns nil. If the directory cannot be opened again at all (the fault
-// left its write-ahead log damaged, for example), the way out is Close,
-// Wipe and Open, which start the store empty.
+// returns nil. A reopen that must flush the log Pebble replays, on a disk
+// that refuses the flush, returns the fault at once and leaves Pebble's
+// open, which retries the flush by itself, to go on in the background; a
+// Recover while it does returns the fault at once too. If the directory
+// cannot be opened again at all (the fault left its write-ahead log
+// damaged, for example), the way out is Close, Wipe and Open, which start
+// the store empty.
 //
 // While Recover runs, other calls fail fast with the fault, as in the error
 // state. Concurrent Recover calls are serialised. If ctx ends first,
@@ -65,10 +69,18 @@ func (db *DB) Recover(ctx context.Context) error {
 	db.mu.Unlock()
 
 	if old != nil {
+		stopped := old.stop()
+		if old.opening() {
+			// The last reopen is still waiting for the disk to take the
+			// flush of its replayed log (see openInstance), which Pebble
+			// retries by itself: the fault persists.
+			release()
+			return fmt.Errorf("store: recover %s: %w", db.dir, fault)
+		}
 		t := time.NewTimer(db.opts.CloseTimeout)
 		defer t.Stop()
 		select {
-		case <-old.stop():
+		case <-stopped:
 			if old.stopErr != nil {
 				db.log.Debug("store: faulted pebble instance closed with an error", "dir", db.dir, "err", old.stopErr)
 			}
@@ -99,6 +111,14 @@ func (db *DB) Recover(ctx context.Context) error {
 func (db *DB) reopen() error {
 	in, err := db.openInstance()
 	db.mu.Lock()
+	if in != nil && in.opening() {
+		// Pebble is still opening (see openInstance): a stub stands for it
+		// until it can be stopped, by the next Recover or by Close, which
+		// is waiting for recoverSem if the DB is closed.
+		db.mu.in = newStub(in.fault, in)
+		db.mu.Unlock()
+		return fmt.Errorf("store: recover %s: %w", db.dir, err)
+	}
 	if db.mu.closed {
 		// Close is waiting for recoverSem; it finds the stub.
 		db.mu.Unlock()

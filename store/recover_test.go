@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -154,15 +156,30 @@ func TestRecoverAfterENOSPC(t *testing.T) {
 	}
 }
 
-// TestRecoverWaitsForWedgedInstance: a failing sstable write leaves a
-// Pebble flush retrying forever, so the faulted instance cannot close:
-// Recover gives up after CloseTimeout and leaves the store refused; once
-// the disk works again the flush ends, the instance closes, and the next
-// Recover reopens the directory.
+// wedge leaves a call in flight on db's Pebble instance until the returned
+// function is called (as a disk that hangs would).
+func wedge(t *testing.T, db *store.DB) (unwedge func()) {
+	t.Helper()
+	release := make(chan struct{})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // the caller stops waiting at once; the call stays in flight
+	if err := db.RunAsyncForTest(ctx, func() error { <-release; return nil }); !errors.Is(err, context.Canceled) {
+		t.Fatalf("wedged call with a canceled ctx = %v, want context.Canceled", err)
+	}
+	var once sync.Once
+	unwedge = func() { once.Do(func() { close(release) }) }
+	t.Cleanup(unwedge)
+	return unwedge
+}
+
+// TestRecoverWaitsForWedgedInstance: a faulted instance with a call stuck
+// in Pebble cannot close: Recover gives up after CloseTimeout and leaves
+// the store refused; once the call returns, the instance closes and the
+// next Recover reopens the directory.
 func TestRecoverWaitsForWedgedInstance(t *testing.T) {
 	ctx := context.Background()
 	dir := filepath.Join(t.TempDir(), "db")
-	inj := &injector{err: syscall.ENOSPC, match: writes(".sst")}
+	inj := &injector{err: syscall.ENOSPC, match: writes(".log")}
 	db := openFaulty(t, dir, inj, store.Options{CloseTimeout: 500 * time.Millisecond, SweepInterval: -1})
 	const n = 100
 	for i := range n {
@@ -170,37 +187,83 @@ func TestRecoverWaitsForWedgedInstance(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	unwedge := wedge(t, db)
 	inj.on.Store(true)
-	if err := db.FlushForTest(); !errors.Is(err, store.ErrDiskFault) {
-		t.Fatalf("flush onto a full disk = %v, want ErrDiskFault", err)
+	if err := db.Set(ctx, "x", []byte("v"), 0); !errors.Is(err, store.ErrDiskFault) {
+		t.Fatalf("Set on a full disk = %v, want ErrDiskFault", err)
 	}
-	checkRefused(t, db, syscall.ENOSPC)
-	if err := db.Recover(ctx); !errors.Is(err, store.ErrDiskFault) {
-		t.Fatalf("Recover with the old instance wedged = %v, want ErrDiskFault", err)
-	}
-	checkRefused(t, db, syscall.ENOSPC)
 	inj.on.Store(false)
-	var err error
-	deadline := time.Now().Add(30 * time.Second)
-	for err = db.Recover(ctx); err != nil && time.Now().Before(deadline); err = db.Recover(ctx) {
-		// The flush retries with backoff; Recover waits CloseTimeout each time.
+	err := db.Recover(ctx)
+	if !errors.Is(err, store.ErrDiskFault) || !strings.Contains(err.Error(), "still busy") {
+		t.Fatalf("Recover with the old instance wedged = %v, want ErrDiskFault (still busy)", err)
 	}
-	if err != nil {
-		t.Fatalf("Recover after the disk has room = %v", err)
-	}
+	checkRefused(t, db, syscall.ENOSPC)
+	unwedge()
+	// The old instance closes once the call returns; each Recover waits
+	// up to CloseTimeout for that.
+	waitFor(t, "Recover to reopen the store", func() bool { err = db.Recover(ctx); return err == nil })
 	checkHealed(t, db, n)
+}
+
+// TestRecoverWhileFlushFails: a flush that fails (no room for sstables)
+// puts the store in its error state, and Pebble would retry it forever.
+// Recover closes the faulted instance at once all the same; while the disk
+// still refuses sstables, reopening (which must flush the replayed log)
+// cannot finish, and Recover says so promptly, every time; once the disk
+// has room, the pending reopen finishes and the next Recover heals the
+// store with every acknowledged write. Close then leaves nothing behind.
+func TestRecoverWhileFlushFails(t *testing.T) {
+	noLeaks(t)
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "db")
+	inj := &injector{err: syscall.ENOSPC, match: writes(".sst")}
+	db := openFaulty(t, dir, inj, store.Options{CloseTimeout: time.Minute, SweepInterval: -1})
+	const n = 100
+	for i := range n {
+		if err := db.Set(ctx, fmt.Sprintf("k%d", i), []byte(fmt.Sprint(i)), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	inj.on.Store(true)
+	if err := db.FlushForTest(); !errors.Is(err, store.ErrDiskFault) || !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("flush onto a full disk = %v, want ErrDiskFault wrapping ENOSPC", err)
+	}
+	checkRefused(t, db, syscall.ENOSPC)
+	for i := range 3 {
+		start := time.Now()
+		err := db.Recover(ctx)
+		if !errors.Is(err, store.ErrDiskFault) || !errors.Is(err, syscall.ENOSPC) {
+			t.Fatalf("Recover %d while sstables fail = %v, want ErrDiskFault wrapping ENOSPC", i, err)
+		}
+		// Not CloseTimeout (a minute): the faulted instance closes at once,
+		// and the pending reopen is not waited for.
+		if el := time.Since(start); el > 20*time.Second {
+			t.Fatalf("Recover %d while sstables fail took %v", i, el)
+		}
+		checkRefused(t, db, syscall.ENOSPC)
+	}
+	inj.on.Store(false)
+	waitFor(t, "Recover to reopen the store", func() bool { return db.Recover(ctx) == nil })
+	checkHealed(t, db, n)
+	if err := db.Close(); err != nil {
+		t.Fatalf("Close after Recover = %v", err)
+	}
 }
 
 // TestRecoverCanceled: Recover respects its context while it waits.
 func TestRecoverCanceled(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "db")
-	inj := &injector{err: syscall.ENOSPC, match: writes(".sst")}
+	inj := &injector{err: syscall.ENOSPC, match: writes(".log")}
 	db := openFaulty(t, dir, inj, store.Options{CloseTimeout: time.Minute, SweepInterval: -1})
 	if err := db.Set(context.Background(), "k", []byte("v"), 0); err != nil {
 		t.Fatal(err)
 	}
+	unwedge := wedge(t, db)
 	inj.on.Store(true)
-	_ = db.FlushForTest() // wedges the instance until the disk has room
+	if err := db.Set(context.Background(), "x", []byte("v"), 0); !errors.Is(err, store.ErrDiskFault) {
+		t.Fatalf("Set on a full disk = %v, want ErrDiskFault", err)
+	}
+	inj.on.Store(false)
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	start := time.Now()
@@ -210,9 +273,9 @@ func TestRecoverCanceled(t *testing.T) {
 	if el := time.Since(start); el > 5*time.Second {
 		t.Fatalf("Recover took %v with a 100ms ctx", el)
 	}
-	inj.on.Store(false)
+	unwedge()
 	if err := db.Recover(context.Background()); err != nil {
-		t.Fatalf("Recover after the disk has room = %v", err)
+		t.Fatalf("Recover once the call has returned = %v", err)
 	}
 	if e, ok := mustGet(t, db, "k"); !ok || string(e.Value) != "v" {
 		t.Fatalf("Get(k) = %q, %v", e.Value, ok)
@@ -342,28 +405,161 @@ func TestOpenOnFullDisk(t *testing.T) {
 	}
 }
 
-// TestRecoverLeaksNothing: a fault, a failed and a successful Recover, and
-// Close leave no goroutine behind.
+// noLeaks makes t fail unless every goroutine started after this call has
+// ended by the time t's cleanups have run (call it first: it checks last).
+// An instance's goroutines end soon after Close or Recover has closed it,
+// but not necessarily before they return: the check waits for them, up to
+// a deadline, but never for one that keeps running.
+func noLeaks(t *testing.T) {
+	t.Helper()
+	ignore := goleak.IgnoreCurrent()
+	t.Cleanup(func() {
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			err := goleak.Find(ignore) // itself retries for a while
+			if err == nil {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Errorf("goroutines left behind: %v", err)
+				return
+			}
+		}
+	})
+}
+
+// TestRecoverLeaksNothing: a fault under the log or under a flush, a failed
+// and a successful Recover, and Close leave no goroutine behind, although
+// Pebble retries a failed flush for as long as it is open.
 func TestRecoverLeaksNothing(t *testing.T) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	for _, suffix := range []string{".log", ".sst"} {
+		t.Run(suffix, func(t *testing.T) {
+			noLeaks(t)
+			ctx := context.Background()
+			dir := filepath.Join(t.TempDir(), "db")
+			inj := &injector{err: syscall.ENOSPC, match: writes(suffix)}
+			db := openFaulty(t, dir, inj, store.Options{Durability: store.NoSync, SyncInterval: time.Millisecond, SweepInterval: time.Millisecond})
+			if err := db.Set(ctx, "k", []byte("v"), 0); err != nil {
+				t.Fatal(err)
+			}
+			inj.on.Store(true)
+			for db.Err() == nil {
+				_ = db.Set(ctx, "k", []byte("v"), 0)
+				_ = db.Sync(ctx)
+				_ = db.FlushForTest()
+			}
+			if err := db.Recover(ctx); err == nil {
+				t.Fatalf("Recover on a full disk = nil")
+			}
+			inj.on.Store(false)
+			waitFor(t, "Recover to reopen the store", func() bool { return db.Recover(ctx) == nil })
+			if err := db.Set(ctx, "k", []byte("v"), 0); err != nil {
+				t.Fatal(err)
+			}
+			if err := db.Close(); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// TestCloseWhenFlushFails: Close of a healthy store whose flush at Close
+// fails (the disk is full) returns the fault without waiting for
+// CloseTimeout, although Pebble would retry the flush forever; it releases
+// the directory, which opens with every acknowledged write once the disk
+// has room, and leaves no goroutine behind.
+func TestCloseWhenFlushFails(t *testing.T) {
+	noLeaks(t)
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "db")
+	inj := &injector{err: syscall.ENOSPC, match: writes(".sst")}
+	db := openFaulty(t, dir, inj, store.Options{CloseTimeout: time.Minute, SweepInterval: -1})
+	const n = 100
+	for i := range n {
+		if err := db.Set(ctx, fmt.Sprintf("k%d", i), []byte(fmt.Sprint(i)), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	inj.on.Store(true)
+	start := time.Now()
+	err := db.Close()
+	if !errors.Is(err, store.ErrDiskFault) || !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("Close with a failing flush = %v, want ErrDiskFault wrapping ENOSPC", err)
+	}
+	if el := time.Since(start); el > 20*time.Second {
+		t.Fatalf("Close with a failing flush took %v (CloseTimeout is a minute)", el)
+	}
+	inj.on.Store(false)
+	db2, _ := openT(t, dir, nil)
+	checkHealed(t, db2, n)
+}
+
+// TestOpenOnFullDiskAfterFault: a store that faulted and was closed without
+// flushing leaves its acknowledged writes in the write-ahead log; Open on a
+// disk that still refuses sstables must replay them, which needs a flush
+// the disk refuses, and Pebble's Open waits for that flush forever. Open
+// returns promptly with the fault all the same; the directory stays locked
+// while Pebble keeps trying; once the disk has room Pebble's open finishes
+// and closes, the directory opens with every acknowledged write, and
+// nothing is left behind.
+func TestOpenOnFullDiskAfterFault(t *testing.T) {
+	noLeaks(t)
 	ctx := context.Background()
 	dir := filepath.Join(t.TempDir(), "db")
 	inj := &injector{err: syscall.ENOSPC, match: writes(".log")}
-	db := openFaulty(t, dir, inj, store.Options{Durability: store.NoSync, SyncInterval: time.Millisecond, SweepInterval: time.Millisecond})
-	inj.on.Store(true)
-	for db.Err() == nil {
-		_ = db.Set(ctx, "k", []byte("v"), 0)
-		_ = db.Sync(ctx)
+	db := openFaulty(t, dir, inj, store.Options{SweepInterval: -1})
+	const n = 10
+	for i := range n {
+		if err := db.Set(ctx, fmt.Sprintf("k%d", i), []byte(fmt.Sprint(i)), 0); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if err := db.Recover(ctx); err == nil {
-		t.Fatalf("Recover on a full disk = nil")
+	inj.on.Store(true)
+	if err := db.Set(ctx, "x", []byte("v"), 0); !errors.Is(err, store.ErrDiskFault) {
+		t.Fatalf("Set on a full disk = %v", err)
+	}
+	if err := db.Close(); !errors.Is(err, store.ErrDiskFault) {
+		t.Fatalf("Close in the error state = %v", err)
+	}
+	// Nearly full: the small files Pebble writes at Open fit, the sstable
+	// of the replayed log does not.
+	inj.match = writes(".sst")
+	o := &store.Options{FS: errorfs.Wrap(vfs.Default, inj), Logger: quietLogger(t), SweepInterval: -1, CloseTimeout: 5 * time.Second}
+	done := make(chan error, 1)
+	go func() {
+		db, err := store.Open(dir, o)
+		if err == nil {
+			db.Close()
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, store.ErrDiskFault) || !errors.Is(err, syscall.ENOSPC) {
+			t.Fatalf("Open on a full disk with a log to replay = %v, want ErrDiskFault wrapping ENOSPC", err)
+		}
+	case <-time.After(20 * time.Second):
+		inj.on.Store(false)
+		<-done
+		t.Fatalf("Open on a full disk with a log to replay did not return within 20s")
+	}
+	// Pebble is still trying to open it.
+	if db, err := store.Open(dir, o); !errors.Is(err, store.ErrLocked) {
+		if err == nil {
+			db.Close()
+		}
+		t.Fatalf("Open while the first one is pending = %v, want ErrLocked", err)
 	}
 	inj.on.Store(false)
-	if err := db.Recover(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Set(ctx, "k", []byte("v"), 0); err != nil {
-		t.Fatal(err)
+	waitFor(t, "the pending open to release the directory", func() bool {
+		var err error
+		db, err = store.Open(dir, o)
+		return err == nil
+	})
+	for i := range n {
+		if e, ok := mustGet(t, db, fmt.Sprintf("k%d", i)); !ok || string(e.Value) != fmt.Sprint(i) {
+			t.Fatalf("acknowledged k%d after the disk healed = %q, %v", i, e.Value, ok)
+		}
 	}
 	if err := db.Close(); err != nil {
 		t.Fatal(err)

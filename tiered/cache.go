@@ -140,27 +140,11 @@ func Open(ctx context.Context, opts *Options) (*Cache, error) {
 	}
 
 	if needDisk {
-		so := &store.Options{MaxBytes: o.DiskMaxBytes, Clock: c.clk, Logger: o.Logger, MaxKeyBytes: o.MaxKeyBytes}
-		if !o.SyncWrites {
-			so.Durability = store.NoSync
+		// On a disk fault, the tier opens off and heals in the background
+		// (see diskfault.go), unless Options.DiskRequired.
+		if c.disk, err = openDiskTier(c, mem); err != nil {
+			return fail(err)
 		}
-		for _, r := range o.Routes {
-			so.MaxValueBytes = max(so.MaxValueBytes, r.MaxValueBytes+maxEnvelopeOverhead)
-		}
-		db, err := store.Open(o.Dir, so)
-		if errors.Is(err, store.ErrIncompatible) && !localDisk(o.Routes) {
-			// A directory of another format version holds only copies of
-			// what Redis holds: start it afresh rather than refuse to
-			// start. (With a route whose only copy is on disk, Open fails.)
-			o.Logger.Warn("tiered: disk tier in an older format; wiping it", "dir", o.Dir, "err", err)
-			if err = store.Wipe(o.Dir); err == nil {
-				db, err = store.Open(o.Dir, so)
-			}
-		}
-		if err != nil {
-			return fail(opErr("open", "", diskOpenError(o.Dir, err)))
-		}
-		c.disk = newDiskTier(db, mem, c)
 	}
 	for _, r := range c.router.routes {
 		if r.Tiers&Memory != 0 {

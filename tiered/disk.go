@@ -2,6 +2,7 @@ package tiered
 
 import (
 	"context"
+	"errors"
 	"hash/maphash"
 	"log/slog"
 	"strings"
@@ -32,8 +33,10 @@ import (
 // came first, and the delete after it wins, or sees the bump and is
 // dropped: the queue never resurrects a value older than what memory and
 // Redis hold (TestRaceFillInvalidationPending).
+//
+// Faults. A disk fault turns the tier off until the disk heals: see
+// diskfault.go.
 type diskTier struct {
-	db    *store.DB
 	mem   *tracking.Cache // the guard
 	wb    *writeBehind
 	trust trust
@@ -42,9 +45,21 @@ type diskTier struct {
 	// decode turns stored bytes into an entry, verifying signatures: the
 	// Cache's decodeDisk, which holds the keys and limits.
 	decode func(r *route, key string, b []byte, expiry int64) (entry, error)
-	// owns reports whether key's route has the disk tier.
-	owns func(key string) bool
-	now  func() int64 // the cache's clock, Unix ns
+	// owns reports whether key's route has the disk tier; local whether a
+	// key under prefix can be the record of a route without Redis.
+	owns  func(key string) bool
+	now   func() int64 // the cache's clock, Unix ns
+	local func(prefix string) bool
+
+	// Healing (diskfault.go): how to open the store if it never opened,
+	// and the prober, which ctx stops.
+	dir     string
+	so      *store.Options
+	wipeOld bool
+	kick    chan struct{}
+	ctx     context.Context
+	cancel  context.CancelFunc
+	probed  chan struct{} // closed when the prober has stopped
 
 	// stripes order, per key, an acknowledged write's memory update and
 	// its queued disk write against the deletes invalidations queue (see
@@ -55,17 +70,22 @@ type diskTier struct {
 
 var _ tier = (*diskTier)(nil)
 
+// newDiskTier returns the tier over db (nil: not open yet; the caller then
+// turns the tier off before publishing it).
 func newDiskTier(db *store.DB, mem *tracking.Cache, c *Cache) *diskTier {
-	d := &diskTier{db: db, mem: mem, log: c.o.Logger, stats: &c.stats, decode: c.decodeDisk,
-		owns: func(key string) bool { return c.router.find(key).Tiers&Disk != 0 }, now: c.now, seed: maphash.MakeSeed()}
+	d := &diskTier{mem: mem, log: c.o.Logger, stats: &c.stats, decode: c.decodeDisk,
+		owns:  func(key string) bool { return c.router.find(key).Tiers&Disk != 0 },
+		local: func(prefix string) bool { return localUnder(c.router, prefix) }, now: c.now,
+		seed: maphash.MakeSeed(), kick: make(chan struct{}, 1), probed: make(chan struct{})}
 	d.trust.init()
-	d.wb = newWriteBehind(db, mem, c.o.WriteBehind, c.o.Logger)
+	d.wb = newWriteBehind(db, mem, c.o.WriteBehind, c.o.SyncWrites, c.o.Logger, d.faulted)
 	return d
 }
 
 func (*diskTier) source() Source { return SourceDisk }
 
-// get reads key from the write-behind queue, else from the store.
+// get reads key from the write-behind queue, else from the store. While the
+// tier is off it misses.
 func (d *diskTier) get(ctx context.Context, r *route, key string) (entry, bool, bool, error) {
 	b, expiry, ok, err := d.read(ctx, key)
 	if err != nil || !ok {
@@ -86,13 +106,21 @@ func (d *diskTier) get(ctx context.Context, r *route, key string) (entry, bool, 
 
 // read returns key's bytes as the disk tier holds them, and the hard
 // expiry they were stored with (Unix ns, 0: none): the latest queued op,
-// else the store's entry.
+// else the store's entry. While the tier is off it misses; a read that
+// meets a disk fault turns it off, and misses.
 func (d *diskTier) read(ctx context.Context, key string) ([]byte, int64, bool, error) {
+	if d.wb.fault() != nil {
+		return nil, 0, false, nil
+	}
 	if op, ok := d.wb.lookup(key); ok {
 		return op.data, op.expiry, op.data != nil, nil
 	}
 	d.stats.diskReads.Add(1)
-	se, ok, err := d.db.Get(ctx, key)
+	se, ok, err := d.wb.db.Load().Get(ctx, key)
+	if isDiskFault(err) {
+		d.stepAside(err)
+		return nil, 0, false, nil
+	}
 	if err != nil || !ok {
 		return nil, 0, false, err
 	}
@@ -123,8 +151,7 @@ func (d *diskTier) confirm(_ *route, key string, _ *entry, t tracking.Ticket) bo
 // put queues e under ticket t (dropped if t was overtaken) and trusts it on
 // Redis routes. wait asks for a handle to wait on its commit (SyncWrites).
 func (d *diskTier) put(r *route, key string, e *entry, t tracking.Ticket, wait bool) (*diskOp, bool) {
-	it := e.local()
-	op, ok := d.wb.put(key, e.disk, it.HardExpiry, &t, wait)
+	op, ok := d.wb.put(key, e.disk, e.local().HardExpiry, &t, queueOpts{wait: wait})
 	if ok && r.Tiers&Redis != 0 {
 		d.trust.add(key, t)
 	}
@@ -140,7 +167,13 @@ func (d *diskTier) lock(key string) func() {
 
 // write queues an acknowledged write of key: e, trusted under next, or a
 // delete when e is nil or the write was overtaken (valid false: another
-// write may be newer, and the disk must not keep an older copy).
+// write may be newer, and the disk must not keep an older copy). It
+// returns what the caller must wait for: with syncWrites the commit; on a
+// route without Redis, whose disk entries are the record, a delete's
+// durable commit always (an acknowledged delete is never undone, even by a
+// crash). If the tier is off, a write the disk is the record of (such a
+// delete, or a Set with syncWrites) fails with its fault, and a failed Set
+// is taken back from memory: it is not acknowledged, so it is not served.
 //
 // REQUIRES: key's stripe lock (lock), held since before the memory tier's
 // write that returned next and valid. The race it closes, in order:
@@ -155,24 +188,44 @@ func (d *diskTier) lock(key string) func() {
 // makes the write's own enqueue unconditional: a ticket check there would
 // also refuse it for a write of another key sharing its generation slot,
 // and lose an acknowledged write from the disk.
-func (d *diskTier) write(r *route, key string, e *entry, next tracking.Ticket, valid, wait bool) *diskOp {
-	if e != nil && valid {
-		it := e.local()
-		op, _ := d.wb.put(key, e.disk, it.HardExpiry, nil, wait)
-		if r.Tiers&Redis != 0 {
+func (d *diskTier) write(r *route, key string, e *entry, next tracking.Ticket, valid, syncWrites bool) diskWrite {
+	record := r.Tiers&Redis == 0
+	set := e != nil && valid
+	qo := queueOpts{wait: syncWrites, sync: record && !set}
+	qo.wait = qo.wait || qo.sync
+	var op *diskOp
+	var ok bool
+	if set {
+		op, ok = d.wb.put(key, e.disk, e.local().HardExpiry, nil, qo)
+		if ok && !record {
 			d.trust.add(key, next)
 		}
-		return op
+	} else {
+		d.trust.forget(key)
+		op, ok = d.wb.put(key, nil, 0, nil, qo)
 	}
-	d.trust.forget(key)
-	op, _ := d.wb.put(key, nil, 0, nil, wait)
-	return op
+	switch {
+	case !qo.wait:
+		return diskWrite{}
+	case ok:
+		return diskWrite{d: d, op: op, key: key, next: next, undo: record && set, copy: !record}
+	}
+	fault := d.wb.fault()
+	switch {
+	case fault == nil:
+		return diskWrite{err: ErrClosed}
+	case !record:
+		return diskWrite{} // a copy of Redis: its disk copy is a suspect now
+	case set:
+		d.unwriteLocked(key, next)
+	}
+	return diskWrite{err: fault}
 }
 
 // drop removes key's copy.
 func (d *diskTier) drop(key string) {
 	d.trust.forget(key)
-	d.wb.put(key, nil, 0, nil, false)
+	d.wb.put(key, nil, 0, nil, queueOpts{})
 }
 
 // invalidated is the memory tier's invalidation listener: it runs on the
@@ -193,9 +246,27 @@ func (d *diskTier) invalidated(keys []string, epochBump bool) {
 	}
 }
 
+// close stops the prober, flushes the queue and closes the store. It
+// returns the tier's fault if it is off, else the last write error not
+// reported yet and the store's own (a disk fault wrapped in ErrDisk).
 func (d *diskTier) close() error {
-	d.wb.close()
-	return d.db.Close()
+	d.stopProber()
+	werr := d.wb.close()
+	fault := d.wb.fault()
+	var cerr error
+	if db := d.wb.db.Load(); db != nil {
+		cerr = db.Close()
+	}
+	switch {
+	case fault != nil:
+		if cerr != nil {
+			d.log.Debug("tiered: disk tier closed while off", "err", cerr)
+		}
+		return fault
+	case isDiskFault(cerr):
+		cerr = asDiskFault(cerr)
+	}
+	return errors.Join(werr, cerr)
 }
 
 // trust records, per key hash, the ticket under which the disk copy was
@@ -240,16 +311,35 @@ func (t *trust) reset() {
 }
 
 // scan calls fn with every stored key under prefix, its bytes and their
-// hard expiry.
+// hard expiry. While the tier is off there is none; a scan that meets a
+// disk fault turns it off and ends early, without an error.
 func (d *diskTier) scan(ctx context.Context, prefix string, fn func(key string, b []byte, expiry int64) error) error {
+	if d.wb.fault() != nil {
+		return nil
+	}
 	d.stats.diskReads.Add(1)
-	return d.db.Scan(ctx, prefix, func(key string, se store.Entry) error {
+	err := d.wb.db.Load().Scan(ctx, prefix, func(key string, se store.Entry) error {
 		return fn(key, se.Value, unixNano(se.Expiry))
 	})
+	if isDiskFault(err) {
+		d.stepAside(err)
+		return nil
+	}
+	return err
 }
 
-// dropPrefix removes every key under prefix: queued and stored.
+// dropPrefix removes every key under prefix: queued and stored. Where a key
+// under prefix can be the record of a route without Redis, the deletes are
+// durable when it returns, and it fails with the tier's fault while the
+// tier is off; otherwise the prefix is remembered then, and its disk copies
+// deleted before the tier comes back.
 func (d *diskTier) dropPrefix(ctx context.Context, prefix string) error {
+	if d.wb.offPrefix(prefix) {
+		if d.local(prefix) {
+			return d.wb.fault()
+		}
+		return nil
+	}
 	var keys []string
 	d.wb.mu.Lock()
 	for k := range d.wb.mu.pending {
@@ -261,10 +351,30 @@ func (d *diskTier) dropPrefix(ctx context.Context, prefix string) error {
 	for _, k := range keys {
 		d.drop(k)
 	}
-	return d.scan(ctx, prefix, func(key string, _ []byte, _ int64) error {
+	err := d.wb.db.Load().Scan(ctx, prefix, func(key string, _ store.Entry) error {
 		d.drop(key)
 		return nil
 	})
+	if isDiskFault(err) {
+		d.stepAside(err)
+		d.wb.offPrefix(prefix)
+	}
+	if err != nil || !d.local(prefix) {
+		return d.offErr(err)
+	}
+	return d.wb.barrier(ctx)
+}
+
+// offErr is err, or the tier's fault if err is a disk fault (which turned
+// it off).
+func (d *diskTier) offErr(err error) error {
+	if isDiskFault(err) {
+		if f := d.wb.fault(); f != nil {
+			return f
+		}
+		return asDiskFault(err)
+	}
+	return err
 }
 
 // maxEnvelopeOverhead is the most an envelope adds to a value: the disk

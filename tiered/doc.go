@@ -113,6 +113,49 @@
 //
 // TestOutageContract checks each line of this list.
 //
+// # Disk faults
+//
+// A disk that fails under the disk tier (full, failing, read-only: an
+// error wrapping store.ErrDiskFault) never takes a route down. The tier
+// steps aside: reads skip it (its answer is a miss, and the read goes on
+// to the next tier), fills skip it, Err and Stats.DiskErr report the fault
+// (an error wrapping ErrDisk and the cause, such as syscall.ENOSPC), Flush
+// and Close return it, and Stats counts DiskFaults, DiskRecoveries and
+// DiskWritesSkipped. A prober retries (100ms after the fault, doubling to
+// 5s) and puts the tier back by itself once the disk works. Open on a
+// failing disk opens with the tier off, unless Options.DiskRequired.
+//
+// While the tier is off, a Memory|Disk route works as a memory-only one,
+// except that what the disk is the record of is not acknowledged without
+// it. A Delete returns ErrDisk: the key is gone from memory, and its disk
+// copy is deleted when the tier comes back. A Set with SyncWrites returns
+// ErrDisk, and its value is taken out of memory as well, so that it is not
+// served: the key reads as missing until it is written again (the Set may
+// or may not have reached the disk, and whatever the disk holds for the
+// key is deleted when the tier comes back). A Set without SyncWrites
+// succeeds in memory only: it is lost if memory evicts it or the process
+// restarts before the tier is back. InvalidatePrefix returns ErrDisk like
+// a Delete. When the disk works, a Delete on a route without Redis returns
+// nil only once its tombstone is durable (an fsync shared with concurrent
+// writers), with or without SyncWrites, so an acknowledged Delete is never
+// undone, by a fault or a crash.
+//
+// No older value comes back. The keys of acknowledged writes the disk did
+// not take (while off, in a failed batch, or committed but not yet synced
+// when the fault came) are remembered, and their disk copies deleted,
+// durably, before the tier serves or takes writes again; past 65,536 keys
+// or 64 prefixes, everything the disk held is deleted instead. One window
+// remains: a process that restarts while the disk still fails cannot
+// delete them, so after such a restart a key written (without SyncWrites)
+// during the fault may read as its disk copy from before it. A Delete that
+// returned nil is never undone.
+//
+// On a route with Redis the disk holds copies that Redis vouches for, so a
+// disk fault fails no write: Set and Delete succeed once Redis has them,
+// with or without SyncWrites, and a copy the disk may hold wrongly is
+// never served without asking Redis (except by the ServeStale policy
+// while Redis is unreachable, like any unverified copy).
+//
 // # What it does not promise
 //
 // Between a write in Redis and the invalidation's arrival (the

@@ -40,11 +40,15 @@ var (
 	// answered a command with an error: an ACL refusal (NOPERM), OOM under
 	// noeviction, a read-only replica, a key of another type.
 	ErrRefused = errors.New("tiered: redis refused")
-	// ErrDisk wraps a failure of the disk tier (store.ErrDiskFault: a full
-	// or broken disk), with the cause.
-	ErrDisk = errors.New("tiered: disk tier failed")
 	// ErrDecode wraps a codec failure on a stored value.
 	ErrDecode = errors.New("tiered: cannot decode value")
+	// ErrDisk wraps a fault of the disk tier (a full, failing or read-only
+	// disk), with its cause (store.ErrDiskFault and, where known, the
+	// syscall error such as syscall.ENOSPC): the tier has stepped aside
+	// until the fault clears. Err and Stats.DiskErr report it meanwhile;
+	// Flush, Close and the writes that need the disk return it (see the
+	// package doc, Disk faults).
+	ErrDisk = errors.New("tiered: disk tier failed")
 )
 
 // An error of this package reads "tiered: <op> <key>: <kind>: <detail>:

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/redis/rueidis"
 
 	"github.com/thermoscache/thermos/internal/clock"
@@ -130,6 +131,14 @@ type Options struct {
 	// WriteBehind is the longest a disk write waits before it is flushed in
 	// a batch. Zero means DefaultWriteBehind.
 	WriteBehind time.Duration
+	// DiskRequired makes Open fail when the disk tier cannot be opened
+	// because the disk is full, failing or read-only. By default Open then
+	// succeeds with the disk tier off (logged, and reported by Err) and
+	// keeps trying to open it in the background.
+	DiskRequired bool
+	// diskFS, for this package's tests, is the disk tier's filesystem
+	// (store.Options.FS); nil means the real one.
+	diskFS vfs.FS
 
 	// MemoryBytes bounds the memory tier. Zero means DefaultMemoryBytes.
 	MemoryBytes int64

@@ -105,6 +105,13 @@ type Stats struct {
 	// DiskCorrupt counts disk entries refused on read: a bad checksum, a
 	// signature that does not verify, a value over its route's limit.
 	DiskCorrupt int64
+	// DiskErr is the disk tier's fault while it is off (reads and writes
+	// skip it; see the package doc, Disk faults), nil while it works: what
+	// Err returns. DiskFaults counts the times the tier turned off,
+	// DiskRecoveries the times it came back, and DiskWritesSkipped the
+	// writes and deletes it did not take while off.
+	DiskErr                                       error
+	DiskFaults, DiskRecoveries, DiskWritesSkipped int64
 	// Memory-tier totals.
 	MemoryBytes   int64
 	MemoryEntries int
@@ -143,6 +150,7 @@ func (c *Cache) Stats() Stats {
 		})
 	}
 	if c.disk != nil {
+		c.disk.health(&st)
 		st.DiskWritesDropped = c.disk.wb.dropped.Load()
 		st.DiskWriteErrors = c.disk.wb.failed.Load()
 		st.DiskWrites += c.disk.wb.committed.Load()

@@ -135,9 +135,9 @@ func (c *Cache) commit(ctx context.Context, r *route, key string, e *entry, afte
 	if errors.Is(err, tracking.ErrTooLarge) {
 		err = nil // kept by the slower tiers; too big to cache in memory
 	}
-	var op *diskOp
+	var dw diskWrite
 	if err == nil && c.disk != nil && r.Tiers&Disk != 0 {
-		op = c.disk.write(r, key, e, next, valid, c.o.SyncWrites)
+		dw = c.disk.write(r, key, e, next, valid, c.o.SyncWrites)
 	}
 	unlock()
 	switch {
@@ -145,19 +145,17 @@ func (c *Cache) commit(ctx context.Context, r *route, key string, e *entry, afte
 		return false, ErrClosed
 	case err != nil:
 		return false, newFault(ErrConfig, err, "memory tier") // unreachable: keys are checked first
-	case r.Tiers&Disk == 0 || !c.o.SyncWrites:
-		return valid, nil
-	case op == nil:
-		return false, ErrClosed
 	}
-	if err := c.disk.wb.wait(ctx, op); err != nil {
+	if err := dw.wait(ctx); err != nil {
 		return false, diskError(err)
 	}
 	return valid, nil
 }
 
-// Flush waits until every disk write queued so far is on disk, and returns
-// a disk write error that neither it nor Close has returned yet.
+// Flush waits until every disk write queued so far is on disk, durably, and
+// returns a disk write error that neither it nor Close has returned yet.
+// While the disk tier is off (see the package doc, Disk faults) it returns
+// its fault at once, wrapping ErrDisk.
 func (c *Cache) Flush(ctx context.Context) error {
 	if c.closed.Load() {
 		return opErr("flush", "", ErrClosed)
@@ -171,7 +169,7 @@ func (c *Cache) Flush(ctx context.Context) error {
 // diskError is a disk tier failure as ErrDisk; a context error stays as it
 // is (the caller stopped waiting).
 func diskError(err error) error {
-	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+	if err == nil || errors.Is(err, ErrDisk) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return err
 	}
 	return newFault(ErrDisk, err, "")

@@ -20,11 +20,23 @@ const maxPendingFills = 64 << 10
 // writeBehind applies disk writes off the caller's path, in batches, in the
 // order they were queued. Reads consult pending before the disk, so a value
 // queued but not yet flushed is never shadowed by an older one on disk.
+//
+// While the disk tier is off (see diskfault.go) nothing is queued: the keys
+// of the acknowledged writes and deletes it could not take are remembered as
+// suspects instead, and their disk copies deleted before the tier is back.
 type writeBehind struct {
-	db       *store.DB
-	mem      *tracking.Cache // the guard fills and writes present
+	db       atomic.Pointer[store.DB] // nil until the store opens (see diskTier.heal)
+	mem      *tracking.Cache          // the guard fills and writes present
 	interval time.Duration
 	log      *slog.Logger
+	// onFault is called, off the lock, when a batch fails on a disk fault.
+	onFault func(err error)
+	// synced: every commit of the store is durable (Sync durability).
+	synced bool
+
+	// off is the disk tier's fault (wrapping ErrDisk) while it is off, nil
+	// while it works. It is set and cleared under mu, and read without it.
+	off atomic.Pointer[error]
 
 	mu struct {
 		sync.Mutex
@@ -32,6 +44,10 @@ type writeBehind struct {
 		pending map[string]*diskOp // latest queued op per key
 		seq     uint64             // of the last queued op
 		closed  bool
+		susp    suspects // while off, or since
+		// unsynced are the keys of writes committed since the last sync
+		// (see noteUnsyncedLocked).
+		unsynced []string
 	}
 	// applied is the seq of the last op whose batch was committed (or
 	// failed); flushed is closed and replaced after every flush.
@@ -46,23 +62,67 @@ type writeBehind struct {
 	unreported       atomic.Pointer[error]
 	dropped, failed  atomic.Int64
 	committed, count atomic.Int64 // ops committed; ops queued
+	skipped          atomic.Int64 // writes and deletes not queued while off
+	// faults and recoveries count the tier's turning off and on, with
+	// off itself, under mu: a reader never sees one without the other.
+	faults, recoveries atomic.Int64
 }
 
 // diskOp is one queued write; data == nil deletes key.
 type diskOp struct {
-	key    string
-	data   []byte
-	expiry int64 // hard expiry, Unix ns; 0: none
-	seq    uint64
-	done   chan error // the commit's result, for a caller that waits; else nil
+	key     string
+	data    []byte
+	expiry  int64 // hard expiry, Unix ns; 0: none
+	seq     uint64
+	fill    bool       // a copy, not an acknowledged write: not remembered if lost
+	sync    bool       // its batch is committed with an fsync (CommitSync)
+	barrier bool       // no write of its own, only sync: not in pending
+	done    chan error // the commit's result, for a caller that waits; else nil
 }
 
-func newWriteBehind(db *store.DB, mem *tracking.Cache, interval time.Duration, log *slog.Logger) *writeBehind {
-	w := &writeBehind{db: db, mem: mem, interval: interval, log: log,
+// queueOpts says how put queues an op.
+type queueOpts struct {
+	wait bool // give the op a channel that receives its commit's result
+	sync bool // commit it (and everything before it) durably
+}
+
+func newWriteBehind(db *store.DB, mem *tracking.Cache, interval time.Duration, synced bool, log *slog.Logger, onFault func(error)) *writeBehind {
+	w := &writeBehind{mem: mem, interval: interval, synced: synced, log: log, onFault: onFault,
 		kick: make(chan struct{}, 1), flushed: make(chan struct{}), done: make(chan struct{})}
+	w.db.Store(db)
 	w.mu.pending = make(map[string]*diskOp)
 	go w.run()
 	return w
+}
+
+// fault returns the disk tier's fault while it is off, else nil.
+func (w *writeBehind) fault() error {
+	if p := w.off.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// checkStore is fault, after turning the tier off if the store entered its
+// error state by itself (a background flush, compaction or log sync
+// failed) with no write or read of ours to notice.
+func (w *writeBehind) checkStore() error {
+	if err := w.fault(); err != nil {
+		return err
+	}
+	db := w.db.Load()
+	if db == nil {
+		return nil
+	}
+	err := db.Err()
+	if err == nil {
+		return nil
+	}
+	first, fault := w.stepAside(asDiskFault(err), nil)
+	if first {
+		w.onFault(fault)
+	}
+	return fault
 }
 
 // put queues a write of data for key (nil: a delete). guard, if not nil,
@@ -70,13 +130,23 @@ func newWriteBehind(db *store.DB, mem *tracking.Cache, interval time.Duration, l
 // lock, so an invalidation either bumped the generation before (the fill is
 // dropped, ok false) or queues its delete after this op; a fill is also
 // dropped when the queue is full. Writes and deletes (guard nil) are always
-// queued. wait gives the op a channel that receives its commit's result.
-// put never blocks, so it is safe on the tracking connection's reader
-// goroutine.
-func (w *writeBehind) put(key string, data []byte, expiry int64, guard *tracking.Ticket, wait bool) (*diskOp, bool) {
+// queued while the tier works; while it is off (ok false, and fault says
+// so) their keys become suspects instead. put never blocks, so it is safe
+// on the tracking connection's reader goroutine.
+func (w *writeBehind) put(key string, data []byte, expiry int64, guard *tracking.Ticket, qo queueOpts) (*diskOp, bool) {
 	w.mu.Lock()
 	if w.mu.closed || guard != nil && !w.mem.Valid(*guard) {
 		w.mu.Unlock()
+		return nil, false
+	}
+	if w.off.Load() != nil {
+		if guard == nil {
+			w.mu.susp.addKey(key)
+		}
+		w.mu.Unlock()
+		if guard == nil {
+			w.skipped.Add(1)
+		}
 		return nil, false
 	}
 	if guard != nil && len(w.mu.queue) >= maxPendingFills { // a fill
@@ -84,20 +154,27 @@ func (w *writeBehind) put(key string, data []byte, expiry int64, guard *tracking
 		w.dropped.Add(1)
 		return nil, false
 	}
+	op := w.queueLocked(key, data, expiry, qo)
+	op.fill = guard != nil
+	n := len(w.mu.queue)
+	w.mu.Unlock()
+	w.count.Add(1)
+	if qo.wait || n >= DefaultWriteBatch {
+		w.wake()
+	}
+	return op, true
+}
+
+// queueLocked appends an op. REQUIRES: w.mu held.
+func (w *writeBehind) queueLocked(key string, data []byte, expiry int64, qo queueOpts) *diskOp {
 	w.mu.seq++
-	op := &diskOp{key: key, data: data, expiry: expiry, seq: w.mu.seq}
-	if wait {
+	op := &diskOp{key: key, data: data, expiry: expiry, seq: w.mu.seq, sync: qo.sync}
+	if qo.wait {
 		op.done = make(chan error, 1)
 	}
 	w.mu.queue = append(w.mu.queue, op)
 	w.mu.pending[key] = op
-	n := len(w.mu.queue)
-	w.mu.Unlock()
-	w.count.Add(1)
-	if wait || n >= DefaultWriteBatch {
-		w.wake()
-	}
-	return op, true
+	return op
 }
 
 func (w *writeBehind) wake() {
@@ -107,7 +184,8 @@ func (w *writeBehind) wake() {
 	}
 }
 
-// lookup returns the latest queued op for key, if any.
+// lookup returns the latest queued op for key, if any. (None while the tier
+// is off: nothing is queued then.)
 func (w *writeBehind) lookup(key string) (*diskOp, bool) {
 	w.mu.Lock()
 	op, ok := w.mu.pending[key]
@@ -131,18 +209,31 @@ func (w *writeBehind) run() {
 }
 
 // flush writes everything queued, DefaultWriteBatch ops per batch, and
-// reports whether the queue is closed and empty.
+// reports whether the queue is closed and empty. A batch that fails on a
+// disk fault turns the tier off: it and every op after it are given up
+// (their keys become suspects, see stepAside).
 func (w *writeBehind) flush() (closed bool) {
 	w.mu.Lock()
 	q := w.mu.queue
 	w.mu.queue = nil
 	w.mu.Unlock()
 
+	var last uint64 // the seq of the last op taken
+	if len(q) > 0 {
+		last = q[len(q)-1].seq
+	}
 	for len(q) > 0 {
+		if err := w.fault(); err != nil {
+			w.stepAside(err, q) // off since the batch was taken: not applied
+			break
+		}
 		n := min(len(q), DefaultWriteBatch)
-		w.apply(q[:n])
-		for _, op := range q[:n] {
-			w.applied.Store(op.seq)
+		durable, err := w.apply(q[:n])
+		if isDiskFault(err) {
+			if first, fault := w.stepAside(asDiskFault(err), q); first {
+				w.onFault(fault)
+			}
+			break
 		}
 		w.mu.Lock()
 		// Forget pending ops that are now on disk, unless a newer op
@@ -152,9 +243,18 @@ func (w *writeBehind) flush() (closed bool) {
 				delete(w.mu.pending, op.key)
 			}
 		}
+		if err == nil {
+			w.noteUnsyncedLocked(q[:n], durable)
+		}
+		unsynced := len(w.mu.unsynced)
 		w.mu.Unlock()
 		q = q[n:]
+		if unsynced >= maxSuspects/2 {
+			w.syncStore()
+		}
 	}
+	w.syncStore()
+	w.advance(last)
 
 	w.mu.Lock()
 	closed = w.mu.closed && len(w.mu.queue) == 0
@@ -166,11 +266,77 @@ func (w *writeBehind) flush() (closed bool) {
 	return closed
 }
 
-func (w *writeBehind) apply(ops []*diskOp) {
-	b := w.db.NewBatch()
+// noteUnsyncedLocked records the keys of acknowledged writes in a batch
+// just committed without an fsync (a NoSync store): until the next sync, a
+// disk fault and the store's Recover may lose them, and bring back older
+// copies. A durable batch makes everything before it durable. While the
+// tier is off (it turned off meanwhile) they are suspects at once.
+// REQUIRES: w.mu held.
+func (w *writeBehind) noteUnsyncedLocked(ops []*diskOp, durable bool) {
+	switch {
+	case w.synced:
+	case durable:
+		w.mu.unsynced = w.mu.unsynced[:0]
+	default:
+		off := w.off.Load() != nil
+		for _, op := range ops {
+			switch {
+			case op.fill || op.barrier:
+			case off:
+				w.mu.susp.addKey(op.key)
+			default:
+				w.mu.unsynced = append(w.mu.unsynced, op.key)
+			}
+		}
+	}
+}
+
+// syncStore makes the batches committed since the last sync durable, or,
+// if the disk fails it, turns the tier off with their keys as suspects.
+func (w *writeBehind) syncStore() {
+	w.mu.Lock()
+	n := len(w.mu.unsynced)
+	w.mu.Unlock()
+	if n == 0 {
+		return
+	}
+	err := w.db.Load().Sync(context.Background())
+	switch {
+	case err == nil:
+		w.mu.Lock()
+		w.mu.unsynced = w.mu.unsynced[:copy(w.mu.unsynced, w.mu.unsynced[n:])]
+		w.mu.Unlock()
+	case isDiskFault(err):
+		if first, fault := w.stepAside(asDiskFault(err), nil); first {
+			w.onFault(fault)
+		}
+	default:
+		w.log.Warn("tiered: disk sync failed", "err", err)
+	}
+}
+
+// advance records that every op up to seq was applied or given up.
+func (w *writeBehind) advance(seq uint64) {
+	for {
+		cur := w.applied.Load()
+		if seq <= cur || w.applied.CompareAndSwap(cur, seq) {
+			return
+		}
+	}
+}
+
+// apply commits ops in one batch, durably if one of them asks for it (it
+// reports whether), and returns the error. On a disk fault it leaves the
+// ops to stepAside; otherwise it reports the result to their waiters.
+func (w *writeBehind) apply(ops []*diskOp) (durable bool, err error) {
+	db := w.db.Load()
+	b := db.NewBatch()
 	defer b.Close()
-	var err error
 	for _, op := range ops {
+		durable = durable || op.sync
+		if op.barrier {
+			continue
+		}
 		if op.data == nil {
 			err = b.Delete(op.key)
 		} else {
@@ -180,12 +346,21 @@ func (w *writeBehind) apply(ops []*diskOp) {
 			break
 		}
 	}
-	if err == nil {
+	switch {
+	case err != nil:
+	case b.Len() == 0 && durable:
+		err = db.Sync(context.Background()) // barriers only
+	case durable:
+		err = b.CommitSync(context.Background())
+	default:
 		err = b.Commit(context.Background())
 	}
 	if err != nil {
 		err = fmt.Errorf("disk write of %d entries: %w", len(ops), err)
 		w.failed.Add(int64(len(ops)))
+		if isDiskFault(err) {
+			return durable, err
+		}
 		w.unreported.Store(&err)
 		w.log.Error("tiered: disk batch failed", "ops", len(ops), "err", err)
 	} else {
@@ -196,6 +371,127 @@ func (w *writeBehind) apply(ops []*diskOp) {
 			op.done <- err
 		}
 	}
+	return durable, err
+}
+
+// stepAside turns the tier off with fault (which wraps ErrDisk), unless it
+// is off already, and gives up ops, which were taken from the queue but
+// not applied, and everything still queued: their waiters receive the
+// fault, and the keys of acknowledged writes and deletes among them become
+// suspects (their disk copies may be older than what was acknowledged, or
+// may not be gone). It reports whether this call turned the tier off, and
+// returns the fault in effect.
+func (w *writeBehind) stepAside(fault error, ops []*diskOp) (first bool, effective error) {
+	w.mu.Lock()
+	if p := w.off.Load(); p != nil {
+		fault = *p
+	} else {
+		w.faults.Add(1) // before off: whoever sees off sees the count
+		w.off.Store(&fault)
+		w.unreported.Store(&fault)
+		first = true
+	}
+	ops = append(ops, w.mu.queue...)
+	w.mu.queue = nil
+	clear(w.mu.pending) // every queued op is in ops
+	for _, op := range ops {
+		if !op.fill && !op.barrier {
+			w.mu.susp.addKey(op.key)
+		}
+	}
+	for _, k := range w.mu.unsynced {
+		w.mu.susp.addKey(k)
+	}
+	w.mu.unsynced = w.mu.unsynced[:0]
+	w.mu.Unlock()
+	for _, op := range ops {
+		w.advance(op.seq)
+		if op.done != nil {
+			op.done <- fault
+		}
+	}
+	return first, fault
+}
+
+// barrier waits until everything queued before it is durably on disk, and
+// returns the error of the commit that made it so. While the tier is off it
+// returns the fault at once.
+func (w *writeBehind) barrier(ctx context.Context) error {
+	w.mu.Lock()
+	if w.mu.closed {
+		w.mu.Unlock()
+		return ErrClosed
+	}
+	if err := w.fault(); err != nil {
+		w.mu.Unlock()
+		return err
+	}
+	w.mu.seq++
+	op := &diskOp{seq: w.mu.seq, sync: true, barrier: true, done: make(chan error, 1)}
+	w.mu.queue = append(w.mu.queue, op)
+	w.mu.Unlock()
+	w.wake()
+	return w.wait(ctx, op)
+}
+
+// offPrefix remembers prefix as a suspect, and returns true, if the tier is
+// off.
+func (w *writeBehind) offPrefix(prefix string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.off.Load() == nil {
+		return false
+	}
+	w.mu.susp.addPrefix(prefix)
+	return true
+}
+
+// setFault replaces the fault of a tier that is off by a newer one (the
+// cause as it is now).
+func (w *writeBehind) setFault(fault error) {
+	w.mu.Lock()
+	if w.off.Load() != nil {
+		w.off.Store(&fault)
+	}
+	w.mu.Unlock()
+}
+
+// takeSuspects hands over the suspects recorded so far, for deletion.
+func (w *writeBehind) takeSuspects() suspects {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	s := w.mu.susp
+	w.mu.susp = suspects{}
+	return s
+}
+
+// restoreSuspects gives back suspects whose deletion failed.
+func (w *writeBehind) restoreSuspects(s suspects) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.mu.susp.merge(s)
+}
+
+// resume turns the tier back on, unless suspects that a queued delete
+// cannot cover (prefixes, or too many keys) were recorded since the last
+// takeSuspects: then it returns false. The keys recorded since are queued
+// as durable deletes first, ahead of every later write, and shadow their
+// disk copies until they are applied.
+func (w *writeBehind) resume() bool {
+	w.mu.Lock()
+	if len(w.mu.susp.prefixes) > 0 || w.mu.susp.overflow {
+		w.mu.Unlock()
+		return false
+	}
+	for k := range w.mu.susp.keys {
+		w.queueLocked(k, nil, 0, queueOpts{sync: true})
+	}
+	w.mu.susp = suspects{}
+	w.recoveries.Add(1)
+	w.off.Store(nil)
+	w.mu.Unlock()
+	w.wake()
+	return true
 }
 
 // expiryTime is ns as a Time, the zero Time for 0.
@@ -217,12 +513,17 @@ func (w *writeBehind) wait(ctx context.Context, op *diskOp) error {
 }
 
 // sync waits until everything queued before the call is on disk, and
-// returns the last write error not reported yet.
+// returns the last write error not reported yet; while the tier is off, it
+// returns its fault at once.
 func (w *writeBehind) sync(ctx context.Context) error {
 	w.mu.Lock()
 	target := w.mu.seq
 	w.mu.Unlock()
 	for w.applied.Load() < target {
+		if err := w.fault(); err != nil {
+			w.unreported.Store(nil) // this is the news
+			return err
+		}
 		w.flushMu.Lock()
 		f := w.flushed
 		w.flushMu.Unlock()
@@ -237,6 +538,10 @@ func (w *writeBehind) sync(ctx context.Context) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		}
+	}
+	if err := w.checkStore(); err != nil {
+		w.unreported.Store(nil)
+		return err
 	}
 	return w.report()
 }
