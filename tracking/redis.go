@@ -36,7 +36,7 @@ func (c *Cache) connect(ctx context.Context) error {
 	if ro.PipelineMultiplex == 0 {
 		ro.PipelineMultiplex = -1 // one connection: see Options.Redis
 	}
-	client, err := rueidis.NewClient(ro)
+	client, err := newClient(ctx, ro)
 	if err != nil {
 		if errors.Is(err, rueidis.ErrNoCache) {
 			return fmt.Errorf("%w: %v", ErrTrackingRefused, err)
@@ -46,6 +46,7 @@ func (c *Cache) connect(ctx context.Context) error {
 		}
 		return fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
+	client = newBounded(client)
 	info, err := client.Do(ctx, client.B().Info().Section("server").Build()).ToString()
 	if err != nil {
 		client.Close()
