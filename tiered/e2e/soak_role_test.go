@@ -92,7 +92,7 @@ type soakStats struct {
 // another process writes a key of this one only by loading it when Redis
 // has none. A read counts as one of a key held locally when this process's
 // last read of the key was answered from memory or disk (a Detector says)
-// and it has started no Set of the key since.
+// with no Set of the key in flight, and it has started no Set of it since.
 func runSoak(rio *roleIO) error {
 	var cfg soakConfig
 	if err := roleConfig(&cfg); err != nil {
@@ -128,9 +128,10 @@ func runSoak(rio *roleIO) error {
 		return padded("init:" + key), nil
 	})
 	// A read is of a key held locally when this process's last read of it
-	// was answered from memory or disk and no Set of it by this process
-	// has started since: setSeq counts the Sets started, heldAt is setSeq
-	// as of that read's start, plus one (zero: never).
+	// was answered from memory or disk while no Set of it by this process
+	// was in flight, and none has started since: setSeq counts the Sets'
+	// starts and ends (odd: one in flight), heldAt is setSeq over that
+	// read, plus one (zero: never).
 	setSeq := make([]atomic.Int64, cfg.Keys)
 	heldAt := make([]atomic.Int64, cfg.Keys)
 	st := &soakStats{errs: map[string]int64{}, lateBy: map[string]int64{}}
@@ -187,18 +188,20 @@ func runSoak(rio *roleIO) error {
 				setSeq[i].Add(1)
 				start := time.Now()
 				err := c.Set(octx, key, v, 0)
+				setSeq[i].Add(1)
 				record("set", "own", time.Since(start), err)
 			} else {
 				at := setSeq[i].Load()
 				class := "other"
-				if mine && heldAt[i].Load() == at+1 {
+				if mine && at%2 == 0 && heldAt[i].Load() == at+1 {
 					class = "held"
 				}
 				det := &tiered.Detector{}
 				start := time.Now()
 				_, _, err := c.GetOrLoad(tiered.WithDetector(octx, det), key, loader)
 				d := time.Since(start)
-				if src, _ := det.Source(key); mine && err == nil && (src == tiered.SourceMemory || src == tiered.SourceDisk || src == tiered.SourceStale) {
+				if src, _ := det.Source(key); mine && err == nil && at%2 == 0 && setSeq[i].Load() == at &&
+					(src == tiered.SourceMemory || src == tiered.SourceDisk || src == tiered.SourceStale) {
 					heldAt[i].Store(at + 1)
 				}
 				record("read", class, d, err)
