@@ -45,13 +45,14 @@ func (c *Cache) connect(ctx context.Context) error {
 		// see preflightDial.
 		ro.DialCtxFn = preflightDial(&ro)
 	}
-	client, err := rueidis.NewClient(ro)
+	client, err := newClient(ctx, ro)
 	if err != nil {
 		if errors.Is(err, rueidis.ErrNoCache) {
 			return fmt.Errorf("%w: %v", ErrTrackingRefused, err)
 		}
 		return classifyConnectError(ctx, c.cfg.Redis, err)
 	}
+	client = newBounded(client)
 	info, err := client.Do(ctx, client.B().Info().Section("server").Build()).ToString()
 	if err != nil {
 		client.Close()
@@ -97,7 +98,7 @@ func (c *Cache) seedPrimaries(ctx context.Context, ro rueidis.ClientOption) []st
 	ro.DisableCache = true
 	ro.ClientTrackingOptions = nil
 	ro.OnInvalidations = nil
-	boot, err := rueidis.NewClient(ro)
+	boot, err := newClient(ctx, ro)
 	if err != nil {
 		return ro.InitAddress
 	}

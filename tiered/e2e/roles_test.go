@@ -14,6 +14,8 @@ func runRole(role string) error {
 		return runThermos(rio, true)
 	case "plain":
 		return runPlain(rio)
+	case "soak":
+		return runSoak(rio)
 	}
 	return fmt.Errorf("unknown role %q", role)
 }

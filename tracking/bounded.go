@@ -1,0 +1,160 @@
+package tracking
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+
+	"github.com/redis/rueidis"
+)
+
+// bounded is the tracking client as Client hands it out: rueidis's own,
+// with Do and DoMulti returning by their context's deadline.
+//
+// Why: rueidis v1.0.79 honours a context only while a command waits for its
+// reply. Two waits before that ignore it (measured by tiered/e2e
+// TestDeadlines, rueidis issue #858):
+//  1. while the connection is being re-established after a drop, every
+//     caller waits for the one dialling (mux._pipe), up to the handshake's
+//     timeout (ConnWriteTimeout, the Dialer's Timeout): a frozen or
+//     blackholed server costs every call about a second past its deadline;
+//  2. when the pipe's ring of commands in flight is full (a slow link, a
+//     frozen server still connected: timed-out commands keep their slots
+//     until their replies come), a new command waits for a free slot
+//     (ring.PutOne), for as long as the link takes to drain: seconds.
+//
+// So when ctx can end, the call runs in a goroutine of its own and the
+// caller returns ctx's error when ctx ends first. The command still goes
+// (or fails) on its own, as a timed-out command does in rueidis: the
+// goroutine ends when rueidis gives it an answer, which the waits above
+// bound (the handshake times out, a dead connection fails what it holds).
+// It costs a goroutine per Redis call, small beside a round trip; a context
+// that cannot end (Background) calls rueidis directly. Calls given up on
+// are counted while rueidis still holds them: past maxAbandoned (the ring
+// of one connection), the connection is not draining, and a new call fails
+// at once with errNotDraining instead of queueing one more goroutine.
+type bounded struct {
+	rueidis.Client
+	abandoned *atomic.Int64
+}
+
+// maxAbandoned is how many given-up calls may wait inside rueidis at once:
+// rueidis's default ring of commands in flight on one connection.
+const maxAbandoned = 1 << 10
+
+// errNotDraining fails a call while too many earlier ones are stuck.
+var errNotDraining = errors.New("tracking: redis connection not draining: too many calls past their deadline")
+
+func newBounded(cl rueidis.Client) bounded { return bounded{Client: cl, abandoned: new(atomic.Int64)} }
+
+// run calls f in a goroutine and waits for it or for done; it reports
+// whether f answered. A call given up on counts as abandoned until f
+// returns.
+func (b bounded) run(done <-chan struct{}, f func()) bool {
+	if b.abandoned.Load() >= maxAbandoned {
+		return false
+	}
+	var state atomic.Int32 // 1: f returned first; 2: the caller gave up first
+	fin := make(chan struct{})
+	go func() {
+		f()
+		if !state.CompareAndSwap(0, 1) {
+			b.abandoned.Add(-1)
+		}
+		close(fin)
+	}()
+	select {
+	case <-fin:
+		return true
+	case <-done:
+		if state.CompareAndSwap(0, 2) {
+			b.abandoned.Add(1)
+			return false
+		}
+		<-fin // f finished just now: take its answer
+		return true
+	}
+}
+
+func (b bounded) Do(ctx context.Context, cmd rueidis.Completed) rueidis.RedisResult {
+	done := ctx.Done()
+	if done == nil {
+		return b.Client.Do(ctx, cmd)
+	}
+	if err := ctx.Err(); err != nil {
+		return rueidis.NewErrorResult(err)
+	}
+	var r rueidis.RedisResult
+	if !b.run(done, func() { r = b.Client.Do(ctx, cmd) }) {
+		return rueidis.NewErrorResult(b.why(ctx))
+	}
+	return r
+}
+
+func (b bounded) DoMulti(ctx context.Context, cmds ...rueidis.Completed) []rueidis.RedisResult {
+	done := ctx.Done()
+	if done == nil || len(cmds) == 0 {
+		return b.Client.DoMulti(ctx, cmds...)
+	}
+	failed := func(err error) []rueidis.RedisResult {
+		out := make([]rueidis.RedisResult, len(cmds))
+		for i := range out {
+			out[i] = rueidis.NewErrorResult(err)
+		}
+		return out
+	}
+	if err := ctx.Err(); err != nil {
+		return failed(err)
+	}
+	var r []rueidis.RedisResult
+	if !b.run(done, func() { r = b.Client.DoMulti(ctx, cmds...) }) {
+		return failed(b.why(ctx))
+	}
+	return r
+}
+
+// why a call was given up on: its context, or a connection not draining.
+func (b bounded) why(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return errNotDraining
+}
+
+// Nodes bounds the per-node clients too (a SCAN over every primary).
+func (b bounded) Nodes() map[string]rueidis.Client {
+	nodes := b.Client.Nodes()
+	out := make(map[string]rueidis.Client, len(nodes))
+	for addr, n := range nodes {
+		out[addr] = bounded{Client: n, abandoned: b.abandoned}
+	}
+	return out
+}
+
+// newClient is rueidis.NewClient, given up on when ctx ends first:
+// rueidis dials and runs the handshake without a context, so a server that
+// accepts and never answers would hold Open for the handshake's timeout.
+// A client that connects after ctx ended is closed. The error of a
+// give-up wraps ctx's.
+func newClient(ctx context.Context, o rueidis.ClientOption) (rueidis.Client, error) {
+	type res struct {
+		cl  rueidis.Client
+		err error
+	}
+	ch := make(chan res, 1)
+	go func() {
+		cl, err := rueidis.NewClient(o)
+		ch <- res{cl, err}
+	}()
+	select {
+	case r := <-ch:
+		return r.cl, r.err
+	case <-ctx.Done():
+		go func() {
+			if r := <-ch; r.err == nil {
+				r.cl.Close()
+			}
+		}()
+		return nil, ctx.Err()
+	}
+}
