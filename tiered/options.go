@@ -57,7 +57,7 @@ const (
 	DefaultLoadTimeout    = 30 * time.Second
 	DefaultWriteBehind    = 50 * time.Millisecond
 	DefaultWriteBatch     = 256
-	DefaultRevalidateSize = 256
+	DefaultRevalidateSize = 2048
 )
 
 // Route says where the keys under Prefix live and how they age. The route

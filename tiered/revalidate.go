@@ -87,11 +87,15 @@ func (c *Cache) revalidateAll() error {
 	}()
 	var batch []check
 	refused := 0
+	// The memory copies confirmed by this pass, on routes with a disk
+	// tier: the disk copy of the same version needs no second check (at a
+	// warm start memory was filled from disk, so that is most of them).
+	confirmed := make(map[string]confirmation)
 	flush := func() error {
 		if len(batch) == 0 {
 			return nil
 		}
-		n, err := c.settle(ctx, batch)
+		n, err := c.settle(ctx, batch, confirmed)
 		refused += n
 		batch = batch[:0]
 		return err
@@ -127,6 +131,11 @@ func (c *Cache) revalidateAll() error {
 				c.disk.drop(key)
 				return nil
 			}
+			if cf, ok := confirmed[key]; ok && cf.version == e.it.Version && c.disk.confirm(r, key, &e, cf.t) {
+				// Redis held this version after cf.t was taken, and the
+				// ticket is still valid: nothing changed since.
+				return nil
+			}
 			batch = append(batch, check{key: key, version: e.it.Version, r: r, t: t, e: e, tr: c.disk})
 			if len(batch) >= DefaultRevalidateSize {
 				return flush()
@@ -148,9 +157,15 @@ func (c *Cache) revalidateAll() error {
 	return nil
 }
 
+// confirmation is a version Redis was found to hold, under ticket t.
+type confirmation struct {
+	version uint64
+	t       tracking.Ticket
+}
+
 // settle sends one batch of checks and applies the answers. It returns how
 // many matched but could not be confirmed (their ticket was overtaken).
-func (c *Cache) settle(ctx context.Context, batch []check) (refused int, err error) {
+func (c *Cache) settle(ctx context.Context, batch []check, confirmed map[string]confirmation) (refused int, err error) {
 	if err := c.redis.revalidate(ctx, batch); err != nil {
 		return 0, err
 	}
@@ -186,6 +201,9 @@ func (c *Cache) settle(ctx context.Context, batch []check) (refused int, err err
 		}
 		c.stats.revalidated.Add(1)
 		ch.r.stats.revalidated.Add(1)
+		if ch.tr == tier(c.memory) && ch.r.Tiers&Disk != 0 {
+			confirmed[ch.key] = confirmation{ch.version, ch.t}
+		}
 	}
 	return refused, nil
 }
