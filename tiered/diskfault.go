@@ -3,7 +3,6 @@ package tiered
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"strings"
 	"time"
@@ -91,7 +90,7 @@ func (s *suspects) merge(o suspects) {
 }
 
 // asDiskFault is err, a fault of the disk, as this package reports it.
-func asDiskFault(err error) error { return fmt.Errorf("%w: %w", ErrDisk, err) }
+func asDiskFault(err error) error { return newFault(ErrDisk, err, "") }
 
 // isDiskFault reports whether err is a fault of the disk (not of the
 // caller's input, context or a closed store).
@@ -325,7 +324,8 @@ func (d *diskTier) purge(ctx context.Context, db *store.DB, s suspects) error {
 // storeOptions are the disk tier's store options.
 func (c *Cache) storeOptions() *store.Options {
 	o := c.o
-	so := &store.Options{MaxBytes: o.DiskMaxBytes, Clock: c.clk, Logger: o.Logger, MaxKeyBytes: o.MaxKeyBytes, FS: o.diskFS}
+	so := &store.Options{MaxBytes: o.DiskMaxBytes, Clock: c.clk, Logger: o.Logger, MaxKeyBytes: o.MaxKeyBytes, FS: o.diskFS,
+		AllowSharedDir: o.AllowSharedDir}
 	if !o.SyncWrites {
 		so.Durability = store.NoSync
 	}
@@ -357,7 +357,7 @@ func openDiskTier(c *Cache, mem *tracking.Cache) (*diskTier, error) {
 	wipeOld := !localDisk(c.o.Routes)
 	db, err := openStore(c.o.Dir, so, wipeOld, c.o.Logger)
 	if err != nil && (!isDiskFault(err) || c.o.DiskRequired) {
-		return nil, fmt.Errorf("tiered: open disk tier: %w", err)
+		return nil, opErr("open", "", diskOpenError(c.o.Dir, err))
 	}
 	d := newDiskTier(db, mem, c)
 	d.dir, d.so, d.wipeOld = c.o.Dir, so, wipeOld

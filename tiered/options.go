@@ -136,6 +136,13 @@ type Options struct {
 	// succeeds with the disk tier off (logged, and reported by Err) and
 	// keeps trying to open it in the background.
 	DiskRequired bool
+	// AllowSharedDir lets Dir be writable by group or others, or owned by
+	// another user (see store.Options.AllowSharedDir for what a local user
+	// can then do to the cache). Off by default: Open refuses such a Dir
+	// with ErrConfig, naming its path, mode and owner, because whoever can
+	// write there can make this process serve what they wrote (on an
+	// unsigned route) or drop its copies.
+	AllowSharedDir bool
 	// diskFS, for this package's tests, is the disk tier's filesystem
 	// (store.Options.FS); nil means the real one.
 	diskFS vfs.FS
