@@ -126,7 +126,8 @@ func TestWriteVersion(t *testing.T) {
 	if versionTime(a) != 1000 || versionTime(b) != 1001 || a >= b {
 		t.Errorf("versions %x then %x: times %d, %d; want 1000 < 1001", a, b, versionTime(a), versionTime(b))
 	}
-	if a&(1<<32-1) == c.writeVersion()&(1<<32-1) && a&(1<<32-1) == c.writeVersion()&(1<<32-1) {
+	x, y := c.writeVersion(), c.writeVersion()
+	if low := uint64(1<<32 - 1); a&low == x&low && a&low == y&low {
 		t.Errorf("the low 32 bits repeat: not random")
 	}
 	clk.Set(time.Unix(0, 0))

@@ -136,12 +136,3 @@ func (s *sketch) halve() {
 	clear(s.door)
 	s.added = 0
 }
-
-// onesIn is used by tests: the number of doorkeeper bits set.
-func (s *sketch) onesIn() int {
-	n := 0
-	for _, w := range s.door {
-		n += bits.OnesCount64(w)
-	}
-	return n
-}
