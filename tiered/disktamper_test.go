@@ -3,8 +3,11 @@ package tiered
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -70,13 +73,33 @@ func TestSignedDiskRefusesInjectedEntries(t *testing.T) {
 	}
 }
 
+// writeAsOtherUser has uid 65534 create a file in dir (a shell, since the
+// test binary's own directory is private), and returns its failure.
+func writeAsOtherUser(t *testing.T, dir string) error {
+	t.Helper()
+	cmd := exec.Command("/bin/sh", "-c", `echo EVIL > "$1/000001.log"`, "sh", dir)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("%v: %s", err, out)
+	}
+	return nil
+}
+
 // TestDirMustBeOwn: Open refuses a Dir that others may write, or that
 // another user owns, with ErrConfig naming it — whoever can write there can
 // replace the store's files — unless AllowSharedDir says so.
 func TestDirMustBeOwn(t *testing.T) {
 	ctx := context.Background()
 	routes := []Route{{Prefix: "k:", Tiers: Memory | Disk}}
-	dir := filepath.Join(t.TempDir(), "shared")
+	// Let other users walk down to the Dirs, as they could to a cache
+	// directory under /var/cache: then only each Dir's own mode decides.
+	base := t.TempDir()
+	for _, d := range []string{filepath.Dir(base), base} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dir := filepath.Join(base, "shared")
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -94,9 +117,19 @@ func TestDirMustBeOwn(t *testing.T) {
 	c.Close()
 
 	if os.Geteuid() != 0 {
-		t.Skip("a Dir owned by another user needs root to make: skipped")
+		t.Skip("a Dir owned by another user, and a process of another user, need root: skipped")
 	}
-	other := filepath.Join(t.TempDir(), "other")
+	// Another user can put files in the 0777 Dir (what Open refused), and
+	// cannot in a Dir the cache made itself (0700).
+	if err := writeAsOtherUser(t, dir); err != nil {
+		t.Fatalf("another user could not write into the 0777 Dir (%v): the test proves nothing", err)
+	}
+	own := filepath.Join(base, "own")
+	c = openT(t, &Options{Dir: own, Routes: routes, Logger: quietLog})
+	if err := writeAsOtherUser(t, own); err == nil {
+		t.Fatal("another user wrote into the Dir the cache made")
+	}
+	other := filepath.Join(base, "other")
 	if err := os.Mkdir(other, 0o700); err != nil {
 		t.Fatal(err)
 	}
