@@ -77,8 +77,8 @@ func Example_redis() {
 
 	// Typed values through a codec (JSON by default).
 	profiles := tiered.NewTyped[profile](c, nil)
-	p, ok, err := profiles.GetOrLoad(ctx, "profile:42", func(ctx context.Context, key string) (profile, error) {
+	p, ok, err := profiles.GetOrLoad(ctx, "profile:42", tiered.TypedLoaderFunc[profile](func(ctx context.Context, key string) (profile, error) {
 		return profile{Name: "Ada", Roles: []string{"admin"}}, nil
-	})
+	}))
 	fmt.Println(p.Name, ok, err)
 }

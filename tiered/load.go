@@ -33,7 +33,7 @@ func (c *Cache) getOrLoad(ctx context.Context, key string, load Loader) ([]byte,
 	if err != nil {
 		return nil, false, err
 	}
-	if load == nil {
+	if f, isFunc := load.(LoaderFunc); load == nil || isFunc && f == nil {
 		return nil, false, ErrNoLoader
 	}
 	byp := bypassOf(ctx)

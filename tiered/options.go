@@ -10,7 +10,6 @@ import (
 
 	"github.com/redis/rueidis"
 
-	"github.com/thermoscache/thermos/internal/clock"
 	"github.com/thermoscache/thermos/tracking"
 )
 
@@ -108,12 +107,25 @@ const (
 	ServeStale
 )
 
+// Clock tells the time. Implementations must be safe for concurrent use. A
+// Clock that also has a UnixNano() int64 method is read through it on the
+// memory tier's hit path.
+type Clock interface {
+	Now() time.Time
+}
+
 // Options configures a Cache. A nil *Options is valid: a memory-only cache
 // with DefaultMemoryBytes.
 type Options struct {
 	// Routes map key prefixes to tiers. When none has an empty prefix, a
-	// default route with Tiers Memory is added.
+	// default route with Tiers Memory is added, unless RequireRoute is set.
 	Routes []Route
+	// RequireRoute adds no default route: a key that no route's prefix
+	// matches is refused with an error wrapping ErrNoRoute by every method
+	// that takes a key (Get, GetOrLoad, GetMany, Set, Delete, and Typed's),
+	// so a key with a mistyped prefix is noticed instead of being cached in
+	// memory only. InvalidatePrefix takes any prefix.
+	RequireRoute bool
 
 	// Redis configures the connection to Redis for routes with the Redis
 	// tier. Nil refuses such routes. Username, Password and TLSConfig pass
@@ -152,8 +164,12 @@ type Options struct {
 	// LoadTimeout bounds one shared load. Zero means DefaultLoadTimeout.
 	LoadTimeout time.Duration
 
-	Clock  clock.Clock  // time source; nil means the wall clock
-	Logger *slog.Logger // background errors; nil means slog.Default()
+	// Clock is the time source for expiry, XFetch and the disk tier. Nil
+	// means a coarse clock the cache owns (one atomic load per read,
+	// refreshed every millisecond).
+	Clock Clock
+	// Logger receives background errors. Nil means slog.Default().
+	Logger *slog.Logger
 	// Rand is the source for jitter and XFetch; nil means a random seed.
 	Rand rand.Source
 }
@@ -163,6 +179,7 @@ func (o *Options) withDefaults() Options {
 	if o != nil {
 		c = *o
 		c.Routes = slices.Clone(o.Routes)
+		c.Signing = o.Signing.clone()
 	}
 	if c.MemoryBytes == 0 {
 		c.MemoryBytes = DefaultMemoryBytes
@@ -182,7 +199,7 @@ func (o *Options) withDefaults() Options {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
-	if !slices.ContainsFunc(c.Routes, func(r Route) bool { return r.Prefix == "" }) {
+	if !c.RequireRoute && !slices.ContainsFunc(c.Routes, func(r Route) bool { return r.Prefix == "" }) {
 		c.Routes = append(c.Routes, Route{Tiers: Memory})
 	}
 	for i := range c.Routes {
@@ -225,6 +242,9 @@ func (o *Options) validate() error {
 		if s, ok := o.Signing.Secrets[o.Signing.Current]; !ok || len(s) == 0 {
 			return bad("Signing has no secret for its current key id %d", o.Signing.Current)
 		}
+	}
+	if o.RequireRoute && len(o.Routes) == 0 {
+		return bad("RequireRoute is set but there are no Routes")
 	}
 	if len(o.Routes) > maxRoutes {
 		return bad("%d routes, more than %d", len(o.Routes), maxRoutes)

@@ -177,8 +177,8 @@ func testReconnect(t *testing.T, cut func(*testing.T, *redistest.Server, *admin)
 	unchanged := 0
 	for i := range keys {
 		k := key(i)
-		det := &Detector{}
-		v, ok, err := a.GetOrLoad(WithDetector(ctx, det), k, l)
+		det := &Sources{}
+		v, ok, err := a.GetOrLoad(WithSources(ctx, det), k, l)
 		want, isChanged := changed[k]
 		src, _ := det.Source(k)
 		switch {

@@ -70,7 +70,7 @@ type Cache struct {
 
 	ownClock *clock.Coarse                 // set when Options.Clock is nil
 	fastNow  interface{ UnixNano() int64 } // a clock with UnixNano
-	clk      clock.Clock
+	clk      Clock
 
 	// client is the Redis client; nil for a local-only cache, and until the
 	// first connection with Options.ConnectInBackground.
@@ -216,9 +216,9 @@ func (c *Cache) Epoch() uint64 { return c.epoch.Load() }
 // of MaxBytes. An entry charges len(key) + cap(Value) + EntryOverhead.
 func (c *Cache) MaxEntryBytes() int64 { return c.cfg.shareBytes }
 
-// Prefixes returns the tracked prefixes (the cover of Options.Prefixes);
+// prefixes returns the tracked prefixes (the cover of Options.Prefixes);
 // nil means every key. The caller may modify the returned slice.
-func (c *Cache) Prefixes() []string { return append([]string(nil), c.cfg.prefixes...) }
+func (c *Cache) prefixes() []string { return append([]string(nil), c.cfg.prefixes...) }
 
 func (c *Cache) now() int64 {
 	if c.ownClock != nil {
@@ -649,15 +649,6 @@ func (c *Cache) writeLocal(key string, it *Item, limit int64, t *Ticket) (next T
 		c.insertLocked(s, h, e)
 	}
 	return next, valid, nil
-}
-
-// After returns the ticket t becomes once the caller's own write of its key
-// has come back as n invalidations (a server that reports a script's write
-// to the writing connection even with NOLOOP): valid exactly when nothing
-// but those n bumped the key's generation since t was taken.
-func (t Ticket) After(n int) Ticket {
-	t.gen += uint64(n)
-	return t
 }
 
 // Valid reports whether t is still valid: nothing invalidated or wrote its
