@@ -170,6 +170,9 @@ func Open(ctx context.Context, opts *Options) (*Cache, error) {
 
 	// Registered before anything is loaded or revalidated.
 	c.mem.OnInvalidate(c.onInvalidate)
+	if err := c.checkShared(ctx); err != nil {
+		return fail(opErr("open", "", err))
+	}
 
 	if c.disk != nil {
 		if err := c.warm(ctx); err != nil {
@@ -530,7 +533,7 @@ func (c *Cache) group(r *route) (g *herd.Group, shared bool) {
 	if g := c.herdp.Load(); g != nil {
 		return g, true
 	}
-	cl := c.mem.Client()
+	cl := c.dataClient()
 	if cl == nil {
 		return c.local, false
 	}

@@ -238,6 +238,14 @@ func (o *ownWrites) expect(key string) {
 	o.mu.Unlock()
 }
 
+// done returns the channel closed when key's invalidation arrives, or nil
+// if key is not expected.
+func (o *ownWrites) done(key string) <-chan struct{} {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.m[key]
+}
+
 // invalidated is called by the invalidation listener.
 func (o *ownWrites) invalidated(keys []string) {
 	if o.n.Load() == 0 {

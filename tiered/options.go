@@ -131,6 +131,32 @@ type Options struct {
 	// tier. Nil refuses such routes. Username, Password and TLSConfig pass
 	// through to every connection the cache opens.
 	Redis *rueidis.ClientOption
+	// RedisClient, if set, is a client the program already has, on which
+	// the cache sends its data commands (reads, writes, deletes,
+	// revalidation scripts, SCAN and UNLINK) and the herd its lease, fenced
+	// writes and notifications (SUBSCRIBE, on a dedicated connection). The
+	// cache never closes it. Nil means the cache sends them on its own
+	// tracking connection.
+	//
+	// Options.Redis is still required: invalidations can only reach the
+	// cache on a connection it opens itself (rueidis takes the
+	// invalidation callback when a client is made), so it keeps its own
+	// tracking connection (one per node) from Options.Redis, carrying
+	// nothing but CLIENT TRACKING, keep-alives and invalidations.
+	// RedisClient must reach the same Redis or cluster: Open writes a
+	// probe key under a tracked prefix through it and fails with ErrConfig
+	// if the tracking connection does not hear it within StalenessBound
+	// (when Redis cannot be reached at Open the check is skipped).
+	//
+	// The cost: NOLOOP only silences writes sent on the tracking
+	// connection, so this cache's own Sets and Deletes come back to it as
+	// invalidations. A Set's local copies (memory and disk) are usually
+	// dropped when its invalidation arrives, so the next read of the key
+	// is a Redis read, and a Set may take one more round trip when the
+	// invalidation overtakes it. The promise is unchanged: while the
+	// tracking connection is down, values read through RedisClient are
+	// served but never kept.
+	RedisClient rueidis.Client
 	// Dir is the disk tier's directory. Empty refuses routes with the Disk
 	// tier.
 	Dir string
@@ -237,6 +263,8 @@ func (o *Options) validate() error {
 		return bad("negative LoadTimeout %v", o.LoadTimeout)
 	case o.Unverified > ServeStale:
 		return bad("unknown Unverified policy %d", o.Unverified)
+	case o.RedisClient != nil && o.Redis == nil:
+		return bad("RedisClient is set but Redis is nil: the cache opens its tracking connection from Options.Redis")
 	}
 	if o.Signing != nil {
 		if s, ok := o.Signing.Secrets[o.Signing.Current]; !ok || len(s) == 0 {
