@@ -100,10 +100,10 @@ func runTiered(ctx context.Context, dir string) error {
 		return check("Set", err)
 	}
 	if v, ok, err := c.Get(rctx, "user:1"); err != nil || !ok || string(v) != "ada" {
-		return fmt.Errorf("Get = %q, %v, %v", v, ok, err)
+		return fmt.Errorf("get = %q, %v, %v", v, ok, err)
 	}
 	if _, _, err := c.Get(rctx, "usr:1"); !errors.Is(err, tiered.ErrNoRoute) {
-		return fmt.Errorf("Get of an unrouted key = %v, want ErrNoRoute", err)
+		return fmt.Errorf("get of an unrouted key = %v, want ErrNoRoute", err)
 	}
 	load := tiered.LoaderFunc(func(ctx context.Context, key string) ([]byte, error) { return []byte("loaded"), nil })
 	if _, err := load.Load(ctx, "user:x"); err != nil {
@@ -114,7 +114,7 @@ func runTiered(ctx context.Context, dir string) error {
 	}
 	for _, r := range c.GetMany(rctx, []string{"user:1", "blob:1"}) {
 		if r.Err != nil || !r.OK {
-			return fmt.Errorf("GetMany = %+v", r)
+			return fmt.Errorf("getMany = %+v", r)
 		}
 	}
 	src, _ := sources.Source("user:1")
@@ -187,7 +187,7 @@ func runStore(ctx context.Context, dir string) error {
 		return check("DB.SetExpiry", err)
 	}
 	if _, ok, err := db.Get(ctx, "a"); err != nil || !ok {
-		return fmt.Errorf("DB.Get = %v, %v", ok, err)
+		return fmt.Errorf("store get = %v, %v", ok, err)
 	}
 	b := db.NewBatch()
 	if err := b.Set("c", []byte("3"), 0); err != nil {
