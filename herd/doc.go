@@ -46,8 +46,8 @@
 // # Early refresh
 //
 // ShouldRefresh is XFetch (Vattani, Chierichetti, Lowenstein, VLDB 2015), a
-// pure function; Group.XFetch applies it with the Group's clock and random
-// source. When it says yes, Group.Refresh starts a background rebuild unless
+// pure function of the caller's clock reading and random draw. When it says
+// yes, Group.Refresh starts a background rebuild unless
 // one is running in this process, and never blocks: callers keep serving the
 // value they have. With a Client the rebuild takes the lease only if Redis
 // still holds the value the caller saw, in the same script, so across the

@@ -202,7 +202,7 @@ func (g *Group) Do(ctx context.Context, key string, lookup LookupFunc, load Load
 
 // Refresh starts a background rebuild of key unless one is already running
 // in this process, and never blocks. It reports whether it started one. Use
-// it when XFetch (or ShouldRefresh) says a still-valid value should be
+// it when ShouldRefresh says a still-valid value should be
 // refreshed early: callers that see false keep serving the value they have.
 //
 // current is the value the caller holds, as stored in Redis. With a Client
@@ -573,17 +573,4 @@ func (g *Group) token() string {
 	}
 	g.randMu.Unlock()
 	return hex.EncodeToString(b[:])
-}
-
-// float64 returns a uniform draw in (0, 1].
-func (g *Group) float64() float64 {
-	var u uint64
-	if g.o.Rand != nil {
-		g.randMu.Lock()
-		u = g.o.Rand.Uint64()
-		g.randMu.Unlock()
-	} else {
-		u = rand.Uint64()
-	}
-	return float64(u>>11+1) / (1 << 53)
 }

@@ -20,7 +20,6 @@ func TestNewRejectsBadOptions(t *testing.T) {
 		{"negative load timeout", Options{LoadTimeout: -1}},
 		{"brace in lock prefix", Options{LockPrefix: "l{"}},
 		{"brace in channel prefix", Options{ChannelPrefix: "c}"}},
-		{"negative beta", Options{Beta: -1}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -9,8 +9,6 @@ import (
 	"time"
 
 	"github.com/redis/rueidis"
-
-	"github.com/thermoscache/thermos/internal/clock"
 )
 
 // Defaults for the zero fields of Options.
@@ -27,8 +25,6 @@ const (
 	DefaultLockPrefix = "herd:lock:"
 	// DefaultChannelPrefix starts every notification channel.
 	DefaultChannelPrefix = "herd:done:"
-	// DefaultBeta is XFetch's beta: above 1 favours earlier refreshes.
-	DefaultBeta = 1.0
 )
 
 // Options configures a Group. A nil *Options is valid and gives a local-only
@@ -84,15 +80,9 @@ type Options struct {
 	// time it refuses a SUBSCRIBE. Off by default.
 	DisableNotifications bool
 
-	// Beta is XFetch's beta for Group.XFetch. Zero means DefaultBeta.
-	Beta float64
-
-	// Clock is the time source for Group.XFetch; nil means the wall clock.
-	// Leases are timed by the Redis server, never by this clock.
-	Clock clock.Clock
-
-	// Rand is the random source for lock tokens and XFetch; the Group uses it
-	// under a mutex. Nil means the runtime's random generator.
+	// Rand is the random source for lock tokens; the Group uses it under a
+	// mutex. Nil means the runtime's random generator. (Leases are timed by
+	// the Redis server: a Group reads no clock of its own.)
 	Rand rand.Source
 
 	// AfterWrite, if set, is called by a flight after its fenced write
@@ -129,12 +119,6 @@ func (opts *Options) withDefaults() Options {
 	if o.ChannelPrefix == "" {
 		o.ChannelPrefix = DefaultChannelPrefix
 	}
-	if o.Beta == 0 {
-		o.Beta = DefaultBeta
-	}
-	if o.Clock == nil {
-		o.Clock = clock.Wall{}
-	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
@@ -155,8 +139,6 @@ func (o *Options) validate() error {
 		return fmt.Errorf("%w: ChannelPrefix %q contains a brace", ErrInvalidOptions, o.ChannelPrefix)
 	case o.LockPrefix == o.ChannelPrefix && o.Client != nil:
 		return fmt.Errorf("%w: LockPrefix and ChannelPrefix are both %q", ErrInvalidOptions, o.LockPrefix)
-	case o.Beta < 0:
-		return fmt.Errorf("%w: negative Beta %v", ErrInvalidOptions, o.Beta)
 	}
 	return nil
 }

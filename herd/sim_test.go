@@ -150,7 +150,7 @@ func TestXFetchHotKeyWithHerd(t *testing.T) {
 					if !begin.Before(e.hard) {
 						blocked.Add(1)
 					}
-					if g.XFetch(e.soft, e.delta) && g.Refresh("hot", e.value, loadFor(e.version)) {
+					if ShouldRefresh(time.Now(), e.soft, e.delta, 1, 1-rand.Float64()) && g.Refresh("hot", e.value, loadFor(e.version)) {
 						started.Add(1)
 					}
 					if took := int64(time.Since(begin)); took > slowest.Load() {

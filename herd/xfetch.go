@@ -33,10 +33,3 @@ func ShouldRefresh(now, softExpiry time.Time, delta time.Duration, beta, r float
 	gap := float64(softExpiry.Sub(now))
 	return -float64(delta)*beta*math.Log(r) >= gap
 }
-
-// XFetch applies ShouldRefresh with the Group's Clock, Beta and Rand. A caller
-// that gets true should call Refresh, which makes sure only one caller across
-// the fleet actually rebuilds.
-func (g *Group) XFetch(softExpiry time.Time, delta time.Duration) bool {
-	return ShouldRefresh(g.o.Clock.Now(), softExpiry, delta, g.o.Beta, g.float64())
-}

@@ -5,8 +5,6 @@ import (
 	"math/rand/v2"
 	"testing"
 	"time"
-
-	"github.com/thermoscache/thermos/internal/clock"
 )
 
 func TestShouldRefreshEdges(t *testing.T) {
@@ -77,37 +75,5 @@ func TestShouldRefreshDistribution(t *testing.T) {
 				t.Errorf("share refreshing = %.4f, want %.4f ± %.4f", got, want, tol)
 			}
 		})
-	}
-}
-
-func TestGroupXFetchUsesClockAndRand(t *testing.T) {
-	clk := clock.NewManual(time.Unix(100, 0))
-	g := newGroup(t, &Options{Clock: clk, Rand: rand.NewPCG(3, 4)})
-	soft := time.Unix(140, 0)
-	// Forty deltas before expiry: probability e^-40, so never in practice.
-	for i := range 1000 {
-		if g.XFetch(soft, time.Second) {
-			t.Fatalf("XFetch 40 deltas early said refresh at draw %d", i)
-		}
-	}
-	clk.Set(soft)
-	if !g.XFetch(soft, time.Second) {
-		t.Errorf("XFetch at soft expiry = false, want true")
-	}
-}
-
-func TestGroupFloat64InRange(t *testing.T) {
-	g := newGroup(t, &Options{Rand: rand.NewPCG(5, 6)})
-	sum := 0.0
-	const n = 100_000
-	for range n {
-		f := g.float64()
-		if f <= 0 || f > 1 {
-			t.Fatalf("float64() = %v, want (0, 1]", f)
-		}
-		sum += f
-	}
-	if mean := sum / n; math.Abs(mean-0.5) > 0.01 {
-		t.Errorf("mean draw = %.4f, want 0.5", mean)
 	}
 }

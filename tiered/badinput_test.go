@@ -10,7 +10,6 @@ import (
 
 	"github.com/redis/rueidis"
 
-	"github.com/thermoscache/thermos/internal/envelope"
 	"github.com/thermoscache/thermos/internal/redistest"
 )
 
@@ -18,7 +17,7 @@ import (
 // wrapping ErrConfig, before anything is opened.
 func TestOpenRefusesBadOptions(t *testing.T) {
 	rd := &rueidis.ClientOption{InitAddress: []string{"127.0.0.1:1"}} // never dialled: validation comes first
-	ring := &envelope.Keyring{Current: 1, Secrets: map[uint8][]byte{1: []byte("0123456789abcdef0123456789abcdef")}}
+	ring := &Keyring{Current: 1, Secrets: map[uint8][]byte{1: []byte("0123456789abcdef0123456789abcdef")}}
 	dir := t.TempDir()
 	tests := []struct {
 		name string
@@ -46,7 +45,7 @@ func TestOpenRefusesBadOptions(t *testing.T) {
 		{"negative LeaseTTL", Options{LeaseTTL: -time.Second}},
 		{"negative LoadTimeout", Options{LoadTimeout: -time.Second}},
 		{"unknown Unverified policy", Options{Unverified: ServeStale + 1}},
-		{"Signing without its current secret", Options{Signing: &envelope.Keyring{Current: 2, Secrets: ring.Secrets}}},
+		{"Signing without its current secret", Options{Signing: &Keyring{Current: 2, Secrets: ring.Secrets}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -185,7 +185,7 @@ func BenchmarkTypedGetOrLoadHit(b *testing.B) {
 	ctx := context.Background()
 	c := openT(b, &Options{Routes: []Route{{Prefix: "bench:", Tiers: Memory, TTL: time.Hour, Beta: -1}}})
 	ty := NewTyped[benchProfile](c, nil)
-	load := func(context.Context, string) (benchProfile, error) { return benchProfile{Name: "ada", Age: 36}, nil }
+	load := TypedLoaderFunc[benchProfile](func(context.Context, string) (benchProfile, error) { return benchProfile{Name: "ada", Age: 36}, nil })
 	for i := range benchKeys {
 		if _, _, err := ty.GetOrLoad(ctx, benchKey(i), load); err != nil {
 			b.Fatal(err)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/thermoscache/thermos/herd"
 	"github.com/thermoscache/thermos/internal/clock"
+	"github.com/thermoscache/thermos/internal/envelope"
 	"github.com/thermoscache/thermos/store"
 	"github.com/thermoscache/thermos/tracking"
 )
@@ -18,6 +19,7 @@ import (
 type Cache struct {
 	o      Options
 	router *router
+	ring   *envelope.Keyring // Options.Signing, copied at Open; nil: unsigned
 
 	mem    *tracking.Cache // the memory tier's store and every tier's guard
 	memory memoryTier
@@ -35,7 +37,7 @@ type Cache struct {
 	// rollback holds the newest signed write seen per key (rollback.go).
 	rollback atomic.Pointer[rollbackGuard]
 
-	clk   clock.Clock   // expiry and XFetch
+	clk   Clock         // expiry and XFetch
 	fast  *clock.Coarse // owned coarse clock when Options.Clock is nil
 	reval chan struct{} // wakes the revalidator
 	done  chan struct{} // closed by Close
@@ -82,7 +84,7 @@ func Open(ctx context.Context, opts *Options) (*Cache, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	c := &Cache{o: o, router: newRouter(o.Routes), reval: make(chan struct{}, 1), done: make(chan struct{})}
+	c := &Cache{o: o, router: newRouter(o.Routes), ring: o.Signing.envelopeRing(), reval: make(chan struct{}, 1), done: make(chan struct{})}
 	c.redis = redisTier{c: c}
 	c.own.init()
 	// One clock for every tier: the caller's, or a coarse one this cache
@@ -161,6 +163,9 @@ func Open(ctx context.Context, opts *Options) (*Cache, error) {
 
 	// Registered before anything is loaded or revalidated.
 	c.mem.OnInvalidate(c.onInvalidate)
+	if err := c.checkShared(ctx); err != nil {
+		return fail(opErr("open", "", err))
+	}
 
 	if c.disk != nil {
 		if err := c.warm(ctx); err != nil {
@@ -282,7 +287,16 @@ func (c *Cache) check(key string) (*route, error) {
 	if err := c.checkKey(key); err != nil {
 		return nil, err
 	}
-	return c.router.find(key), nil
+	return c.route(key)
+}
+
+// route finds key's route: ErrNoRoute if none matches it.
+func (c *Cache) route(key string) (*route, error) {
+	r := c.router.find(key)
+	if r == c.router.none {
+		return nil, ErrNoRoute
+	}
+	return r, nil
 }
 
 func (c *Cache) checkKey(key string) error {
@@ -315,13 +329,16 @@ func (c *Cache) Get(ctx context.Context, key string) ([]byte, bool, error) {
 		return nil, false, nil
 	}
 	if it, ok := c.lookup(key); ok {
-		if ctl != nil && ctl.detector != nil {
-			ctl.detector.record(key, SourceMemory)
+		if ctl != nil && ctl.sources != nil {
+			ctl.sources.record(key, SourceMemory)
 		}
 		v, ok := value(it)
 		return v, ok, nil
 	}
-	r := c.router.find(key)
+	r, err := c.route(key)
+	if err != nil {
+		return nil, false, opErr("get", key, err)
+	}
 	f, err := c.read(ctx, r, key, r.tiers)
 	if !f.hit {
 		r.stats.misses.Add(1)
@@ -355,7 +372,7 @@ func (c *Cache) group(r *route) (g *herd.Group, shared bool) {
 	if g := c.herdp.Load(); g != nil {
 		return g, true
 	}
-	cl := c.mem.Client()
+	cl := c.dataClient()
 	if cl == nil {
 		return c.local, false
 	}

@@ -476,8 +476,8 @@ func TestClusterInvalidatePrefix(t *testing.T) {
 			}
 		}
 		for _, k := range keep {
-			det := &Detector{}
-			v, ok, err := c.Get(WithDetector(ctx, det), k)
+			det := &Sources{}
+			v, ok, err := c.Get(WithSources(ctx, det), k)
 			if err != nil || !ok || string(v) != "v:"+k {
 				t.Errorf("Get(%s) = %q, %v, %v; want its value", k, v, ok, err)
 			}

@@ -22,8 +22,8 @@ const (
 type ctlKey struct{}
 
 type ctl struct {
-	bypass   Bypass
-	detector *Detector
+	bypass  Bypass
+	sources *Sources
 }
 
 func ctlOf(ctx context.Context) *ctl {
@@ -38,7 +38,7 @@ func ctlOf(ctx context.Context) *ctl {
 func WithBypass(ctx context.Context, b Bypass) context.Context {
 	n := ctl{bypass: b}
 	if old := ctlOf(ctx); old != nil {
-		n.detector = old.detector
+		n.sources = old.sources
 	}
 	return context.WithValue(ctx, ctlKey{}, &n)
 }
@@ -80,17 +80,19 @@ func (s Source) String() string {
 	}
 }
 
-// Detector records which tier answered each key read under a context made
-// by WithDetector, for response headers and debugging. It is safe for
-// concurrent use.
-type Detector struct {
+// Sources records which tier answered each key read under a context made by
+// WithSources, for response headers and debugging: after the call, Source
+// tells whether a key came from memory, disk, Redis, the loader or a stale
+// copy. The zero value is ready to use; it is safe for concurrent use.
+type Sources struct {
 	mu      sync.Mutex
 	sources map[string]Source
 }
 
-// WithDetector returns a context whose reads are recorded in d.
-func WithDetector(ctx context.Context, d *Detector) context.Context {
-	n := ctl{detector: d}
+// WithSources returns a context under which every key read (Get,
+// GetOrLoad, GetMany, and Typed's) records in s the tier that answered it.
+func WithSources(ctx context.Context, s *Sources) context.Context {
+	n := ctl{sources: s}
 	if old := ctlOf(ctx); old != nil {
 		n.bypass = old.bypass
 	}
@@ -98,36 +100,36 @@ func WithDetector(ctx context.Context, d *Detector) context.Context {
 }
 
 // Source returns the tier that last answered key, and whether key was read.
-func (d *Detector) Source(key string) (Source, bool) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	s, ok := d.sources[key]
-	return s, ok
+func (s *Sources) Source(key string) (Source, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	src, ok := s.sources[key]
+	return src, ok
 }
 
 // All returns a copy of every key's source.
-func (d *Detector) All() map[string]Source {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	m := make(map[string]Source, len(d.sources))
-	for k, v := range d.sources {
+func (s *Sources) All() map[string]Source {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m := make(map[string]Source, len(s.sources))
+	for k, v := range s.sources {
 		m[k] = v
 	}
 	return m
 }
 
-func (d *Detector) record(key string, s Source) {
-	d.mu.Lock()
-	if d.sources == nil {
-		d.sources = make(map[string]Source)
+func (s *Sources) record(key string, src Source) {
+	s.mu.Lock()
+	if s.sources == nil {
+		s.sources = make(map[string]Source)
 	}
-	d.sources[key] = s
-	d.mu.Unlock()
+	s.sources[key] = src
+	s.mu.Unlock()
 }
 
-// note records the source of a read when ctx carries a Detector.
+// note records the source of a read when ctx carries Sources.
 func note(ctx context.Context, key string, s Source) {
-	if c := ctlOf(ctx); c != nil && c.detector != nil {
-		c.detector.record(key, s)
+	if c := ctlOf(ctx); c != nil && c.sources != nil {
+		c.sources.record(key, s)
 	}
 }

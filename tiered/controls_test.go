@@ -11,7 +11,7 @@ import (
 	"github.com/thermoscache/thermos/internal/redistest"
 )
 
-func TestBypassAndDetector(t *testing.T) {
+func TestBypassAndSources(t *testing.T) {
 	c := openT(t, nil)
 	ctx := context.Background()
 	l := &countingLoader{}
@@ -19,19 +19,19 @@ func TestBypassAndDetector(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	var d Detector
-	dctx := WithDetector(ctx, &d)
+	var d Sources
+	dctx := WithSources(ctx, &d)
 	if _, ok, _ := c.Get(dctx, "k"); !ok {
 		t.Fatal("miss after load")
 	}
 	if src, ok := d.Source("k"); !ok || src != SourceMemory {
-		t.Fatalf("detector says %v, %v; want memory", src, ok)
+		t.Fatalf("sources say %v, %v; want memory", src, ok)
 	}
 	if _, _, err := c.GetOrLoad(dctx, "other", l); err != nil {
 		t.Fatal(err)
 	}
 	if src, _ := d.Source("other"); src != SourceLoader {
-		t.Fatalf("detector says %v for a loaded key, want loader", src)
+		t.Fatalf("sources say %v for a loaded key, want loader", src)
 	}
 
 	// Bypassing reads goes to the loader even though memory has the key,
@@ -42,7 +42,7 @@ func TestBypassAndDetector(t *testing.T) {
 		t.Fatalf("bypassed read = %q, %v; want a fresh load v:k:3", v, err)
 	}
 	if src, _ := d.Source("k"); src != SourceLoader {
-		t.Fatalf("bypass kept the detector? source %v, want loader", src)
+		t.Fatalf("bypass kept the sources? source %v, want loader", src)
 	}
 	if v, ok := mustGet(t, c, "k"); !ok || string(v) != "v:k:3" {
 		t.Fatalf("after a bypassed read the cache holds %q, %v; want the new load", v, ok)
@@ -65,7 +65,7 @@ func TestBypassAndDetector(t *testing.T) {
 		}
 	}
 	if len(d.All()) != 2 {
-		t.Errorf("detector recorded %v, want k and other", d.All())
+		t.Errorf("sources recorded %v, want k and other", d.All())
 	}
 }
 

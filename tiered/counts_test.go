@@ -165,8 +165,8 @@ func TestColdLoadRoundTrips(t *testing.T) {
 			t.Errorf("GetOrLoad(%s) ran %v; want 3 EVALSHA (acquire, fenced write, version check)", key, d)
 		}
 		total += sent
-		det := &Detector{}
-		if _, ok, err := c.Get(WithDetector(ctx, det), key); err != nil || !ok {
+		det := &Sources{}
+		if _, ok, err := c.Get(WithSources(ctx, det), key); err != nil || !ok {
 			t.Fatalf("Get(%s) after GetOrLoad: %v, %v", key, ok, err)
 		}
 		if src, _ := det.Source(key); src != SourceMemory {

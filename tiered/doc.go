@@ -1,7 +1,9 @@
 // Package tiered is thermos's public cache. It routes each key, by its
 // longest matching prefix, to the tiers its route names — memory (package
 // tracking), disk (package store), Redis — and to the caller's loader
-// behind the herd (package herd).
+// behind the herd (package herd). A key no route matches is kept in memory
+// by a default route, unless Options.RequireRoute refuses it (ErrNoRoute),
+// so that a mistyped prefix is noticed.
 //
 // # Reads
 //
@@ -14,7 +16,8 @@
 // Redis, GetOrLoad reads Redis through the herd's first step, which also
 // takes the lease when the key is missing: a cold key costs three round
 // trips (that step, the fenced write, and a version check that lets this
-// process cache its own write).
+// process cache its own write). Typed fronts the same calls with a Codec
+// and a TypedLoader. WithSources records which tier answered each read.
 //
 // # Ageing
 //
@@ -40,7 +43,11 @@
 // refused in every tier, and a disk copy is trusted only while the ticket it
 // was trusted under is valid. A write this process makes is applied locally
 // under the ticket it took before sending it to Redis, so another client's
-// write that Redis applied in between wins.
+// write that Redis applied in between wins. With Options.RedisClient the
+// data commands go over the caller's client while invalidations still
+// arrive on the cache's own tracking connection: the promise below holds,
+// and the cache's own writes come back to it as invalidations (see the
+// field for the cost).
 //
 // The promise: once a write to a key is acknowledged by Redis, every cache
 // connected to that Redis stops serving the older value within

@@ -41,8 +41,8 @@ func (c *Cache) encode(r *route, key string, value []byte, ttl, delta time.Durat
 		e.Flags |= envelope.FlagNegative
 		e.Payload = nil
 	}
-	if c.o.Signing != nil {
-		if err := e.Sign(key, c.o.Signing); err != nil {
+	if c.ring != nil {
+		if err := e.Sign(key, c.ring); err != nil {
 			return nil, entry{}, 0, err
 		}
 		c.rollbackSee(r, key, e.Version)
@@ -77,8 +77,8 @@ func (c *Cache) decodeRemote(r *route, key string, raw []byte, pttl time.Duratio
 		c.o.Logger.Warn("tiered: undecodable value in redis", "key", key, "err", err)
 		return entry{}, false, nil
 	}
-	if c.o.Signing != nil {
-		if err := e.Verify(key, c.o.Signing); err != nil {
+	if c.ring != nil {
+		if err := e.Verify(key, c.ring); err != nil {
 			r.stats.integrityFailures.Add(1)
 			c.o.Logger.Warn("tiered: value in redis failed verification", "key", key, "err", err)
 			return entry{}, false, nil
@@ -97,7 +97,7 @@ func (c *Cache) decodeRemote(r *route, key string, raw []byte, pttl time.Duratio
 
 // flagCapped marks, in memory only, an item whose expiry capExpiry
 // shortened: its fields no longer rebuild the bytes Redis holds.
-const flagCapped envelope.Flags = 1 << 7
+const flagCapped = 1 << 7
 
 // capLimit is when a local copy must expire for a key with pttl left in
 // Redis (pttl < 0: none, 0 returned), read by a command sent at sent.
@@ -162,8 +162,8 @@ func (c *Cache) decodeDisk(r *route, key string, b []byte, expiry int64) (entry,
 	if err != nil {
 		return entry{}, err
 	}
-	if c.o.Signing != nil && !r.Raw {
-		if err := e.Verify(key, c.o.Signing); err != nil {
+	if c.ring != nil && !r.Raw {
+		if err := e.Verify(key, c.ring); err != nil {
 			return entry{}, err
 		}
 		if !c.rollbackAccept(r, key, e.Version) {
@@ -187,7 +187,7 @@ func itemOf(r *route, e *envelope.Entry) tracking.Item {
 		HardExpiry: e.HardExpiry,
 		Delta:      e.Delta,
 		Version:    e.Version,
-		Flags:      e.Flags &^ envelope.FlagSigned,
+		Flags:      uint8(e.Flags &^ envelope.FlagSigned),
 		Tag:        r.idx,
 	}
 	if r.Raw {
@@ -210,10 +210,10 @@ func (c *Cache) remoteBytes(r *route, it *tracking.Item) []byte {
 	switch {
 	case r.Raw:
 		return it.Value
-	case c.o.Signing != nil, it.Flags&flagCapped != 0:
+	case c.ring != nil, it.Flags&flagCapped != 0:
 		return nil
 	}
-	e := envelope.Entry{Header: envelope.Header{Flags: it.Flags, SoftExpiry: it.SoftExpiry, HardExpiry: it.HardExpiry, Delta: it.Delta, Version: it.Version}, Payload: it.Value}
+	e := envelope.Entry{Header: envelope.Header{Flags: envelope.Flags(it.Flags), SoftExpiry: it.SoftExpiry, HardExpiry: it.HardExpiry, Delta: it.Delta, Version: it.Version}, Payload: it.Value}
 	return e.Append(nil)
 }
 

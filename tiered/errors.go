@@ -20,6 +20,9 @@ var (
 	// ErrValueTooLarge is returned for a value larger than its route's
 	// MaxValueBytes, on write and on read.
 	ErrValueTooLarge = errors.New("tiered: value too large")
+	// ErrNoRoute is returned, with Options.RequireRoute, for a key that no
+	// route's prefix matches.
+	ErrNoRoute = errors.New("tiered: no route for key")
 	// ErrInvalidTTL is returned for a negative TTL.
 	ErrInvalidTTL = errors.New("tiered: negative ttl")
 	// ErrNotFound is what a Loader returns when the origin has no value; the

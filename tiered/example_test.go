@@ -2,6 +2,7 @@ package tiered_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log"
 	"time"
@@ -77,8 +78,39 @@ func Example_redis() {
 
 	// Typed values through a codec (JSON by default).
 	profiles := tiered.NewTyped[profile](c, nil)
-	p, ok, err := profiles.GetOrLoad(ctx, "profile:42", func(ctx context.Context, key string) (profile, error) {
+	p, ok, err := profiles.GetOrLoad(ctx, "profile:42", tiered.TypedLoaderFunc[profile](func(ctx context.Context, key string) (profile, error) {
 		return profile{Name: "Ada", Roles: []string{"admin"}}, nil
-	})
+	}))
 	fmt.Println(p.Name, ok, err)
+}
+
+// RequireRoute refuses a key no route matches, and WithSources tells which
+// tier answered each read.
+func ExampleWithSources() {
+	ctx := context.Background()
+	c, err := tiered.Open(ctx, &tiered.Options{
+		Routes:       []tiered.Route{{Prefix: "user:", Tiers: tiered.Memory}},
+		RequireRoute: true,
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+
+	load := tiered.LoaderFunc(func(ctx context.Context, key string) ([]byte, error) { return []byte("Ada"), nil })
+	var src tiered.Sources
+	sctx := tiered.WithSources(ctx, &src)
+	for range 2 {
+		if _, _, err := c.GetOrLoad(sctx, "user:1", load); err != nil {
+			log.Fatal(err)
+		}
+		from, _ := src.Source("user:1")
+		fmt.Println("user:1 from", from)
+	}
+	_, _, err = c.Get(ctx, "usr:1")
+	fmt.Println(errors.Is(err, tiered.ErrNoRoute), err)
+	// Output:
+	// user:1 from loader
+	// user:1 from memory
+	// true tiered: get "usr:1": no route for key
 }

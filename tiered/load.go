@@ -33,7 +33,7 @@ func (c *Cache) getOrLoad(ctx context.Context, key string, load Loader) ([]byte,
 	if err != nil {
 		return nil, false, err
 	}
-	if load == nil {
+	if f, isFunc := load.(LoaderFunc); load == nil || isFunc && f == nil {
 		return nil, false, ErrNoLoader
 	}
 	byp := bypassOf(ctx)
@@ -236,6 +236,14 @@ func (o *ownWrites) expect(key string) {
 		o.n.Add(1)
 	}
 	o.mu.Unlock()
+}
+
+// done returns the channel closed when key's invalidation arrives, or nil
+// if key is not expected.
+func (o *ownWrites) done(key string) <-chan struct{} {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.m[key]
 }
 
 // invalidated is called by the invalidation listener.

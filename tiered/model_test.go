@@ -130,8 +130,8 @@ func runModel(t *testing.T, seed uint64, ops int) {
 			}
 			if time.Now().After(deadline) {
 				st := a.mem.Stats()
-				det := &Detector{}
-				_, _, _ = a.Get(WithDetector(ctx, det), k)
+				det := &Sources{}
+				_, _, _ = a.Get(WithSources(ctx, det), k)
 				src, _ := det.Source(k)
 				var mem string
 				if it, fresh, ok := a.mem.Peek(k); ok {

@@ -11,7 +11,6 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/redis/rueidis"
 
-	"github.com/thermoscache/thermos/internal/clock"
 	"github.com/thermoscache/thermos/tracking"
 )
 
@@ -109,17 +108,56 @@ const (
 	ServeStale
 )
 
+// Clock tells the time. Implementations must be safe for concurrent use. A
+// Clock that also has a UnixNano() int64 method is read through it on the
+// memory tier's hit path.
+type Clock interface {
+	Now() time.Time
+}
+
 // Options configures a Cache. A nil *Options is valid: a memory-only cache
 // with DefaultMemoryBytes.
 type Options struct {
 	// Routes map key prefixes to tiers. When none has an empty prefix, a
-	// default route with Tiers Memory is added.
+	// default route with Tiers Memory is added, unless RequireRoute is set.
 	Routes []Route
+	// RequireRoute adds no default route: a key that no route's prefix
+	// matches is refused with an error wrapping ErrNoRoute by every method
+	// that takes a key (Get, GetOrLoad, GetMany, Set, Delete, and Typed's),
+	// so a key with a mistyped prefix is noticed instead of being cached in
+	// memory only. InvalidatePrefix takes any prefix.
+	RequireRoute bool
 
 	// Redis configures the connection to Redis for routes with the Redis
 	// tier. Nil refuses such routes. Username, Password and TLSConfig pass
 	// through to every connection the cache opens.
 	Redis *rueidis.ClientOption
+	// RedisClient, if set, is a client the program already has, on which
+	// the cache sends its data commands (reads, writes, deletes,
+	// revalidation scripts, SCAN and UNLINK) and the herd its lease, fenced
+	// writes and notifications (SUBSCRIBE, on a dedicated connection). The
+	// cache never closes it. Nil means the cache sends them on its own
+	// tracking connection.
+	//
+	// Options.Redis is still required: invalidations can only reach the
+	// cache on a connection it opens itself (rueidis takes the
+	// invalidation callback when a client is made), so it keeps its own
+	// tracking connection (one per node) from Options.Redis, carrying
+	// nothing but CLIENT TRACKING, keep-alives and invalidations.
+	// RedisClient must reach the same Redis or cluster: Open writes a
+	// probe key under a tracked prefix through it and fails with ErrConfig
+	// if the tracking connection does not hear it within StalenessBound
+	// (when Redis cannot be reached at Open the check is skipped).
+	//
+	// The cost: NOLOOP only silences writes sent on the tracking
+	// connection, so this cache's own Sets and Deletes come back to it as
+	// invalidations. A Set's local copies (memory and disk) are usually
+	// dropped when its invalidation arrives, so the next read of the key
+	// is a Redis read, and a Set may take one more round trip when the
+	// invalidation overtakes it. The promise is unchanged: while the
+	// tracking connection is down, values read through RedisClient are
+	// served but never kept.
+	RedisClient rueidis.Client
 	// Dir is the disk tier's directory. Empty refuses routes with the Disk
 	// tier.
 	Dir string
@@ -179,8 +217,12 @@ type Options struct {
 	// LoadTimeout bounds one shared load. Zero means DefaultLoadTimeout.
 	LoadTimeout time.Duration
 
-	Clock  clock.Clock  // time source; nil means the wall clock
-	Logger *slog.Logger // background errors; nil means slog.Default()
+	// Clock is the time source for expiry, XFetch and the disk tier. Nil
+	// means a coarse clock the cache owns (one atomic load per read,
+	// refreshed every millisecond).
+	Clock Clock
+	// Logger receives background errors. Nil means slog.Default().
+	Logger *slog.Logger
 	// Rand is the source for jitter and XFetch; nil means a random seed.
 	Rand rand.Source
 }
@@ -190,6 +232,7 @@ func (o *Options) withDefaults() Options {
 	if o != nil {
 		c = *o
 		c.Routes = slices.Clone(o.Routes)
+		c.Signing = o.Signing.clone()
 	}
 	if c.MemoryBytes == 0 {
 		c.MemoryBytes = DefaultMemoryBytes
@@ -209,7 +252,7 @@ func (o *Options) withDefaults() Options {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
-	if !slices.ContainsFunc(c.Routes, func(r Route) bool { return r.Prefix == "" }) {
+	if !c.RequireRoute && !slices.ContainsFunc(c.Routes, func(r Route) bool { return r.Prefix == "" }) {
 		c.Routes = append(c.Routes, Route{Tiers: Memory})
 	}
 	for i := range c.Routes {
@@ -247,6 +290,8 @@ func (o *Options) validate() error {
 		return bad("negative LoadTimeout %v", o.LoadTimeout)
 	case o.Unverified > ServeStale:
 		return bad("unknown Unverified policy %d", o.Unverified)
+	case o.RedisClient != nil && o.Redis == nil:
+		return bad("RedisClient is set but Redis is nil: the cache opens its tracking connection from Options.Redis")
 	}
 	if err := o.validateHerd(); err != nil {
 		return err
@@ -255,6 +300,9 @@ func (o *Options) validate() error {
 		if s, ok := o.Signing.Secrets[o.Signing.Current]; !ok || len(s) == 0 {
 			return bad("Signing has no secret for its current key id %d", o.Signing.Current)
 		}
+	}
+	if o.RequireRoute && len(o.Routes) == 0 {
+		return bad("RequireRoute is set but there are no Routes")
 	}
 	if len(o.Routes) > maxRoutes {
 		return bad("%d routes, more than %d", len(o.Routes), maxRoutes)

@@ -134,8 +134,8 @@ func (g *rig) expect(key string, want []byte) {
 	check := func(when string) {
 		g.t.Helper()
 		for range 3 { // memory, then whatever the first read filled
-			det := &Detector{}
-			v, ok, err := g.c.Get(WithDetector(ctx, det), key)
+			det := &Sources{}
+			v, ok, err := g.c.Get(WithSources(ctx, det), key)
 			src, _ := det.Source(key)
 			switch {
 			case err != nil:

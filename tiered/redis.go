@@ -22,7 +22,8 @@ import (
 // the fenced write of loaded values are package herd's.) It sends them on
 // the memory tier's tracking client: one connection per node, on which
 // replies and invalidations arrive in order, and whose NOLOOP keeps this
-// process's own SETs and DELs from coming back as invalidations.
+// process's own SETs and DELs from coming back as invalidations; or, with
+// Options.RedisClient, on the caller's client (see shared.go).
 type redisTier struct {
 	c *Cache
 }
@@ -107,10 +108,11 @@ func (redisTier) fill(*route, string, *entry, tracking.Ticket) bool { return fal
 
 func (redisTier) confirm(*route, string, *entry, tracking.Ticket) bool { return true }
 
-// client returns the Redis client, ErrUnavailable while it is not connected
-// (Redis was down at Open), errNoRedis when no route uses Redis.
+// client returns the client for data commands, ErrUnavailable while the
+// tracking connection is not connected (Redis was down at Open),
+// errNoRedis when no route uses Redis.
 func (rt redisTier) client() (rueidis.Client, error) {
-	if cl := rt.c.mem.Client(); cl != nil {
+	if cl := rt.c.dataClient(); cl != nil {
 		return cl, nil
 	}
 	if rt.c.o.Redis == nil {

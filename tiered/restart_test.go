@@ -216,8 +216,8 @@ func testRestart(t *testing.T, rr restartRedis) Stats {
 	t.Logf("warm restart: Open took %v (warmed %d entries, %d refused); background revalidation pass %v (revalidated %d, dropped %d)",
 		openTook, st.Warmed, st.DiskCorrupt, st.LastRevalidation, st.Revalidated, st.Dropped)
 	loadsBefore := org.loads()
-	det := &Detector{}
-	dctx := WithDetector(ctx, det)
+	det := &Sources{}
+	dctx := WithSources(ctx, det)
 	for i := range keys {
 		k := restartKey(i)
 		v, ok, err := a.GetOrLoad(dctx, k, org)
@@ -280,8 +280,8 @@ func firstSecond(t *testing.T, c *Cache, org *origin, perm []int, check func(str
 	end := time.Now().Add(time.Second)
 	for n := 0; time.Now().Before(end); n++ {
 		k := restartKey(perm[n%len(perm)])
-		det := &Detector{}
-		v, ok, err := c.GetOrLoad(WithDetector(ctx, det), k, org)
+		det := &Sources{}
+		v, ok, err := c.GetOrLoad(WithSources(ctx, det), k, org)
 		if err != nil {
 			t.Fatalf("GetOrLoad(%s): %v", k, err)
 		}

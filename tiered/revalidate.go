@@ -21,8 +21,10 @@ func (c *Cache) kickRevalidation() {
 const revalidationRetry = 250 * time.Millisecond
 
 // errRecheck reports a pass in which some entries matched Redis but could
-// not be confirmed because an invalidation raced with the check; the pass
-// runs again at once.
+// not be confirmed: an invalidation raced with the check (the pass runs
+// again at once), or tracking is down (every confirmation is refused until
+// it is re-armed, which kicks a pass), so consecutive rechecks back off up
+// to revalidationRetry.
 var errRecheck = errors.New("tiered: some entries need another check")
 
 // revalidator checks unverified local copies against Redis in the
@@ -31,6 +33,7 @@ var errRecheck = errors.New("tiered: some entries need another check")
 func (c *Cache) revalidator() {
 	defer c.wg.Done()
 	var retry <-chan time.Time
+	recheck := time.Millisecond // the next wait after errRecheck
 	for {
 		select {
 		case <-c.done:
@@ -50,7 +53,8 @@ func (c *Cache) revalidator() {
 		if err := c.revalidateAll(); err != nil {
 			if errors.Is(err, errRecheck) {
 				c.redisUp.Store(true)
-				retry = time.After(time.Millisecond)
+				retry = time.After(recheck)
+				recheck = min(2*recheck, revalidationRetry)
 				continue
 			}
 			if !errors.Is(err, context.Canceled) {
@@ -65,6 +69,7 @@ func (c *Cache) revalidator() {
 			retry = time.After(time.Millisecond)
 			continue
 		}
+		recheck = time.Millisecond
 		c.redisUp.Store(true)
 		c.stats.lastRevalidation.Store(int64(time.Since(start)))
 		c.stats.passes.Add(1)

@@ -3,15 +3,21 @@ package tiered
 import (
 	"slices"
 	"strings"
+
+	"github.com/thermoscache/thermos/tracking"
 )
 
 // router finds a key's route: the one with the longest matching prefix.
 // Routes are few, so a scan over prefixes sorted longest first beats a trie
 // and allocates nothing.
 type router struct {
-	routes []*route // longest prefix first; the last one has prefix ""
+	routes []*route // longest prefix first
 	memory bool     // some route has the memory tier
 	redis  bool     // some route has the Redis tier
+	// none is what find returns for a key no route matches (only with
+	// Options.RequireRoute: otherwise the default route matches every
+	// key). It has no tiers, so every tier check skips it.
+	none *route
 }
 
 // route is a Route with its derived state.
@@ -27,7 +33,7 @@ type route struct {
 const maxRoutes = 256
 
 func newRouter(rs []Route) *router {
-	r := &router{}
+	r := &router{none: &route{}}
 	for _, x := range rs {
 		r.routes = append(r.routes, &route{Route: x})
 		r.memory = r.memory || x.Tiers&Memory != 0
@@ -40,13 +46,14 @@ func newRouter(rs []Route) *router {
 	return r
 }
 
+// find returns key's route, or r.none when no route matches it.
 func (r *router) find(key string) *route {
 	for _, x := range r.routes {
 		if strings.HasPrefix(key, x.Prefix) {
 			return x
 		}
 	}
-	return r.routes[len(r.routes)-1] // unreachable: the default route matches all
+	return r.none
 }
 
 // anyRedisUnder reports whether a key starting with prefix can belong to a
@@ -76,22 +83,5 @@ func trackedPrefixes(routes []Route) []string {
 			ps = append(ps, r.Prefix)
 		}
 	}
-	return coverPrefixes(ps)
-}
-
-// coverPrefixes drops every prefix that another (shorter or equal) prefix
-// already covers, and returns the rest sorted.
-func coverPrefixes(ps []string) []string {
-	ps = slices.Clone(ps)
-	slices.Sort(ps)
-	ps = slices.Compact(ps)
-	var out []string
-	for _, p := range ps {
-		// Sorted order puts a covering prefix right before what it covers.
-		if len(out) > 0 && strings.HasPrefix(p, out[len(out)-1]) {
-			continue
-		}
-		out = append(out, p)
-	}
-	return out
+	return tracking.CoverPrefixes(ps)
 }

@@ -26,8 +26,8 @@ const secPassword = "tiered-sec-secret"
 
 // secRing returns a keyring whose current key is id, holding every id in
 // ids with a secret derived from the id.
-func secRing(current byte, ids ...byte) *envelope.Keyring {
-	r := &envelope.Keyring{Current: current, Secrets: map[byte][]byte{}}
+func secRing(current byte, ids ...byte) *Keyring {
+	r := &Keyring{Current: current, Secrets: map[byte][]byte{}}
 	for _, id := range ids {
 		r.Secrets[id] = []byte("hmac-secret-" + strconv.Itoa(int(id)) + "-0123456789abcdef")
 	}
@@ -62,7 +62,7 @@ func secSetups(t *testing.T) []secSetup {
 }
 
 // secOpen opens a cache with one "app:" route over ro, signing with ring.
-func secOpen(t *testing.T, ro rueidis.ClientOption, tiers Tier, ring *envelope.Keyring, logs *bytes.Buffer) *Cache {
+func secOpen(t *testing.T, ro rueidis.ClientOption, tiers Tier, ring *Keyring, logs *bytes.Buffer) *Cache {
 	t.Helper()
 	o := &Options{
 		Redis:   &ro,
@@ -290,7 +290,7 @@ func TestSecureTamperedValuesRefused(t *testing.T) {
 		{"signed with another secret", func() []byte {
 			return reencode(t, good, func(e *envelope.Entry) {
 				e.Payload = []byte("forged")
-				if err := e.Sign("app:"+strings.ReplaceAll("signed with another secret", " ", "-"), attacker); err != nil {
+				if err := e.Sign("app:"+strings.ReplaceAll("signed with another secret", " ", "-"), attacker.envelopeRing()); err != nil {
 					t.Fatal(err)
 				}
 			})
@@ -418,13 +418,13 @@ func FuzzDecodeRemote(f *testing.F) {
 	const key = "app:k"
 	const limit = 1 << 12
 	now := time.Unix(1_800_000_000, 0).UnixNano()
-	open := func(sign *envelope.Keyring) (*Cache, *route) {
+	open := func(sign *Keyring) (*Cache, *route) {
 		o := (&Options{Signing: sign, Logger: slog.New(slog.DiscardHandler),
 			Routes: []Route{{Prefix: "app:", Tiers: Memory, MaxValueBytes: limit}}}).withDefaults()
 		if err := o.validate(); err != nil {
 			f.Fatal(err)
 		}
-		c := &Cache{o: o, router: newRouter(o.Routes), clk: clock.NewManual(time.Unix(0, now))}
+		c := &Cache{o: o, router: newRouter(o.Routes), ring: o.Signing.envelopeRing(), clk: clock.NewManual(time.Unix(0, now))}
 		c.rnd.r = rand.New(rand.NewPCG(1, 2))
 		return c, c.router.find(key)
 	}

@@ -28,8 +28,8 @@ func TestLoadedValueCachedLocally(t *testing.T) {
 		if err := cl.Do(ctx, cl.B().Ping().Build()).Error(); err != nil {
 			t.Fatal(err)
 		}
-		det := &Detector{}
-		if _, ok, err := c.Get(WithDetector(ctx, det), key); err != nil || !ok {
+		det := &Sources{}
+		if _, ok, err := c.Get(WithSources(ctx, det), key); err != nil || !ok {
 			t.Fatalf("Get(%s) after load: %v, %v", key, ok, err)
 		}
 		if src, _ := det.Source(key); src != SourceMemory {

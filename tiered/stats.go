@@ -60,8 +60,30 @@ type RouteStats struct {
 	// Latencies of the loader, of disk reads (including any revalidation
 	// round trip) and of Redis GETs. Memory hits are not timed: timing
 	// would cost as much as the hit.
-	LoadLatency, DiskLatency, RedisLatency metrics.Snapshot
+	LoadLatency, DiskLatency, RedisLatency Latency
 }
+
+// Latency is a latency distribution at one moment: how many samples, their
+// sum and maximum, and counts in buckets at most 1/8 of their value wide,
+// from which Quantile reads.
+type Latency struct {
+	Count uint64        // samples
+	Sum   time.Duration // of all samples
+	Max   time.Duration // largest sample
+	s     metrics.Snapshot
+}
+
+func latencyOf(h *metrics.Histogram) Latency {
+	s := h.Snapshot()
+	return Latency{Count: s.Count, Sum: s.Sum, Max: s.Max, s: s}
+}
+
+// Quantile returns the upper bound of the bucket holding quantile q (0 to
+// 1), capped by Max, or 0 without samples.
+func (l Latency) Quantile(q float64) time.Duration { return l.s.Quantile(q) }
+
+// Mean returns the average sample, or 0 without samples.
+func (l Latency) Mean() time.Duration { return l.s.Mean() }
 
 // Hits is the sum of every tier's hits.
 func (s RouteStats) Hits() int64 { return s.MemoryHits + s.DiskHits + s.RedisHits }
@@ -144,9 +166,9 @@ func (c *Cache) Stats() Stats {
 			UnverifiedReads: s.unverifiedReads.Load(),
 			Revalidated:     s.revalidated.Load(), Dropped: s.dropped.Load(),
 			IntegrityFailures: s.integrityFailures.Load(),
-			LoadLatency:       s.loadLatency.Snapshot(),
-			DiskLatency:       s.diskLatency.Snapshot(),
-			RedisLatency:      s.redisLatency.Snapshot(),
+			LoadLatency:       latencyOf(&s.loadLatency),
+			DiskLatency:       latencyOf(&s.diskLatency),
+			RedisLatency:      latencyOf(&s.redisLatency),
 		})
 	}
 	if c.disk != nil {

@@ -18,7 +18,7 @@ import (
 // memory tier's per-key generation. An invalidation or a local write of the
 // key after the ticket was taken makes all of them no-ops, in every tier.
 type tier interface {
-	// source names the tier in stats and detectors.
+	// source names the tier in stats and Sources.
 	source() Source
 	// get returns key's entry if the tier holds one that is not past its
 	// hard expiry. verified is false for a local copy of a Redis key that
@@ -59,7 +59,7 @@ func fresh(it *tracking.Item, now int64) bool { return it.SoftExpiry == 0 || now
 func alive(it *tracking.Item, now int64) bool { return it.HardExpiry == 0 || now < it.HardExpiry }
 
 // negative reports whether it is a remembered "not found".
-func negative(it *tracking.Item) bool { return it.Flags&envelope.FlagNegative != 0 }
+func negative(it *tracking.Item) bool { return it.Flags&uint8(envelope.FlagNegative) != 0 }
 
 // value is what a read returns for a hit on it: a negative entry answers
 // "no such key" (nil, false).

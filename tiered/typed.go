@@ -67,12 +67,16 @@ func (t *Typed[T]) Set(ctx context.Context, key string, v T, ttl time.Duration) 
 	return t.c.Set(ctx, key, b, ttl)
 }
 
-// GetOrLoad is Cache.GetOrLoad for typed values; load returns ErrNotFound
-// when the origin has none.
-func (t *Typed[T]) GetOrLoad(ctx context.Context, key string, load func(ctx context.Context, key string) (T, error)) (T, bool, error) {
+// GetOrLoad is Cache.GetOrLoad for typed values: load returns ErrNotFound
+// when the origin has none. A nil load returns an error wrapping
+// ErrNoLoader.
+func (t *Typed[T]) GetOrLoad(ctx context.Context, key string, load TypedLoader[T]) (T, bool, error) {
 	var zero T
+	if f, isFunc := load.(TypedLoaderFunc[T]); load == nil || isFunc && f == nil {
+		return zero, false, opErr("load", key, ErrNoLoader)
+	}
 	b, ok, err := t.c.GetOrLoad(ctx, key, LoaderFunc(func(ctx context.Context, key string) ([]byte, error) {
-		v, err := load(ctx, key)
+		v, err := load.Load(ctx, key)
 		if err != nil {
 			return nil, err
 		}

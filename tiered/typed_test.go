@@ -42,11 +42,11 @@ func TestTypedRoundTrip(t *testing.T) {
 			if err != nil || !ok || got.Name != want.Name || got.Age != want.Age || len(got.Roles) != len(want.Roles) {
 				t.Fatalf("Get = %+v, %v, %v; want %+v", got, ok, err, want)
 			}
-			loaded, ok, err := ty.GetOrLoad(ctx, "p:2", func(context.Context, string) (profile, error) { return want, nil })
+			loaded, ok, err := ty.GetOrLoad(ctx, "p:2", TypedLoaderFunc[profile](func(context.Context, string) (profile, error) { return want, nil }))
 			if err != nil || !ok || loaded.Name != "ada" {
 				t.Fatalf("GetOrLoad = %+v, %v, %v", loaded, ok, err)
 			}
-			_, ok, err = ty.GetOrLoad(ctx, "p:3", func(context.Context, string) (profile, error) { return profile{}, ErrNotFound })
+			_, ok, err = ty.GetOrLoad(ctx, "p:3", TypedLoaderFunc[profile](func(context.Context, string) (profile, error) { return profile{}, ErrNotFound }))
 			if err != nil || ok {
 				t.Fatalf("GetOrLoad of a missing value = %v, %v; want a miss", ok, err)
 			}

@@ -70,11 +70,19 @@ type Cache struct {
 
 	ownClock *clock.Coarse                 // set when Options.Clock is nil
 	fastNow  interface{ UnixNano() int64 } // a clock with UnixNano
-	clk      clock.Clock
+	clk      Clock
 
 	// client is the Redis client; nil for a local-only cache, and until the
 	// first connection with Options.ConnectInBackground.
 	client atomic.Pointer[rueidis.Client]
+	// drops counts null invalidations (a tracking connection closed, or a
+	// flush); armed is the count the last successful re-arm started from.
+	// While they differ, tracking is down: no invalidation can arrive, so
+	// nothing read from Redis may be trusted, even if the caller read it on
+	// a connection of its own that stayed up. Meanwhile Fill refuses
+	// verified entries, Revalidate refuses, Valid is false and Write under
+	// a ticket removes the entry (see isDown).
+	drops, armed atomic.Uint64
 
 	lmu       sync.Mutex // serialises OnInvalidate
 	listeners atomic.Pointer[[]func(keys []string, epochBump bool)]
@@ -216,9 +224,9 @@ func (c *Cache) Epoch() uint64 { return c.epoch.Load() }
 // of MaxBytes. An entry charges len(key) + cap(Value) + EntryOverhead.
 func (c *Cache) MaxEntryBytes() int64 { return c.cfg.shareBytes }
 
-// Prefixes returns the tracked prefixes (the cover of Options.Prefixes);
+// prefixes returns the tracked prefixes (the cover of Options.Prefixes);
 // nil means every key. The caller may modify the returned slice.
-func (c *Cache) Prefixes() []string { return append([]string(nil), c.cfg.prefixes...) }
+func (c *Cache) prefixes() []string { return append([]string(nil), c.cfg.prefixes...) }
 
 func (c *Cache) now() int64 {
 	if c.ownClock != nil {
@@ -406,7 +414,12 @@ func (c *Cache) validLocked(s *shard, h uint64, t Ticket) bool {
 // already past its HardExpiry, if the entry exceeds MaxEntryBytes (counted in
 // Stats.TooLarge), if key is empty, after Close, and, on a Redis-backed
 // cache, for a key outside every tracked prefix (no invalidation would ever
-// reach it; use SetLocal for local-only keys).
+// reach it; use SetLocal for local-only keys). A verified fill is also
+// refused while the tracking connection is down (from the null
+// invalidation that reports its loss until tracking is armed again), even
+// if the caller read the value on another connection that stayed up: no
+// invalidation of it could arrive. Revalidate, Valid and Write under a
+// ticket refuse likewise.
 //
 // verified=false inserts the entry as unverified (a warm restart from disk):
 // it is served only as Get's fresh == false with KeepUnverified, until
@@ -426,7 +439,7 @@ func (c *Cache) validLocked(s *shard, h uint64, t Ticket) bool {
 // the fill wins the shard lock before step 4, step 4 removes the entry.
 // TestRaceInvalidationBeforeFill forces exactly this order.
 func (c *Cache) Fill(t Ticket, key string, it Item, verified bool) bool {
-	if c.cfg.Redis != nil && !tracked(c.cfg.prefixes, key) {
+	if c.cfg.Redis != nil && !tracked(c.cfg.prefixes, key) || verified && c.isDown() {
 		return false
 	}
 	var epoch uint64 // 0: never verified
@@ -533,7 +546,7 @@ func (c *Cache) Revalidate(t Ticket, key string, version uint64) bool {
 	s := c.shardOf(h)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if c.closed.Load() || !c.validLocked(s, h, t) {
+	if c.closed.Load() || c.isDown() || !c.validLocked(s, h, t) {
 		return false
 	}
 	e := s.idx.find(h, key)
@@ -624,7 +637,7 @@ func (c *Cache) writeLocal(key string, it *Item, limit int64, t *Ticket) (next T
 	if c.closed.Load() {
 		return Ticket{}, false, ErrClosed
 	}
-	valid = t == nil || c.validLocked(s, h, *t)
+	valid = t == nil || !c.isDown() && c.validLocked(s, h, *t)
 	epoch := c.epoch.Load()
 	if t != nil {
 		epoch = t.epoch
@@ -651,25 +664,21 @@ func (c *Cache) writeLocal(key string, it *Item, limit int64, t *Ticket) (next T
 	return next, valid, nil
 }
 
-// After returns the ticket t becomes once the caller's own write of its key
-// has come back as n invalidations (a server that reports a script's write
-// to the writing connection even with NOLOOP): valid exactly when nothing
-// but those n bumped the key's generation since t was taken.
-func (t Ticket) After(n int) Ticket {
-	t.gen += uint64(n)
-	return t
-}
+// isDown reports whether tracking is down: a null invalidation came since
+// the last re-arm began.
+func (c *Cache) isDown() bool { return c.drops.Load() != c.armed.Load() }
 
 // Valid reports whether t is still valid: nothing invalidated or wrote its
 // key (or another key sharing its generation slot), its shard, or the whole
-// cache (an epoch bump) since it was taken. It does not lock. A caller that
-// acts on a true answer must make sure an invalidation racing with that
-// action is seen afterwards (see tiered's disk tier for how).
+// cache (an epoch bump) since it was taken, and the tracking connection is
+// not down (see Fill). It does not lock. A caller that acts on a true
+// answer must make sure an invalidation racing with that action is seen
+// afterwards (see tiered's disk tier for how).
 func (c *Cache) Valid(t Ticket) bool {
 	if c.testNoGuard {
 		return true
 	}
 	s := c.shardOf(t.hash)
-	return t.epoch != 0 && t.epoch == c.epoch.Load() && t.sgen == s.sgen.Load() &&
+	return t.epoch != 0 && !c.isDown() && t.epoch == c.epoch.Load() && t.sgen == s.sgen.Load() &&
 		t.gen == s.gens[slotOf(t.hash)].Load()
 }

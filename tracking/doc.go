@@ -59,7 +59,10 @@
 // runs CLIENT TRACKING ON BCAST PREFIX … for the minimal non-overlapping cover
 // of Options.Prefixes (CoverPrefixes), checks Redis >= MinRedisVersion, and
 // feeds rueidis's OnInvalidations into the cache. Client returns that client
-// for data commands.
+// for data commands. A caller may read Redis on a client of its own instead
+// (tiered's Options.RedisClient): the fill guard below holds for any
+// connection, and while the tracking connection is down nothing read from
+// Redis is trusted (see Fill).
 //
 // # How data moves
 //
@@ -87,8 +90,10 @@
 // tracking connection closed — bumps the epoch. Every entry verified in an
 // older epoch is unverified: dropped at once by default, or, with
 // Options.KeepUnverified, kept and returned by Get with fresh == false until
-// Revalidate promotes it. Outstanding tickets are refused. The connection is
-// re-established (and tracking re-armed) in the background. In Redis Cluster
+// Revalidate promotes it. Outstanding tickets are refused, and until tracking
+// is armed again no verified fill, revalidation or guarded write is accepted
+// (no invalidation could follow it). The connection is re-established (and
+// tracking re-armed) in the background. In Redis Cluster
 // (rueidis detects it from the addresses) each node's connection is tracked
 // on its own and armed on every primary; a drop of any node's connection, or
 // a change of the slot → primary map seen by the periodic CLUSTER SLOTS check

@@ -117,10 +117,14 @@ func (c *Cache) bumpEpoch() {
 //
 // nil means a null invalidation: FLUSHALL/FLUSHDB, or the connection closed
 // (rueidis calls it with nil from its exit path). Either way invalidations
-// may have been lost, so the epoch bumps, and the re-arm loop is woken to
-// reconnect, which sends CLIENT TRACKING again.
+// may have been lost, so the epoch bumps, fills are refused until tracking
+// is armed again (isDown), and the re-arm loop is woken to reconnect, which
+// sends CLIENT TRACKING again.
 func (c *Cache) onInvalidations(msgs []rueidis.RedisMessage) {
 	if msgs == nil {
+		if c.cfg.Redis != nil { // a local-only cache has no tracking to lose
+			c.drops.Add(1) // before the bump: no fill slips in between
+		}
 		c.bumpEpoch()
 		select {
 		case c.rearm <- struct{}{}:
@@ -162,6 +166,9 @@ func (c *Cache) rearmLoop(ctx context.Context) {
 		}
 		backoff := 5 * time.Millisecond
 		for {
+			// A drop after this read leaves tracking down after a
+			// successful ping, for the next round (c.rearm holds it).
+			drops := c.drops.Load()
 			pctx, cancel := context.WithTimeout(ctx, c.cfg.ConnWriteTimeout)
 			err := c.ping(pctx) // on a cluster, every primary
 			cancel()
@@ -176,6 +183,7 @@ func (c *Cache) rearmLoop(ctx context.Context) {
 				// revalidated too, not trusted for having been filled
 				// after the first bump.
 				c.bumpEpoch()
+				c.armed.Store(drops) // after the bump: tickets from while down stay refused
 				c.notify(nil, true)
 				break
 			}

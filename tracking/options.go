@@ -7,9 +7,6 @@ import (
 	"time"
 
 	"github.com/redis/rueidis"
-
-	"github.com/thermoscache/thermos/internal/clock"
-	"github.com/thermoscache/thermos/internal/envelope"
 )
 
 // Defaults for Options fields left at zero.
@@ -94,18 +91,27 @@ func (p Policy) String() string {
 }
 
 // Item is what the cache stores per key. Value is shared: callers must not
-// modify it. The other fields come from the entry envelope.
+// modify it. The cache reads HardExpiry (an entry is never served past it)
+// and Version (Revalidate compares it); the other fields are the caller's,
+// returned as they were stored.
 type Item struct {
-	Value      []byte         // payload; shared and read-only
-	SoftExpiry int64          // Unix ns after which the value should be refreshed; 0 = none
-	HardExpiry int64          // Unix ns after which it is never served; 0 = none
-	Delta      time.Duration  // duration of the last rebuild (XFetch)
-	Version    uint64         // write version, compared on revalidation
-	Flags      envelope.Flags // e.g. envelope.FlagNegative
+	Value      []byte        // payload; shared and read-only
+	SoftExpiry int64         // Unix ns after which the value should be refreshed; 0 = none
+	HardExpiry int64         // Unix ns after which it is never served; 0 = none
+	Delta      time.Duration // duration of the last rebuild (XFetch)
+	Version    uint64        // write version, compared on revalidation
+	// Flags are the caller's own flags for the entry, stored and returned
+	// as is (tiered keeps its envelope's flags in them).
+	Flags uint8
 	// Tag is the caller's own small label for the entry, stored and
 	// returned as is (tiered keeps the index of the key's route in it, so
 	// a hit needs no second routing step).
 	Tag uint8
+}
+
+// Clock tells the time. Implementations must be safe for concurrent use.
+type Clock interface {
+	Now() time.Time
 }
 
 // Options configures a Cache. A nil *Options is valid and gives a local-only
@@ -216,9 +222,10 @@ type Options struct {
 
 	// Clock is the time source for expiry. Nil means a coarse clock (one
 	// atomic load per read, refreshed every millisecond by a goroutine the
-	// cache owns and stops in Close). A clock with a UnixNano() int64 method
-	// (clock.Coarse) is read through it.
-	Clock clock.Clock
+	// cache owns and stops in Close). A Clock that also has a
+	// UnixNano() int64 method is read through it, which saves building a
+	// time.Time on every hit.
+	Clock Clock
 
 	// Logger receives background errors (re-arming tracking). Nil means
 	// slog.Default().

@@ -169,8 +169,8 @@ func TestOverlappingPrefixes(t *testing.T) {
 	srv := redistest.Start(t, nil)
 	// Redis itself refuses these prefixes on one connection; New must cover them.
 	c := newRedisCache(t, srv, &Options{Prefixes: []string{"a:b:", "a:", "c:", "a:"}})
-	if got := strings.Join(c.Prefixes(), ","); got != "a:,c:" {
-		t.Errorf("Prefixes() = %s, want a:,c:", got)
+	if got := strings.Join(c.prefixes(), ","); got != "a:,c:" {
+		t.Errorf("prefixes() = %s, want a:,c:", got)
 	}
 	w := newWriter(t, srv)
 	for _, k := range []string{"a:b:1", "c:1"} {

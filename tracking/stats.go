@@ -1,6 +1,10 @@
 package tracking
 
-import "github.com/thermoscache/thermos/internal/metrics"
+import (
+	"time"
+
+	"github.com/thermoscache/thermos/internal/metrics"
+)
 
 // Stats is a snapshot of a Cache's counters. Counters only grow.
 type Stats struct {
@@ -24,7 +28,7 @@ type Stats struct {
 	TagHits [256]uint64
 	// Lag is the time from sending a Set to receiving its own invalidation
 	// from Redis (empty with NoLoop or without Redis).
-	Lag LagHistogram
+	Lag Latency
 }
 
 // Stats returns a snapshot. It locks each shard in turn, briefly.
@@ -35,7 +39,7 @@ func (c *Cache) Stats() Stats {
 		TopologyChanges: c.topologyChanges.Load(),
 		Epoch:           c.epoch.Load(),
 		MaxBytes:        c.cfg.MaxBytes,
-		Lag:             c.lag.Snapshot(),
+		Lag:             latencyOf(c.lag.Snapshot()),
 	}
 	for i := range c.shards {
 		s := &c.shards[i]
@@ -54,5 +58,23 @@ func (c *Cache) Stats() Stats {
 	return st
 }
 
-// LagHistogram is a latency histogram with buckets 1/8 of their value wide.
-type LagHistogram = metrics.Snapshot
+// Latency is a latency distribution at one moment: how many samples, their
+// sum and maximum, and counts in buckets at most 1/8 of their value wide,
+// from which Quantile reads.
+type Latency struct {
+	Count uint64        // samples
+	Sum   time.Duration // of all samples
+	Max   time.Duration // largest sample
+	s     metrics.Snapshot
+}
+
+func latencyOf(s metrics.Snapshot) Latency {
+	return Latency{Count: s.Count, Sum: s.Sum, Max: s.Max, s: s}
+}
+
+// Quantile returns the upper bound of the bucket holding quantile q (0 to
+// 1), capped by Max, or 0 without samples.
+func (l Latency) Quantile(q float64) time.Duration { return l.s.Quantile(q) }
+
+// Mean returns the average sample, or 0 without samples.
+func (l Latency) Mean() time.Duration { return l.s.Mean() }

@@ -91,7 +91,7 @@ type soakStats struct {
 // key (key index mod Procs) sets it, and the cache's early refresh is off:
 // another process writes a key of this one only by loading it when Redis
 // has none. A read counts as one of a key held locally when this process's
-// last read of the key was answered from memory or disk (a Detector says)
+// last read of the key was answered from memory or disk (its Sources record says)
 // with no Set of the key in flight, and it has started no Set of it since.
 func runSoak(rio *roleIO) error {
 	var cfg soakConfig
@@ -196,9 +196,9 @@ func runSoak(rio *roleIO) error {
 				if mine && at%2 == 0 && heldAt[i].Load() == at+1 {
 					class = "held"
 				}
-				det := &tiered.Detector{}
+				det := &tiered.Sources{}
 				start := time.Now()
-				_, _, err := c.GetOrLoad(tiered.WithDetector(octx, det), key, loader)
+				_, _, err := c.GetOrLoad(tiered.WithSources(octx, det), key, loader)
 				d := time.Since(start)
 				if src, _ := det.Source(key); mine && err == nil && at%2 == 0 && setSeq[i].Load() == at &&
 					(src == tiered.SourceMemory || src == tiered.SourceDisk || src == tiered.SourceStale) {

@@ -172,7 +172,7 @@ func restart(ctx context.Context, c Config, e *env, p *progress) (*Section, erro
 	}
 	sec.Notes = append(sec.Notes,
 		"warm: entries come back from Pebble as unverified; a read of one not yet checked by the background revalidation pass costs one small round trip (Unverified: Revalidate), then it is a local hit",
-		"local hit: answered by memory or disk (tiered.Detector); redis answers need no origin call; origin calls are loader calls",
+		"local hit: answered by memory or disk (tiered.Sources); redis answers need no origin call; origin calls are loader calls",
 		fmt.Sprintf("time series: %v buckets from the start of tiered.Open; origin calls per bucket count reads answered by a loader call (shared by waiters)", bucket))
 	sec.add(t, hit, calls)
 	return sec, nil
@@ -255,8 +255,8 @@ func driveRestart(ctx context.Context, c Config, e *env, spec thermosSpec, keys 
 					return
 				}
 				key := keys[gens[w].Next()]
-				d := &tiered.Detector{}
-				if _, _, err := tg.c.GetOrLoad(tiered.WithDetector(ctx, d), key, tg.load); err != nil {
+				d := &tiered.Sources{}
+				if _, _, err := tg.c.GetOrLoad(tiered.WithSources(ctx, d), key, tg.load); err != nil {
 					r.err = err
 					return
 				}
