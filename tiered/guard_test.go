@@ -14,6 +14,7 @@ import (
 	"github.com/redis/rueidis"
 
 	"github.com/thermoscache/thermos/internal/redistest"
+	"github.com/thermoscache/thermos/store"
 )
 
 // The tests in this file each fail when one guard of the read and write
@@ -647,4 +648,81 @@ func (g *rig) listen() {
 			}
 		}
 	})
+}
+
+// TestGuardChecksums: an envelope changed after it was written (one
+// payload byte flipped, so its checksum no longer matches) is refused, never
+// served: read from Redis on an unsigned route, and read from disk, where
+// it sits in a valid store record (only the envelope's own checksum can
+// tell), at warm-up and on a disk read.
+func TestGuardChecksums(t *testing.T) {
+	ctx := context.Background()
+	flip := func(b []byte) []byte {
+		b = append([]byte(nil), b...)
+		b[len(b)-1] ^= 0x20
+		return b
+	}
+	t.Run("redis", func(t *testing.T) {
+		g := newRig(t, Memory|Disk|Redis, false)
+		const key = "k:1"
+		g.external(key, []byte("value"))
+		raw, err := g.ext.Do(ctx, g.ext.B().Get().Key(key).Build()).AsBytes()
+		if err != nil {
+			t.Fatal(err)
+		}
+		g.c.forgetLocal(key) // the bytes come from Redis, not a local copy
+		if err := g.ext.Do(ctx, g.ext.B().Set().Key(key).Value(string(flip(raw))).Build()).Error(); err != nil {
+			t.Fatal(err)
+		}
+		for range 2 {
+			if v, ok, err := g.c.Get(ctx, key); err != nil || ok {
+				t.Fatalf("Get(%s) of a corrupted envelope = %q, %v, %v; want a miss", key, v, ok, err)
+			}
+		}
+		if n := g.c.Stats().Routes[0].IntegrityFailures; n != 2 {
+			t.Errorf("IntegrityFailures = %d after two reads of a corrupted envelope, want 2", n)
+		}
+		// A load replaces the refused bytes.
+		v, ok, err := g.c.GetOrLoad(ctx, key, LoaderFunc(func(context.Context, string) ([]byte, error) { return []byte("loaded"), nil }))
+		if err != nil || !ok || string(v) != "loaded" {
+			t.Fatalf("GetOrLoad over a corrupted envelope = %q, %v, %v; want the loader's value", v, ok, err)
+		}
+	})
+	for _, tiers := range []Tier{Disk, Memory | Disk} {
+		t.Run("disk/"+tiers.String(), func(t *testing.T) {
+			opts := &Options{Dir: t.TempDir(), Logger: quietLog,
+				Routes: []Route{{Prefix: "k:", Tiers: tiers, TTL: time.Hour, Beta: -1}}}
+			const key = "k:1"
+			c := openT(t, opts)
+			if err := c.Set(ctx, key, []byte("value"), 0); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.Close(); err != nil {
+				t.Fatal(err)
+			}
+			db, err := store.Open(opts.Dir, &store.Options{Logger: quietLog})
+			if err != nil {
+				t.Fatal(err)
+			}
+			se, ok, err := db.Get(ctx, key)
+			if err != nil || !ok {
+				t.Fatalf("store Get(%s) = %v, %v", key, ok, err)
+			}
+			if err := db.SetExpiry(ctx, key, flip(se.Value), se.Expiry); err != nil {
+				t.Fatal(err)
+			}
+			if err := db.Close(); err != nil {
+				t.Fatal(err)
+			}
+			c = openT(t, opts)
+			for range 2 {
+				if v, ok, err := c.Get(ctx, key); err != nil || ok {
+					t.Fatalf("Get(%s) of a corrupted envelope on disk = %q, %v, %v; want a miss", key, v, ok, err)
+				}
+			}
+			if n := c.Stats().DiskCorrupt; n != 1 {
+				t.Errorf("DiskCorrupt = %d, want 1: the entry refused once, then removed", n)
+			}
+		})
+	}
 }
