@@ -726,3 +726,37 @@ func TestGuardChecksums(t *testing.T) {
 		})
 	}
 }
+
+// TestGuardQueuedFillRefused: a reader's disk fill whose ticket an
+// invalidation overtook is not queued, on the routes with Redis and the
+// disk tier:
+//  1. reader A misses the local tiers and reads v1 from Redis;
+//  2. another client writes v2; the invalidation is applied and queues the
+//     key's delete;
+//  3. A fills the local tiers with v1: the write-behind queue refuses it.
+//
+// Were v1 queued after the delete, the disk would hold a value older than
+// Redis's; its lost trust keeps reads right (TestRaceFillInvalidationPending
+// checks them), so this checks what the disk tier holds.
+func TestGuardQueuedFillRefused(t *testing.T) {
+	for _, rt := range raceRoutes {
+		if rt.tiers&Disk == 0 {
+			continue
+		}
+		t.Run(rt.name, func(t *testing.T) {
+			g := newRig(t, rt.tiers, rt.raw)
+			const key = "k:1"
+			ctx := context.Background()
+			g.external(key, []byte("v1"))
+			g.once("fill", key, func() { g.external(key, []byte("v2")) })
+			if v, ok, err := g.c.Get(ctx, key); err != nil || !ok || string(v) != "v1" {
+				t.Fatalf("A read %q, %v, %v; want v1, what Redis held when it read", v, ok, err)
+			}
+			g.c.testHook = nil
+			if b, _, ok, err := g.c.disk.read(ctx, key); err != nil || ok {
+				t.Fatalf("the disk tier holds %q (%v) for %s: a fill the invalidation overtook was queued", b, err, key)
+			}
+			g.expect(key, []byte("v2"))
+		})
+	}
+}
