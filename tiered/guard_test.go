@@ -13,6 +13,7 @@ import (
 
 	"github.com/redis/rueidis"
 
+	"github.com/thermoscache/thermos/internal/envelope"
 	"github.com/thermoscache/thermos/internal/redistest"
 	"github.com/thermoscache/thermos/store"
 )
@@ -757,6 +758,68 @@ func TestGuardQueuedFillRefused(t *testing.T) {
 				t.Fatalf("the disk tier holds %q (%v) for %s: a fill the invalidation overtook was queued", b, err, key)
 			}
 			g.expect(key, []byte("v2"))
+		})
+	}
+}
+
+// TestGuardDiskSignature: on a signed route, a value altered on disk (its
+// payload changed and its checksum fixed, as someone who knows the format
+// but not the secret can do, in a valid store record) is refused at
+// warm-up and on a disk read, never served: the disk is no more trusted
+// than Redis. On routes with Redis the altered copy keeps the version Redis
+// holds, so only the signature tells.
+func TestGuardDiskSignature(t *testing.T) {
+	for _, tiers := range []Tier{Disk, Memory | Disk, Disk | Redis, Memory | Disk | Redis} {
+		t.Run(tiers.String(), func(t *testing.T) {
+			ctx := context.Background()
+			opts := &Options{Dir: t.TempDir(), Logger: quietLog, Signing: secRing(1, 1),
+				Routes: []Route{{Prefix: "k:", Tiers: tiers, TTL: time.Hour, Beta: -1}}}
+			if tiers&Redis != 0 {
+				opts.Redis = redisOpts(redistest.Start(t, nil))
+			}
+			const key = "k:1"
+			c := openT(t, opts)
+			if err := c.Set(ctx, key, []byte("value"), 0); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.Close(); err != nil {
+				t.Fatal(err)
+			}
+			db, err := store.Open(opts.Dir, &store.Options{Logger: quietLog})
+			if err != nil {
+				t.Fatal(err)
+			}
+			se, ok, err := db.Get(ctx, key)
+			if err != nil || !ok {
+				t.Fatalf("store Get(%s) = %v, %v", key, ok, err)
+			}
+			forged := reencode(t, se.Value, func(e *envelope.Entry) { e.Payload = []byte("forge") })
+			if err := db.SetExpiry(ctx, key, forged, se.Expiry); err != nil {
+				t.Fatal(err)
+			}
+			if err := db.Close(); err != nil {
+				t.Fatal(err)
+			}
+			c = openT(t, opts)
+			for range 2 {
+				v, ok, err := c.Get(ctx, key)
+				switch {
+				case err != nil:
+					t.Fatalf("Get(%s): %v", key, err)
+				case ok && string(v) == "forge":
+					t.Fatalf("Get(%s) served the value forged on disk", key)
+				case tiers&Redis != 0 && (!ok || string(v) != "value"):
+					t.Fatalf("Get(%s) = %q, %v; want Redis's value", key, v, ok)
+				case tiers&Redis == 0 && ok:
+					t.Fatalf("Get(%s) = %q; want a miss: the only copy was forged", key, v)
+				}
+			}
+			// Refused once, then removed. On routes with Redis the
+			// background pass may refuse it once more: it scans the store,
+			// where the entry stays until its queued delete is flushed.
+			if n := c.Stats().DiskCorrupt; n < 1 || n > 1 && tiers&Redis == 0 {
+				t.Errorf("DiskCorrupt = %d, want 1", n)
+			}
 		})
 	}
 }
