@@ -102,4 +102,14 @@ func TestExternalWriterLag(t *testing.T) {
 	lp50, lp99 := q(lags, 0.5), q(lags, 0.99)
 	t.Logf("writer SET round trip: p50 %v p99 %v; invalidation lag over %d samples: p50 %v (%.2fx) p99 %v (%.2fx); targets p50 <= 1.2x, p99 <= 2x",
 		rp50, rp99, len(lags), lp50, float64(lp50)/float64(rp50), lp99, float64(lp99)/float64(rp99))
+	// The targets are met on a quiet machine; on a loaded one p50 reaches
+	// 1.2x now and then. Asserted with room for the load, but not for an
+	// invalidation that waits on anything (a batch, a lock, a round trip):
+	// that costs at least another round trip or a millisecond.
+	if limit := 2*rp50 + time.Millisecond; lp50 > limit {
+		t.Errorf("invalidation lag p50 %v > %v (2x the writer's round trip + 1ms)", lp50, limit)
+	}
+	if limit := 4*rp99 + 10*time.Millisecond; lp99 > limit {
+		t.Errorf("invalidation lag p99 %v > %v (4x the writer's round trip + 10ms)", lp99, limit)
+	}
 }

@@ -327,4 +327,18 @@ func outage(t *testing.T, fault string, keep bool) {
 	if keep && unverified.Load() == 0 {
 		t.Logf("note: no unverified serve happened during this run")
 	}
+	if fresh.Load() == 0 {
+		t.Errorf("the readers never got a fresh hit: they did not run")
+	}
+	if !keep && unverified.Load() != 0 {
+		t.Errorf("%d unverified serves without KeepUnverified: Get must drop what it cannot vouch for", unverified.Load())
+	}
+	// An overwritten value may be served as fresh after the overwrite's
+	// reply only until its invalidation is applied, which Redis sends with
+	// that reply: milliseconds on a loaded machine. The bound is generous;
+	// an invalidation lost or held back for good exceeds it (the readers
+	// run on for the rest of the recovery, seconds).
+	if late, limit := time.Duration(maxLate.Load()), max(4*c.StalenessBound(), 2*time.Second); late > limit {
+		t.Errorf("a fresh old value was served %v after its overwrite was acknowledged (%d such serves), want at most %v", late, staleAfterAck.Load(), limit)
+	}
 }
