@@ -62,8 +62,8 @@ func TestGuardDeleteEveryRoute(t *testing.T) {
 				t.Helper()
 				for _, k := range []string{"d:set", "d:loaded"} {
 					for range 2 {
-						det := &Detector{}
-						if v, ok, err := c.Get(WithDetector(ctx, det), k); err != nil || ok {
+						det := &Sources{}
+						if v, ok, err := c.Get(WithSources(ctx, det), k); err != nil || ok {
 							src, _ := det.Source(k)
 							t.Fatalf("%s: Get(%s) = %q, %v, %v from %v; want a miss after Delete", when, k, v, ok, err, src)
 						}

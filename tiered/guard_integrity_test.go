@@ -112,8 +112,8 @@ func TestGuardTTLCapAfterRestart(t *testing.T) {
 			// late.)
 			waitUntil(t, ttl+10*time.Second, "the key's expiry in Redis", func() bool { return time.Now().After(expires.Add(time.Second)) })
 			for range 2 {
-				det := &Detector{}
-				if v, ok, err := c.Get(WithDetector(ctx, det), key); err != nil || ok {
+				det := &Sources{}
+				if v, ok, err := c.Get(WithSources(ctx, det), key); err != nil || ok {
 					src, _ := det.Source(key)
 					t.Fatalf("Get(%s) = %q, %v, %v from %v, a second after Redis expired the key (PEXPIRE while the cache could not hear)", key, v, ok, err, src)
 				}

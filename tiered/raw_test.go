@@ -102,8 +102,8 @@ func (g *rawRig) do(key string, args ...string) {
 // get reads key and returns the value and the tier that answered.
 func (g *rawRig) get(key string) ([]byte, bool, Source) {
 	g.t.Helper()
-	det := &Detector{}
-	v, ok, err := g.c.Get(WithDetector(context.Background(), det), key)
+	det := &Sources{}
+	v, ok, err := g.c.Get(WithSources(context.Background(), det), key)
 	if err != nil {
 		g.t.Fatalf("Get(%s): %v", key, err)
 	}
@@ -319,8 +319,8 @@ func (g *rawRig) checkRaw() {
 	var bad []string
 	for i := range rawKeys {
 		k := rawKey(i)
-		det := &Detector{}
-		v, ok, err := g.c.GetOrLoad(WithDetector(ctx, det), k, l)
+		det := &Sources{}
+		v, ok, err := g.c.GetOrLoad(WithSources(ctx, det), k, l)
 		if err != nil {
 			g.t.Fatalf("GetOrLoad(%s): %v", k, err)
 		}
