@@ -125,7 +125,7 @@ func TestDirMustBeOwn(t *testing.T) {
 		t.Fatalf("another user could not write into the 0777 Dir (%v): the test proves nothing", err)
 	}
 	own := filepath.Join(base, "own")
-	c = openT(t, &Options{Dir: own, Routes: routes, Logger: quietLog})
+	openT(t, &Options{Dir: own, Routes: routes, Logger: quietLog})
 	if err := writeAsOtherUser(t, own); err == nil {
 		t.Fatal("another user wrote into the Dir the cache made")
 	}

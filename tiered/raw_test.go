@@ -68,14 +68,6 @@ func (g *rawRig) open() {
 	})
 }
 
-func (g *rawRig) reopen() {
-	g.t.Helper()
-	if err := g.c.Close(); err != nil {
-		g.t.Fatalf("Close: %v", err)
-	}
-	g.open()
-}
-
 func (g *rawRig) local() bool { return g.o.Routes[0].Tiers&(Memory|Disk) != 0 }
 
 // do runs a command as another program would; on a route with a local tier
