@@ -103,6 +103,48 @@ func TestGetOrLoadSingleFlightLocal(t *testing.T) {
 	}
 }
 
+// TestGetOrLoadLateCallerFindsTheLoad: caller B misses memory and is
+// held just before its load while caller A loads the key and returns; B
+// then goes on and must find A's value, not run the loader a second time
+// (it missed the flight, but the flight's fill came before B's own one
+// could start).
+func TestGetOrLoadLateCallerFindsTheLoad(t *testing.T) {
+	for _, tiers := range []Tier{Memory, Memory | Disk} {
+		t.Run(tiers.String(), func(t *testing.T) {
+			c := openT(t, &Options{Dir: t.TempDir(), Routes: []Route{{Tiers: tiers}}})
+			ctx := context.Background()
+			l := &countingLoader{}
+			held, release := make(chan struct{}), make(chan struct{})
+			var first atomic.Bool
+			c.testHook = func(point, key string) {
+				if point == "load" && first.CompareAndSwap(false, true) {
+					close(held)
+					<-release
+				}
+			}
+			b := make(chan error, 1)
+			go func() {
+				v, ok, err := c.GetOrLoad(ctx, "k", l)
+				if err == nil && (!ok || string(v) != "v:k:1") {
+					err = fmt.Errorf("GetOrLoad = %q, %v", v, ok)
+				}
+				b <- err
+			}()
+			<-held
+			if v, ok, err := c.GetOrLoad(ctx, "k", l); err != nil || !ok || string(v) != "v:k:1" {
+				t.Fatalf("A: GetOrLoad = %q, %v, %v", v, ok, err)
+			}
+			close(release)
+			if err := <-b; err != nil {
+				t.Fatalf("B: %v", err)
+			}
+			if n := l.calls.Load(); n != 1 {
+				t.Fatalf("loader calls = %d, want 1: the late caller loaded again", n)
+			}
+		})
+	}
+}
+
 func TestNegativeCaching(t *testing.T) {
 	c := openT(t, &Options{Routes: []Route{{Tiers: Memory, NegativeTTL: time.Minute}}})
 	l := &countingLoader{err: ErrNotFound}

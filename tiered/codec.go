@@ -64,7 +64,9 @@ func (c *CBOR[T]) Marshal(v T) ([]byte, error) { return c.enc.Marshal(v) }
 // Unmarshal decodes CBOR into v, within the decoder's limits.
 func (c *CBOR[T]) Unmarshal(b []byte, v *T) error { return c.dec.Unmarshal(b, v) }
 
-// Framing of a typed payload: one byte saying how the rest is stored.
+// Framing of a typed payload: one byte saying how the rest is stored. Any
+// other first byte means no framing: the codec's bytes as Cache.Set
+// stored them (JSON never starts with 0x00 or 0x01).
 const (
 	framePlain byte = 0
 	frameS2    byte = 1 // S2 block; its header carries the decoded size
@@ -118,7 +120,7 @@ func unframe(b []byte, maxDecoded int) ([]byte, error) {
 		}
 		return s2.Decode(make([]byte, n), b[1:])
 	default:
-		return nil, errFrame
+		return b, nil // unframed: written by Cache.Set
 	}
 }
 

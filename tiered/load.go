@@ -73,13 +73,34 @@ func (c *Cache) getOrLoad(ctx context.Context, key string, load Loader) ([]byte,
 // behind the herd, and fills the tiers. f is a stale candidate from the
 // local tiers.
 func (c *Cache) load(ctx context.Context, r *route, key string, load Loader, f found, byp Bypass) ([]byte, bool, error) {
+	c.hook("load", key)
 	t := c.mem.Reserve(key)
 	g, shared := c.group(r)
 	if byp&BypassWrites != 0 {
 		g, shared = c.local, false
 	}
+	fill := byp&BypassWrites == 0
+	var again herd.LookupFunc
+	if !shared && fill && r.Tiers&Memory != 0 {
+		// Asked inside the flight, before the loader: a caller that missed
+		// memory just before the previous flight filled it finds the value
+		// there instead of loading it a second time.
+		again = func(context.Context) ([]byte, bool, error) {
+			_, ok := c.lookup(key)
+			return nil, ok, nil
+		}
+	}
 	sent := c.now()
-	res, err := g.Do(ctx, key, nil, c.loadFunc(r, key, load, shared))
+	res, err := g.Do(ctx, key, again, c.loadFunc(r, key, load, shared, fill && !shared))
+	if err == nil && again != nil && !res.Loaded {
+		if it, ok := c.lookup(key); ok {
+			note(ctx, key, SourceMemory)
+			v, ok := value(it)
+			return v, ok, nil
+		}
+		// Gone again (evicted, invalidated): load.
+		res, err = g.Do(ctx, key, nil, c.loadFunc(r, key, load, false, true))
+	}
 	var degraded error // why the lease could not be had
 	if shared && errors.Is(err, herd.ErrLease) && ctx.Err() == nil {
 		degraded = err
@@ -89,7 +110,9 @@ func (c *Cache) load(ctx context.Context, r *route, key string, load Loader, f f
 		r.stats.degradedLoads.Add(1)
 		c.o.Logger.Debug("tiered: lease unavailable; loading locally", "key", key, "err", err)
 		g, shared = c.local, false
-		res, err = g.Do(ctx, key, nil, c.loadFunc(r, key, load, false))
+		// Redis refusing (OOM, read-only) may hold another value: the
+		// loaded one is not cached. Redis unreachable: it is.
+		res, err = g.Do(ctx, key, nil, c.loadFunc(r, key, load, false, fill && connFailure(degraded)))
 	}
 	var e entry
 	if err == nil && shared && !res.Loaded {
@@ -103,7 +126,7 @@ func (c *Cache) load(ctx context.Context, r *route, key string, load Loader, f f
 			// once more.
 			c.redis.deleteIfSame(ctx, key, res.Value)
 			sent = c.now()
-			res, err = g.Do(ctx, key, nil, c.loadFunc(r, key, load, shared))
+			res, err = g.Do(ctx, key, nil, c.loadFunc(r, key, load, shared, false))
 			if err == nil && !res.Loaded {
 				e, ok, err = c.decodeRemote(r, key, res.Value, res.TTL, sent)
 				if err == nil && !ok {
@@ -159,12 +182,12 @@ func (c *Cache) load(ctx context.Context, r *route, key string, load Loader, f f
 	}
 	r.stats.misses.Add(1)
 	note(ctx, key, SourceLoader)
-	inRedis := shared && !connFailure(res.WriteErr) || degraded != nil && !connFailure(degraded)
-	if byp&BypassWrites == 0 && !inRedis {
-		// Not in Redis: local routes, or Redis down. (A value the herd
-		// stored was cached by afterWrite; one it could not store because
-		// the lease was lost, or Redis refused the lease or the write
-		// (OOM, read-only), is not cached: Redis may hold another value.)
+	if fill && shared && connFailure(res.WriteErr) {
+		// The herd loaded but could not reach Redis to store the value.
+		// (A value the herd stored was cached by afterWrite; one it could
+		// not store because the lease was lost, or Redis refused the
+		// write (OOM, read-only), is not cached: Redis may hold another
+		// value. A local load filled the tiers inside its flight.)
 		c.fillLocal(r, key, &e, t)
 	}
 	v, ok := value(&e.it)
@@ -328,7 +351,7 @@ func (c *Cache) maybeRefresh(key string, it *tracking.Item, load Loader) {
 func (c *Cache) refresh(r *route, key string, remote []byte, seen uint64, load Loader) {
 	g, shared := c.group(r)
 	t := c.mem.Reserve(key)
-	fn := c.loadFunc(r, key, load, shared)
+	fn := c.loadFunc(r, key, load, shared, false)
 	started := g.Refresh(key, remote, func(ctx context.Context) ([]byte, time.Duration, error) {
 		// Look again before rebuilding: a refresh that finished just
 		// before this one started has replaced the value we saw.
@@ -385,8 +408,16 @@ var errAlreadyRefreshed = errors.New("tiered: value already refreshed")
 // loadFunc wraps a Loader into the herd's LoadFunc: it counts and times the
 // load and returns the encoded value and its Redis TTL. On a shared herd it
 // registers the coming fenced write's own invalidation (see afterWrite).
-func (c *Cache) loadFunc(r *route, key string, load Loader, shared bool) herd.LoadFunc {
+// With fill it stores the value in the local tiers before the flight ends,
+// so a caller arriving just after finds it there instead of loading again;
+// the ticket is taken before the loader runs, so any write of key after
+// that refuses the fill.
+func (c *Cache) loadFunc(r *route, key string, load Loader, shared, fill bool) herd.LoadFunc {
 	return func(ctx context.Context) ([]byte, time.Duration, error) {
+		var t tracking.Ticket
+		if fill {
+			t = c.mem.Reserve(key)
+		}
 		r.stats.loads.Add(1)
 		start := time.Now()
 		v, err := load.Load(ctx, key)
@@ -411,6 +442,11 @@ func (c *Cache) loadFunc(r *route, key string, load Loader, shared bool) herd.Lo
 		}
 		if shared {
 			c.own.expect(key)
+		}
+		if fill {
+			if e, err := c.decodeLocal(r, enc); err == nil {
+				c.fillLocal(r, key, &e, t)
+			}
 		}
 		return enc, hard, nil
 	}

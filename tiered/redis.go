@@ -121,6 +121,15 @@ func (rt redisTier) client() (rueidis.Client, error) {
 	return nil, newFault(ErrUnavailable, nil, "not connected")
 }
 
+// ping checks that Redis answers on the data connection.
+func (rt redisTier) ping(ctx context.Context) error {
+	cl, err := rt.client()
+	if err != nil {
+		return err
+	}
+	return redisError("", cl.Do(ctx, cl.B().Ping().Build()).Error())
+}
+
 // set writes enc under key with PX ttl.
 func (rt redisTier) set(ctx context.Context, key string, enc []byte, ttl time.Duration) error {
 	cl, err := rt.client()

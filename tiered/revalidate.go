@@ -90,6 +90,11 @@ func (c *Cache) revalidateAll() error {
 		case <-ctx.Done():
 		}
 	}()
+	// A pass with nothing to check would otherwise end without a word
+	// to Redis, and report Redis up (ServeStale's switch) while it is not.
+	if err := c.redis.ping(ctx); err != nil {
+		return err
+	}
 	var batch []check
 	refused := 0
 	// The memory copies confirmed by this pass, on routes with a disk

@@ -25,6 +25,14 @@ type TypedOptions[T any] struct {
 // optionally compression, on their way in and out. Signing, if configured,
 // happens in the Cache, so a value that fails verification never reaches
 // the codec.
+//
+// Typed and Cache share keys: Typed.Set stores one framing byte (0x00:
+// plain, 0x01: S2-compressed) before the codec's bytes, so Cache.Get of such
+// a value returns those framed bytes. Typed.Get reads a value Cache.Set
+// stored as the codec's bytes unframed, provided they do not start with
+// 0x00 or 0x01: always so for JSON; for CBOR every value but the bare
+// integers 0 and 1 (which decode as a framed value and fail with
+// ErrDecode, never as another value).
 type Typed[T any] struct {
 	c          *Cache
 	codec      Codec[T]
