@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strconv"
 	"strings"
 	"time"
@@ -38,6 +39,9 @@ func (c *Cache) connect(ctx context.Context) error {
 	ro.Dialer.KeepAlive = c.cfg.keepAlive
 	if ro.PipelineMultiplex == 0 {
 		ro.PipelineMultiplex = -1 // one connection: see Options.Redis
+	}
+	if ro.RetryDelay == nil {
+		ro.RetryDelay = retryDelay
 	}
 	ro.InitAddress = c.seedPrimaries(ctx, ro)
 	if ro.Sentinel.MasterSet == "" {
@@ -313,4 +317,25 @@ func refused(err error) bool {
 	var alert tls.AlertError
 	return errors.As(err, &unknownCA) || errors.As(err, &hostname) || errors.As(err, &invalid) ||
 		errors.As(err, &verify) || errors.As(err, &alert)
+}
+
+// maxRetries is how many times a read-only command is retried after a
+// network error: about two seconds of backoff.
+const maxRetries = 20
+
+// retryDelay is rueidis's default backoff (exponential with jitter, at most
+// a second) with an end. rueidis retries a read-only command after a
+// network error for as long as its context allows: forever under a context
+// without deadline, so a Get while Redis is down or refuses the
+// reconnection's credentials would never return. After maxRetries attempts
+// the error is returned instead, and refused credentials are not retried
+// at all (rueidis does not retry its own handshake's WRONGPASS, a
+// RedisError; preflightDial's refusal is not one).
+func retryDelay(attempts int, _ rueidis.Completed, err error) time.Duration {
+	var rc *refusedCredentials
+	if attempts >= maxRetries || errors.As(err, &rc) {
+		return -1
+	}
+	base := time.Duration(1) << min(attempts, 20) * time.Microsecond
+	return min(time.Second, base+rand.N(base))
 }
