@@ -93,8 +93,11 @@
 //     fleet does not hold meanwhile) and its value is kept locally; if the
 //     loader fails, a local copy is served while it is within MaxStale,
 //     else ErrLoad. Set, Delete, InvalidatePrefix: ErrUnavailable (local
-//     copies are removed first, so nothing older is left behind). The
-//     cache reconnects in the background and revalidates what it holds.
+//     copies are removed first, so nothing older is left behind). A call
+//     whose context has no deadline gets its error after about two seconds
+//     of retries (twenty at most; refused credentials are not retried).
+//     The cache reconnects in the background and revalidates what it
+//     holds.
 //   - Redis frozen (SIGSTOP, a silent partition): until the connection is
 //     declared dead (StalenessBound), memory serves what it holds as
 //     fresh; calls that need Redis return at their deadline with

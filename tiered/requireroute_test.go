@@ -51,8 +51,23 @@ func TestRequireRoute(t *testing.T) {
 		t.Errorf("stats show %d routes and %d entries; want %d routes (no default) and nothing stored",
 			len(st.Routes), st.MemoryEntries, len(routes))
 	}
-	if _, err := c.InvalidatePrefix(ctx, "usr:"); err != nil {
-		t.Errorf("InvalidatePrefix of an unrouted prefix = %v, want nil", err)
+	// A prefix wider than the routes is refused, and removes nothing.
+	if err := c.Set(ctx, "user:kept", []byte("v"), 0); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"usr:", "", "u"} {
+		if _, err := c.InvalidatePrefix(ctx, p); !errors.Is(err, ErrConfig) || !errors.Is(err, ErrNoRoute) {
+			t.Errorf("InvalidatePrefix(%q), wider than the routes = %v, want ErrConfig and ErrNoRoute", p, err)
+		}
+	}
+	if _, ok := mustGet(t, c, "user:kept"); !ok {
+		t.Error("a refused InvalidatePrefix removed user:kept")
+	}
+	if _, err := c.InvalidatePrefix(ctx, "user:"); err != nil {
+		t.Errorf("InvalidatePrefix(user:), a route's own prefix = %v", err)
+	}
+	if _, ok := mustGet(t, c, "user:kept"); ok {
+		t.Error("InvalidatePrefix(user:) left user:kept")
 	}
 
 	for _, key := range []string{"user:1", "blob:1"} {

@@ -2,6 +2,7 @@ package tiered
 
 import (
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/thermoscache/thermos/tracking"
@@ -54,6 +55,15 @@ func (r *router) find(key string) *route {
 		}
 	}
 	return r.none
+}
+
+// prefixes lists the routes' prefixes, quoted, for error messages.
+func (r *router) prefixes() string {
+	ps := make([]string, len(r.routes))
+	for i, x := range r.routes {
+		ps[i] = strconv.Quote(x.Prefix)
+	}
+	return strings.Join(ps, ", ")
 }
 
 // anyRedisUnder reports whether a key starting with prefix can belong to a

@@ -181,6 +181,13 @@ func diskError(err error) error {
 // bounded batches on every primary, never KEYS). A key in Redis that
 // matches prefix but whose route has no Redis tier is not this cache's and
 // is left alone. It returns how many keys it removed from Redis.
+//
+// Without Options.RequireRoute the default route owns every key no other
+// route does, so every prefix is the cache's own. With RequireRoute, a
+// prefix wider than the routes (one no route's prefix starts, such as ""
+// when no route has the empty prefix) is refused with an error matching
+// ErrConfig and ErrNoRoute, and nothing is removed: invalidate each
+// route's prefix instead.
 func (c *Cache) InvalidatePrefix(ctx context.Context, prefix string) (int, error) {
 	n, err := c.invalidatePrefix(ctx, prefix)
 	return n, opErr("invalidate prefix", prefix, err)
@@ -192,6 +199,9 @@ func (c *Cache) invalidatePrefix(ctx context.Context, prefix string) (int, error
 	}
 	if err := ctx.Err(); err != nil {
 		return 0, err
+	}
+	if c.router.find(prefix) == c.router.none {
+		return 0, newFault(ErrConfig, ErrNoRoute, "prefix wider than the routes (%s)", c.router.prefixes())
 	}
 	c.mem.InvalidatePrefix(prefix)
 	if c.disk != nil {
