@@ -91,7 +91,7 @@ func TestRollbackRefusesOldDiskEntry(t *testing.T) {
 	o := (&Options{Signing: secRing(1, 1), Logger: slog.New(slog.DiscardHandler),
 		Routes: []Route{{Prefix: "app:", Tiers: Memory, TTL: time.Hour}}}).withDefaults()
 	clk := clock.NewManual(time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC))
-	c := &Cache{o: o, router: newRouter(o.Routes), clk: clk}
+	c := &Cache{o: o, router: newRouter(o.Routes), ring: o.Signing.envelopeRing(), clk: clk}
 	c.rnd.r = rand.New(rand.NewPCG(1, 2))
 	r := c.router.find("app:k")
 	old, _, _, err := c.encode(r, "app:k", []byte("v1"), 0, 0, false)

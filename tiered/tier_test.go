@@ -135,11 +135,15 @@ func TestTierConformance(t *testing.T) {
 				}
 
 				// An epoch bump (a lost connection) unverifies every copy.
+				bumps := c.Stats().EpochBumps
 				c.mem.Client().Do(ctx, c.mem.Client().B().Flushall().Build())
 				waitFor(t, 5*time.Second, func() bool {
 					_, v, ok := get("t:a")
 					return !ok || !v
 				}, "the FLUSHALL to unverify the copy")
+				// Fills are refused until tracking is armed again (the
+				// second bump), as after any null invalidation.
+				waitFor(t, 5*time.Second, func() bool { return c.Stats().EpochBumps >= bumps+2 }, "the re-arm after the FLUSHALL")
 			} else {
 				if f.tr.fill(r, "t:b", &e, c.mem.Reserve("t:b")) {
 					t.Error("the redis tier accepted a fill")
