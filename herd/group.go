@@ -73,7 +73,7 @@ type Group struct {
 	// ctx is cancelled by Close; every flight's context derives from it.
 	ctx    context.Context
 	cancel context.CancelFunc
-	// wg counts flights, renewers and the notifier's watcher.
+	// wg counts flights, the renewer and the notifier's watcher.
 	wg        sync.WaitGroup
 	closeOnce sync.Once
 
@@ -86,9 +86,11 @@ type Group struct {
 	}
 
 	stats counters
+	ren   renewer
 
-	// renewHook, when set by a test, runs as a renewer starts; false stops
-	// the renewer, simulating a holder paused past its lease.
+	// renewHook, when set by a test, runs as a holder's lease is handed to
+	// the renewer; false keeps that lease from being renewed, simulating a
+	// holder paused past its lease.
 	renewHook func() bool
 	// beforeWait, when set by a test, runs when a flight is about to sleep
 	// waiting for another holder, subscribed and having looked again.
@@ -105,6 +107,7 @@ type flight struct {
 	// retry tells waiters that joined a Refresh flight that did not load
 	// (the lease was held or the value already replaced) to start over.
 	retry bool
+	lease lease // while the flight holds the lease and loads
 }
 
 // New returns a Group. opts may be nil (a local-only Group).
@@ -120,6 +123,8 @@ func New(opts *Options) (*Group, error) {
 	g.notify.g = g
 	g.ctx, g.cancel = context.WithCancel(context.Background())
 	g.mu.flights = make(map[string]*flight)
+	g.ren.leases = make(map[*lease]struct{})
+	g.ren.kick = make(chan struct{}, 1)
 	return g, nil
 }
 
@@ -443,9 +448,10 @@ func (g *Group) shared(ctx context.Context, f *flight, mode acquireMode, current
 // hold runs load under the lease k.lock/token, renewing it, then stores the
 // value with a fenced write or releases the lease on error.
 func (g *Group) hold(ctx context.Context, f *flight, k keys, token string, load LoadFunc) (Result, error) {
-	stopRenew := g.startRenewer(k, token)
+	f.lease.k, f.lease.token = k, token
+	g.startRenewing(&f.lease)
 	res, err := g.load(ctx, f.key, load)
-	lost := stopRenew()
+	lost := g.stopRenewing(&f.lease)
 	if err != nil {
 		// Release with a context of its own: ctx may be the reason we stop.
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
@@ -508,52 +514,6 @@ func (g *Group) load(ctx context.Context, key string, fn LoadFunc) (res loaded, 
 		return loaded{}, fmt.Errorf("%w: key %q: %v", ErrNegativeTTL, key, ttl)
 	}
 	return loaded{Result: Result{Value: v, Loaded: true, Duration: time.Since(start)}, ttl: ttl}, nil
-}
-
-// startRenewer renews the lease every LeaseTTL/3 until the returned stop is
-// called; stop waits for it and reports whether the lease was found lost.
-// Renewal stops for good the moment the token no longer holds the lock.
-func (g *Group) startRenewer(k keys, token string) (stop func() bool) {
-	quit := make(chan struct{})
-	var lost atomic.Bool
-	g.wg.Add(1)
-	done := make(chan struct{})
-	go func() {
-		defer g.wg.Done()
-		defer close(done)
-		if g.renewHook != nil && !g.renewHook() {
-			return
-		}
-		t := time.NewTicker(g.o.LeaseTTL / 3)
-		defer t.Stop()
-		for {
-			select {
-			case <-quit:
-				return
-			case <-g.ctx.Done():
-				return
-			case <-t.C:
-			}
-			ctx, cancel := context.WithTimeout(g.ctx, g.o.LeaseTTL/3)
-			ok, err := g.renew(ctx, k, token)
-			cancel()
-			switch {
-			case err != nil:
-				g.o.Logger.Warn("herd: lease renewal failed", "lock", k.lock, "err", err)
-			case ok:
-				g.stats.lockRenewals.Add(1)
-			default:
-				g.stats.lockLosses.Add(1)
-				lost.Store(true)
-				return
-			}
-		}
-	}()
-	return func() bool {
-		close(quit)
-		<-done
-		return lost.Load()
-	}
 }
 
 // token returns a fresh random lock token.
