@@ -61,6 +61,7 @@ type Group struct {
 	client  rueidis.Client
 	scripts scripts
 	notify  notifier
+	leaseMS string // LeaseTTL in milliseconds, a script argument
 
 	// noScripts is set once the server refused a script, or by
 	// Options.DisableScripting.
@@ -70,7 +71,7 @@ type Group struct {
 	// Options.DisableNotifications; noSubscribe likewise for SUBSCRIBE.
 	noPublish, noSubscribe atomic.Bool
 
-	// ctx is cancelled by Close; every flight's context derives from it.
+	// ctx is cancelled by Close, and so is every flight's context.
 	ctx    context.Context
 	cancel context.CancelFunc
 	// wg counts flights, the renewer and the notifier's watcher.
@@ -108,6 +109,11 @@ type flight struct {
 	// (the lease was held or the value already replaced) to start over.
 	retry bool
 	lease lease // while the flight holds the lease and loads
+	// values is the context the flight's context derives from: the
+	// first caller's values, no cancellation. cancel ends the flight's
+	// context (the flight's end, or Close).
+	values context.Context
+	cancel context.CancelFunc
 }
 
 // New returns a Group. opts may be nil (a local-only Group).
@@ -116,7 +122,7 @@ func New(opts *Options) (*Group, error) {
 	if err := o.validate(); err != nil {
 		return nil, fmt.Errorf("herd: new: %w", err)
 	}
-	g := &Group{o: o, client: o.Client, scripts: newScripts()}
+	g := &Group{o: o, client: o.Client, scripts: newScripts(), leaseMS: ms(o.LeaseTTL)}
 	g.noScripts.Store(o.DisableScripting)
 	g.noPublish.Store(o.DisableNotifications)
 	g.noSubscribe.Store(o.DisableNotifications)
@@ -136,8 +142,15 @@ func (g *Group) Close() error {
 	g.closeOnce.Do(func() {
 		g.mu.Lock()
 		g.mu.closed = true
+		cancels := make([]context.CancelFunc, 0, len(g.mu.flights))
+		for _, f := range g.mu.flights {
+			cancels = append(cancels, f.cancel)
+		}
 		g.mu.Unlock()
 		g.cancel()
+		for _, cancel := range cancels {
+			cancel()
+		}
 		g.wg.Wait()
 		if g.client != nil {
 			g.notify.close()
@@ -180,10 +193,10 @@ func (g *Group) Do(ctx context.Context, key string, lookup LookupFunc, load Load
 		f, shared := g.mu.flights[key]
 		if !shared {
 			f = g.startLocked(key)
-			fctx, cancel := g.flightContext(ctx)
+			fctx := g.flightContextLocked(f, ctx)
 			go func() {
 				defer g.wg.Done()
-				defer cancel()
+				defer f.cancel()
 				g.runDo(fctx, f, lookup, load)
 			}()
 		}
@@ -230,10 +243,10 @@ func (g *Group) Refresh(key string, current []byte, load LoadFunc) bool {
 		return false
 	}
 	f := g.startLocked(key)
-	fctx, cancel := g.flightContext(context.Background())
+	fctx := g.flightContextLocked(f, context.Background())
 	go func() {
 		defer g.wg.Done()
-		defer cancel()
+		defer f.cancel()
 		g.runRefresh(fctx, f, current, load)
 	}()
 	return true
@@ -263,12 +276,19 @@ func (g *Group) startLocked(key string) *flight {
 	return f
 }
 
-// flightContext keeps ctx's values, drops its cancellation, bounds it by
-// LoadTimeout and ends it on Close.
-func (g *Group) flightContext(ctx context.Context) (context.Context, context.CancelFunc) {
-	fctx, cancel := context.WithTimeoutCause(context.WithoutCancel(ctx), g.o.LoadTimeout, ErrTimeout)
-	stop := context.AfterFunc(g.ctx, cancel)
-	return fctx, func() { stop(); cancel() }
+// flightContextLocked returns f's context: it keeps ctx's values, drops
+// its cancellation, is bounded by LoadTimeout and ends on Close (which
+// calls f.cancel of every registered flight). f.values keeps ctx's values
+// without any deadline, for work that must outlive the flight's context.
+// REQUIRES: g.mu held, not closed, f registered.
+func (g *Group) flightContextLocked(f *flight, ctx context.Context) context.Context {
+	if ctx.Done() != nil {
+		ctx = context.WithoutCancel(ctx)
+	}
+	f.values = ctx
+	fctx, cancel := context.WithTimeoutCause(ctx, g.o.LoadTimeout, ErrTimeout)
+	f.cancel = cancel
+	return fctx
 }
 
 // finish publishes the flight's outcome and forgets it.
@@ -461,8 +481,15 @@ func (g *Group) hold(ctx context.Context, f *flight, k keys, token string, load 
 		}
 		return Result{}, err
 	}
-	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
-	defer cancel()
+	// The write (and AfterWrite) gets releaseTimeout even when the load
+	// used up the flight's time; the flight's own context serves when it
+	// has that much left (Close still ends it).
+	wctx := ctx
+	if dl, ok := ctx.Deadline(); !ok || ctx.Err() != nil || time.Until(dl) < releaseTimeout {
+		var cancel context.CancelFunc
+		wctx, cancel = context.WithTimeout(f.values, releaseTimeout)
+		defer cancel()
+	}
 	ok, werr := g.writeFenced(wctx, k, token, res.Value, res.ttl)
 	if werr != nil {
 		g.o.Logger.Warn("herd: fenced write failed", "key", f.key, "err", werr)
