@@ -25,8 +25,8 @@ import (
 // acquireScript: KEYS = data, lock; ARGV = token, lease ms, mode, current.
 // Mode 'd' (Do) returns the data key's value if present; mode 'r' (Refresh)
 // gives up if the data key no longer holds current; mode 'l' just locks.
-// Returns {0, empty} acquired, {1, value, data pttl} hit, {2, lock pttl}
-// held, {3, empty} changed.
+// Returns 0 acquired (an integer: the usual cold miss parses no array),
+// {1, value, data pttl} hit, {2, lock pttl} held, {3, empty} changed.
 const acquireSrc = `
 local mode = ARGV[3]
 if mode == 'd' then
@@ -35,7 +35,7 @@ if mode == 'd' then
 elseif mode == 'r' then
   if redis.call('GET', KEYS[1]) ~= ARGV[4] then return {3, ''} end
 end
-if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {0, ''} end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return 0 end
 return {2, redis.call('PTTL', KEYS[2])}
 `
 
@@ -97,16 +97,19 @@ type keys struct {
 }
 
 func (g *Group) keysFor(key string) keys {
-	// One allocation for both names: prefix and suffix, twice.
-	s := slotSuffix(key)
+	// One allocation for both names: prefix and slotSuffix(key), twice.
+	pre, post := slotSuffixParts(key)
+	s := len(pre) + len(key) + len(post)
 	var b strings.Builder
-	b.Grow(len(g.o.LockPrefix) + len(g.o.ChannelPrefix) + 2*len(s))
-	b.WriteString(g.o.LockPrefix)
-	b.WriteString(s)
-	b.WriteString(g.o.ChannelPrefix)
-	b.WriteString(s)
+	b.Grow(len(g.o.LockPrefix) + len(g.o.ChannelPrefix) + 2*s)
+	for _, prefix := range [2]string{g.o.LockPrefix, g.o.ChannelPrefix} {
+		b.WriteString(prefix)
+		b.WriteString(pre)
+		b.WriteString(key)
+		b.WriteString(post)
+	}
 	both := b.String()
-	n := len(g.o.LockPrefix) + len(s)
+	n := len(g.o.LockPrefix) + s
 	return keys{data: key, lock: both[:n], channel: both[n:]}
 }
 
@@ -239,7 +242,17 @@ func (g *Group) acquire(ctx context.Context, k keys, mode acquireMode, token str
 	if !ok {
 		return g.acquireTx(ctx, k, mode, token, current)
 	}
-	arr, err := r.ToArray()
+	msg, err := r.ToMessage()
+	if err != nil {
+		return 0, nil, 0, fmt.Errorf("%w: %w", ErrLease, err)
+	}
+	if msg.IsInt64() {
+		if code, _ := msg.AsInt64(); code == int64(stAcquired) {
+			return stAcquired, nil, 0, nil
+		}
+		return 0, nil, 0, fmt.Errorf("herd: acquire lease: unexpected reply %v", msg)
+	}
+	arr, err := msg.ToArray()
 	if err != nil {
 		return 0, nil, 0, fmt.Errorf("%w: %w", ErrLease, err)
 	}
