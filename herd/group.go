@@ -282,7 +282,7 @@ func (g *Group) startLocked(key string) *flight {
 // without any deadline, for work that must outlive the flight's context.
 // REQUIRES: g.mu held, not closed, f registered.
 func (g *Group) flightContextLocked(f *flight, ctx context.Context) context.Context {
-	if ctx.Done() != nil {
+	if _, dl := ctx.Deadline(); dl || ctx.Done() != nil {
 		ctx = context.WithoutCancel(ctx)
 	}
 	f.values = ctx

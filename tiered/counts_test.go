@@ -297,3 +297,35 @@ func TestRedisTTLHonoured(t *testing.T) {
 		})
 	}
 }
+
+// TestColdLoadAllocations bounds the allocations of a cold GetOrLoad on a
+// Memory|Redis route, the loader's own included (33 when this was written,
+// 85 before issue 15; BenchmarkColdGetOrLoad measures it too). The bound
+// has room for what varies: pooled structs dropped by a GC, and the race
+// detector dropping pooled items on purpose.
+func TestColdLoadAllocations(t *testing.T) {
+	s := redistest.Start(t, nil)
+	ctx := context.Background()
+	c := openT(t, &Options{Redis: redisOpts(s), Logger: quietLog,
+		Routes: []Route{{Prefix: "rt:", Tiers: Memory | Redis, TTL: time.Hour, Beta: -1}}})
+	l := &countingLoader{}
+	if _, _, err := c.GetOrLoad(ctx, "rt:warm", l); err != nil {
+		t.Fatal(err)
+	}
+	keys := make([]string, 202) // AllocsPerRun calls once more to warm up
+	for i := range keys {
+		keys[i] = "rt:" + strconv.Itoa(i)
+	}
+	i := 0
+	allocs := testing.AllocsPerRun(200, func() {
+		i++
+		if _, _, err := c.GetOrLoad(ctx, keys[i], l); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Logf("cold GetOrLoad: %.1f allocations", allocs)
+	const most = 45
+	if allocs > most {
+		t.Errorf("cold GetOrLoad made %.1f allocations, want at most %d", allocs, most)
+	}
+}
