@@ -81,7 +81,7 @@ func (c *Cache) load(ctx context.Context, r *route, key string, load Loader, f f
 	}
 	fill := byp&BypassWrites == 0
 	var again herd.LookupFunc
-	if !shared && fill && r.Tiers&Memory != 0 {
+	if !shared && fill && r.Tiers&Memory != 0 && byp&BypassReads == 0 {
 		// Asked inside the flight, before the loader: a caller that missed
 		// memory just before the previous flight filled it finds the value
 		// there instead of loading it a second time.
