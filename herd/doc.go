@@ -70,9 +70,10 @@
 //
 // # Concurrency and lifetime
 //
-// A Group is safe for concurrent use. Its goroutines (flights, lease
-// renewers, the notification connection's watcher) all end in Close, which
-// cancels running flights, releases their leases and is safe to call twice.
+// A Group is safe for concurrent use. Its goroutines (flights, the one lease
+// renewer shared by every holder, the notification connection's watcher, all
+// started on demand) end in Close, which cancels running flights, releases
+// their leases and is safe to call twice.
 // The Group does not own Options.Client.
 //
 // # What it does not promise

@@ -61,6 +61,7 @@ type Group struct {
 	client  rueidis.Client
 	scripts scripts
 	notify  notifier
+	leaseMS string // LeaseTTL in milliseconds, a script argument
 
 	// noScripts is set once the server refused a script, or by
 	// Options.DisableScripting.
@@ -70,10 +71,10 @@ type Group struct {
 	// Options.DisableNotifications; noSubscribe likewise for SUBSCRIBE.
 	noPublish, noSubscribe atomic.Bool
 
-	// ctx is cancelled by Close; every flight's context derives from it.
+	// ctx is cancelled by Close, and so is every flight's context.
 	ctx    context.Context
 	cancel context.CancelFunc
-	// wg counts flights, renewers and the notifier's watcher.
+	// wg counts flights, the renewer and the notifier's watcher.
 	wg        sync.WaitGroup
 	closeOnce sync.Once
 
@@ -86,9 +87,11 @@ type Group struct {
 	}
 
 	stats counters
+	ren   renewer
 
-	// renewHook, when set by a test, runs as a renewer starts; false stops
-	// the renewer, simulating a holder paused past its lease.
+	// renewHook, when set by a test, runs as a holder's lease is handed to
+	// the renewer; false keeps that lease from being renewed, simulating a
+	// holder paused past its lease.
 	renewHook func() bool
 	// beforeWait, when set by a test, runs when a flight is about to sleep
 	// waiting for another holder, subscribed and having looked again.
@@ -105,6 +108,12 @@ type flight struct {
 	// retry tells waiters that joined a Refresh flight that did not load
 	// (the lease was held or the value already replaced) to start over.
 	retry bool
+	lease lease // while the flight holds the lease and loads
+	// values is the context the flight's context derives from: the
+	// first caller's values, no cancellation. cancel ends the flight's
+	// context (the flight's end, or Close).
+	values context.Context
+	cancel context.CancelFunc
 }
 
 // New returns a Group. opts may be nil (a local-only Group).
@@ -113,13 +122,15 @@ func New(opts *Options) (*Group, error) {
 	if err := o.validate(); err != nil {
 		return nil, fmt.Errorf("herd: new: %w", err)
 	}
-	g := &Group{o: o, client: o.Client, scripts: newScripts()}
+	g := &Group{o: o, client: o.Client, scripts: newScripts(), leaseMS: ms(o.LeaseTTL)}
 	g.noScripts.Store(o.DisableScripting)
 	g.noPublish.Store(o.DisableNotifications)
 	g.noSubscribe.Store(o.DisableNotifications)
 	g.notify.g = g
 	g.ctx, g.cancel = context.WithCancel(context.Background())
 	g.mu.flights = make(map[string]*flight)
+	g.ren.leases = make(map[*lease]struct{})
+	g.ren.kick = make(chan struct{}, 1)
 	return g, nil
 }
 
@@ -131,8 +142,15 @@ func (g *Group) Close() error {
 	g.closeOnce.Do(func() {
 		g.mu.Lock()
 		g.mu.closed = true
+		cancels := make([]context.CancelFunc, 0, len(g.mu.flights))
+		for _, f := range g.mu.flights {
+			cancels = append(cancels, f.cancel)
+		}
 		g.mu.Unlock()
 		g.cancel()
+		for _, cancel := range cancels {
+			cancel()
+		}
 		g.wg.Wait()
 		if g.client != nil {
 			g.notify.close()
@@ -175,10 +193,10 @@ func (g *Group) Do(ctx context.Context, key string, lookup LookupFunc, load Load
 		f, shared := g.mu.flights[key]
 		if !shared {
 			f = g.startLocked(key)
-			fctx, cancel := g.flightContext(ctx)
+			fctx := g.flightContextLocked(f, ctx)
 			go func() {
 				defer g.wg.Done()
-				defer cancel()
+				defer f.cancel()
 				g.runDo(fctx, f, lookup, load)
 			}()
 		}
@@ -225,10 +243,10 @@ func (g *Group) Refresh(key string, current []byte, load LoadFunc) bool {
 		return false
 	}
 	f := g.startLocked(key)
-	fctx, cancel := g.flightContext(context.Background())
+	fctx := g.flightContextLocked(f, context.Background())
 	go func() {
 		defer g.wg.Done()
-		defer cancel()
+		defer f.cancel()
 		g.runRefresh(fctx, f, current, load)
 	}()
 	return true
@@ -258,12 +276,19 @@ func (g *Group) startLocked(key string) *flight {
 	return f
 }
 
-// flightContext keeps ctx's values, drops its cancellation, bounds it by
-// LoadTimeout and ends it on Close.
-func (g *Group) flightContext(ctx context.Context) (context.Context, context.CancelFunc) {
-	fctx, cancel := context.WithTimeoutCause(context.WithoutCancel(ctx), g.o.LoadTimeout, ErrTimeout)
-	stop := context.AfterFunc(g.ctx, cancel)
-	return fctx, func() { stop(); cancel() }
+// flightContextLocked returns f's context: it keeps ctx's values, drops
+// its cancellation, is bounded by LoadTimeout and ends on Close (which
+// calls f.cancel of every registered flight). f.values keeps ctx's values
+// without any deadline, for work that must outlive the flight's context.
+// REQUIRES: g.mu held, not closed, f registered.
+func (g *Group) flightContextLocked(f *flight, ctx context.Context) context.Context {
+	if _, dl := ctx.Deadline(); dl || ctx.Done() != nil {
+		ctx = context.WithoutCancel(ctx)
+	}
+	f.values = ctx
+	fctx, cancel := context.WithTimeoutCause(ctx, g.o.LoadTimeout, ErrTimeout)
+	f.cancel = cancel
+	return fctx
 }
 
 // finish publishes the flight's outcome and forgets it.
@@ -443,9 +468,10 @@ func (g *Group) shared(ctx context.Context, f *flight, mode acquireMode, current
 // hold runs load under the lease k.lock/token, renewing it, then stores the
 // value with a fenced write or releases the lease on error.
 func (g *Group) hold(ctx context.Context, f *flight, k keys, token string, load LoadFunc) (Result, error) {
-	stopRenew := g.startRenewer(k, token)
+	f.lease.k, f.lease.token = k, token
+	g.startRenewing(&f.lease)
 	res, err := g.load(ctx, f.key, load)
-	lost := stopRenew()
+	lost := g.stopRenewing(&f.lease)
 	if err != nil {
 		// Release with a context of its own: ctx may be the reason we stop.
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
@@ -455,8 +481,15 @@ func (g *Group) hold(ctx context.Context, f *flight, k keys, token string, load 
 		}
 		return Result{}, err
 	}
-	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
-	defer cancel()
+	// The write (and AfterWrite) gets releaseTimeout even when the load
+	// used up the flight's time; the flight's own context serves when it
+	// has that much left (Close still ends it).
+	wctx := ctx
+	if dl, ok := ctx.Deadline(); !ok || ctx.Err() != nil || time.Until(dl) < releaseTimeout {
+		var cancel context.CancelFunc
+		wctx, cancel = context.WithTimeout(f.values, releaseTimeout)
+		defer cancel()
+	}
 	ok, werr := g.writeFenced(wctx, k, token, res.Value, res.ttl)
 	if werr != nil {
 		g.o.Logger.Warn("herd: fenced write failed", "key", f.key, "err", werr)
@@ -508,52 +541,6 @@ func (g *Group) load(ctx context.Context, key string, fn LoadFunc) (res loaded, 
 		return loaded{}, fmt.Errorf("%w: key %q: %v", ErrNegativeTTL, key, ttl)
 	}
 	return loaded{Result: Result{Value: v, Loaded: true, Duration: time.Since(start)}, ttl: ttl}, nil
-}
-
-// startRenewer renews the lease every LeaseTTL/3 until the returned stop is
-// called; stop waits for it and reports whether the lease was found lost.
-// Renewal stops for good the moment the token no longer holds the lock.
-func (g *Group) startRenewer(k keys, token string) (stop func() bool) {
-	quit := make(chan struct{})
-	var lost atomic.Bool
-	g.wg.Add(1)
-	done := make(chan struct{})
-	go func() {
-		defer g.wg.Done()
-		defer close(done)
-		if g.renewHook != nil && !g.renewHook() {
-			return
-		}
-		t := time.NewTicker(g.o.LeaseTTL / 3)
-		defer t.Stop()
-		for {
-			select {
-			case <-quit:
-				return
-			case <-g.ctx.Done():
-				return
-			case <-t.C:
-			}
-			ctx, cancel := context.WithTimeout(g.ctx, g.o.LeaseTTL/3)
-			ok, err := g.renew(ctx, k, token)
-			cancel()
-			switch {
-			case err != nil:
-				g.o.Logger.Warn("herd: lease renewal failed", "lock", k.lock, "err", err)
-			case ok:
-				g.stats.lockRenewals.Add(1)
-			default:
-				g.stats.lockLosses.Add(1)
-				lost.Store(true)
-				return
-			}
-		}
-	}()
-	return func() bool {
-		close(quit)
-		<-done
-		return lost.Load()
-	}
 }
 
 // token returns a fresh random lock token.

@@ -25,8 +25,8 @@ import (
 // acquireScript: KEYS = data, lock; ARGV = token, lease ms, mode, current.
 // Mode 'd' (Do) returns the data key's value if present; mode 'r' (Refresh)
 // gives up if the data key no longer holds current; mode 'l' just locks.
-// Returns {0, empty} acquired, {1, value, data pttl} hit, {2, lock pttl}
-// held, {3, empty} changed.
+// Returns 0 acquired (an integer: the usual cold miss parses no array),
+// {1, value, data pttl} hit, {2, lock pttl} held, {3, empty} changed.
 const acquireSrc = `
 local mode = ARGV[3]
 if mode == 'd' then
@@ -35,7 +35,7 @@ if mode == 'd' then
 elseif mode == 'r' then
   if redis.call('GET', KEYS[1]) ~= ARGV[4] then return {3, ''} end
 end
-if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {0, ''} end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return 0 end
 return {2, redis.call('PTTL', KEYS[2])}
 `
 
@@ -97,8 +97,20 @@ type keys struct {
 }
 
 func (g *Group) keysFor(key string) keys {
-	s := slotSuffix(key)
-	return keys{data: key, lock: g.o.LockPrefix + s, channel: g.o.ChannelPrefix + s}
+	// One allocation for both names: prefix and slotSuffix(key), twice.
+	pre, post := slotSuffixParts(key)
+	s := len(pre) + len(key) + len(post)
+	var b strings.Builder
+	b.Grow(len(g.o.LockPrefix) + len(g.o.ChannelPrefix) + 2*s)
+	for _, prefix := range [2]string{g.o.LockPrefix, g.o.ChannelPrefix} {
+		b.WriteString(prefix)
+		b.WriteString(pre)
+		b.WriteString(key)
+		b.WriteString(post)
+	}
+	both := b.String()
+	n := len(g.o.LockPrefix) + s
+	return keys{data: key, lock: both[:n], channel: both[n:]}
 }
 
 type acquireMode string
@@ -226,11 +238,21 @@ func ms(d time.Duration) string {
 // another, and the data key's (negative: none) on a hit.
 func (g *Group) acquire(ctx context.Context, k keys, mode acquireMode, token string, current []byte) (acquireState, []byte, time.Duration, error) {
 	r, ok := g.exec(ctx, g.scripts.acquire, []string{k.data, k.lock},
-		[]string{token, ms(g.o.LeaseTTL), string(mode), string(current)})
+		[]string{token, g.leaseMS, string(mode), string(current)})
 	if !ok {
 		return g.acquireTx(ctx, k, mode, token, current)
 	}
-	arr, err := r.ToArray()
+	msg, err := r.ToMessage()
+	if err != nil {
+		return 0, nil, 0, fmt.Errorf("%w: %w", ErrLease, err)
+	}
+	if msg.IsInt64() {
+		if code, _ := msg.AsInt64(); code == int64(stAcquired) {
+			return stAcquired, nil, 0, nil
+		}
+		return 0, nil, 0, fmt.Errorf("herd: acquire lease: unexpected reply %v", msg)
+	}
+	arr, err := msg.ToArray()
 	if err != nil {
 		return 0, nil, 0, fmt.Errorf("%w: %w", ErrLease, err)
 	}
@@ -378,46 +400,57 @@ func (g *Group) writeFenced(ctx context.Context, k keys, token string, value []b
 	if ttl > 0 {
 		ttlArg = ms(ttl)
 	}
-	return g.casPublish(ctx, "fenced write", k, token, g.scripts.write, []string{k.data, k.lock},
-		func(channel string) []string { return []string{token, string(value), ttlArg, channel, wakeMessage()} },
-		func(c rueidis.DedicatedClient) rueidis.Commands {
-			set := c.B().Set().Key(k.data).Value(string(value))
-			if ttl > 0 {
-				return rueidis.Commands{set.PxMilliseconds(max(ttl.Milliseconds(), 1)).Build(), c.B().Del().Key(k.lock).Build()}
-			}
-			return rueidis.Commands{set.Build(), c.B().Del().Key(k.lock).Build()}
-		})
+	if done, ok, err := g.scriptPublish(ctx, "fenced write", g.scripts.write, []string{k.data, k.lock},
+		[]string{token, string(value), ttlArg, g.channel(k), wakeMessage()}); ok {
+		return done, err
+	}
+	return g.txPublish(ctx, "fenced write", k, token, func(c rueidis.DedicatedClient) rueidis.Commands {
+		set := c.B().Set().Key(k.data).Value(string(value))
+		if ttl > 0 {
+			return rueidis.Commands{set.PxMilliseconds(max(ttl.Milliseconds(), 1)).Build(), c.B().Del().Key(k.lock).Build()}
+		}
+		return rueidis.Commands{set.Build(), c.B().Del().Key(k.lock).Build()}
+	})
 }
 
 // release deletes the lease if token still holds it and wakes waiters.
 func (g *Group) release(ctx context.Context, k keys, token string) (bool, error) {
-	return g.casPublish(ctx, "release lease", k, token, g.scripts.release, []string{k.lock},
-		func(channel string) []string { return []string{token, channel, wakeMessage()} },
-		func(c rueidis.DedicatedClient) rueidis.Commands {
-			return rueidis.Commands{c.B().Del().Key(k.lock).Build()}
-		})
+	if done, ok, err := g.scriptPublish(ctx, "release lease", g.scripts.release, []string{k.lock},
+		[]string{token, g.channel(k), wakeMessage()}); ok {
+		return done, err
+	}
+	return g.txPublish(ctx, "release lease", k, token, func(c rueidis.DedicatedClient) rueidis.Commands {
+		return rueidis.Commands{c.B().Del().Key(k.lock).Build()}
+	})
 }
 
-// casPublish runs one step that acts only while token holds k's lease and
-// then wakes the waiters: the script (given the channel, "" once publishing
-// was refused; it returns 0 when the lease was lost, 1 when done, 2 when
-// done but the PUBLISH was refused), or, with scripting off, a transaction
-// of ops plus a PUBLISH. A refused PUBLISH switches publishing off (the
-// transaction, refused whole, runs again without it).
-func (g *Group) casPublish(ctx context.Context, what string, k keys, token string, s *rueidis.Lua, scriptKeys []string,
-	args func(channel string) []string, ops func(c rueidis.DedicatedClient) rueidis.Commands) (bool, error) {
+// scriptPublish runs a script that acts only while the token holds the
+// lease and then wakes the waiters on the channel among args ("" once
+// publishing was refused); it returns 0 when the lease was lost, 1 when
+// done, 2 when done but the PUBLISH was refused (which switches publishing
+// off). ok is false when scripting is off: use txPublish instead.
+func (g *Group) scriptPublish(ctx context.Context, what string, s *rueidis.Lua, keys, args []string) (done, ok bool, err error) {
+	r, ok := g.exec(ctx, s, keys, args)
+	if !ok {
+		return false, false, nil
+	}
+	n, err := r.AsInt64()
+	if err != nil {
+		return false, true, fmt.Errorf("herd: %s: %w", what, err)
+	}
+	if n == 2 {
+		g.publishRefused(errPublishRefused)
+	}
+	return n >= 1, true, nil
+}
+
+// txPublish is scriptPublish with scripting off: a transaction of ops plus
+// a PUBLISH, only while token holds k's lease. A refused PUBLISH switches
+// publishing off and the transaction, refused whole, runs again without it.
+// (Kept apart from scriptPublish so that the closures it needs are only
+// made when scripting is off.)
+func (g *Group) txPublish(ctx context.Context, what string, k keys, token string, ops func(c rueidis.DedicatedClient) rueidis.Commands) (bool, error) {
 	for {
-		r, ok := g.exec(ctx, s, scriptKeys, args(g.channel(k)))
-		if ok {
-			n, err := r.AsInt64()
-			if err != nil {
-				return false, fmt.Errorf("herd: %s: %w", what, err)
-			}
-			if n == 2 {
-				g.publishRefused(errPublishRefused)
-			}
-			return n >= 1, nil
-		}
 		done, err := g.casTx(ctx, k.lock, token, func(c rueidis.DedicatedClient) rueidis.Commands {
 			cmds := ops(c)
 			if ch := g.channel(k); ch != "" {
@@ -437,7 +470,7 @@ func (g *Group) casPublish(ctx context.Context, what string, k keys, token strin
 
 // renew extends the lease if token still holds it.
 func (g *Group) renew(ctx context.Context, k keys, token string) (bool, error) {
-	r, ok := g.exec(ctx, g.scripts.renew, []string{k.lock}, []string{token, ms(g.o.LeaseTTL)})
+	r, ok := g.exec(ctx, g.scripts.renew, []string{k.lock}, []string{token, g.leaseMS})
 	if ok {
 		n, err := r.AsInt64()
 		if err != nil {

@@ -3,6 +3,7 @@ package herd
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"testing"
@@ -345,4 +346,65 @@ func TestPanicReleasesLock(t *testing.T) {
 	if _, ok := redisGet(t, f.c, "k"); ok {
 		t.Errorf("a value was stored after a panic")
 	}
+}
+
+// TestRenewerKeepsEveryLease: one Group's renewer keeps several leases
+// alive at once, taken at different times and held for many leases each,
+// and keeps renewing after it went idle: every key is loaded once, by the
+// holder, and the other process never takes a lease.
+func TestRenewerKeepsEveryLease(t *testing.T) {
+	forEachVariant(t, func(t *testing.T, f *fleet) {
+		const lease = 400 * time.Millisecond
+		holder := f.group(Options{LeaseTTL: lease})
+		waiter := f.group(Options{LeaseTTL: lease, WaitTimeout: lease / 2})
+		var origin counter
+		run := func(keys []string) {
+			release := make(chan struct{})
+			load := origin.load("v", time.Minute, release)
+			errs := make(chan error, 2*len(keys))
+			for i, key := range keys {
+				renewals := holder.Stats().LockRenewals
+				go func() {
+					_, err := holder.Do(context.Background(), key, nil, load)
+					errs <- err
+				}()
+				waitFor(t, "the holder to load "+key, 10*time.Second, func() bool { return origin.calls.Load() >= int64(i+1) })
+				// Stagger the leases: the next one is taken after a renewal.
+				waitFor(t, "a renewal", 10*time.Second, func() bool { return holder.Stats().LockRenewals > renewals })
+			}
+			base := origin.calls.Load()
+			for _, key := range keys {
+				go func() {
+					r, err := waiter.Do(context.Background(), key, nil, load)
+					if err == nil && (string(r.Value) != "v" || r.Loaded) {
+						err = fmt.Errorf("waiter for %s = %+v; want v from the holder", key, r)
+					}
+					errs <- err
+				}()
+			}
+			// Every lease outlives several leases before the loads end.
+			renewals := holder.Stats().LockRenewals
+			waitFor(t, "more renewals", 20*time.Second, func() bool {
+				return holder.Stats().LockRenewals >= renewals+uint64(3*len(keys))
+			})
+			close(release)
+			for range 2 * len(keys) {
+				if err := <-errs; err != nil {
+					t.Error(err)
+				}
+			}
+			if got := origin.calls.Load(); got != base {
+				t.Errorf("origin calls = %d after the waiters, want %d", got, base)
+			}
+		}
+		run([]string{"a", "b", "c"})
+		run([]string{"d"}) // after the renewer went idle
+		if got := origin.calls.Load(); got != 4 {
+			t.Errorf("origin calls = %d, want 4", got)
+		}
+		hs, ws := holder.Stats(), waiter.Stats()
+		if hs.LockLosses != 0 || ws.LockAcquired != 0 {
+			t.Errorf("holder losses=%d, waiter acquisitions=%d; want 0, 0", hs.LockLosses, ws.LockAcquired)
+		}
+	})
 }

@@ -20,13 +20,20 @@ import (
 //     "s:{" + n + "}" + key, where n is the smallest decimal number whose
 //     slot is the key's. Finding n costs about 16k CRC16s (~0.3 ms).
 func slotSuffix(key string) string {
+	pre, post := slotSuffixParts(key)
+	return pre + key + post
+}
+
+// slotSuffixParts returns slotSuffix(key) as the strings before and after
+// key, so a caller can build names without the suffix's own allocation.
+func slotSuffixParts(key string) (pre, post string) {
 	if hasHashTag(key) {
-		return "t:" + key
+		return "t:", ""
 	}
 	if !strings.Contains(key, "}") {
-		return "k:{" + key + "}"
+		return "k:{", "}"
 	}
-	return "s:{" + sameSlotTag(keySlot(key)) + "}" + key
+	return "s:{" + sameSlotTag(keySlot(key)) + "}", ""
 }
 
 // hasHashTag reports whether Redis Cluster would hash only part of key: a

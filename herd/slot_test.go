@@ -81,3 +81,21 @@ func TestSlotSuffixAgreesWithRedis(t *testing.T) {
 		}
 	}
 }
+
+// TestKeysForNames: the lock and channel names keysFor builds in one
+// allocation are the prefixes followed by slotSuffix, for each form.
+func TestKeysForNames(t *testing.T) {
+	g := newGroup(t, &Options{LockPrefix: "L:", ChannelPrefix: "C:"})
+	for _, key := range []string{"user:{42}:name", "plain", "a}b", "{}x", ""} {
+		k := g.keysFor(key)
+		if want := "L:" + slotSuffix(key); k.lock != want {
+			t.Errorf("keysFor(%q).lock = %q, want %q", key, k.lock, want)
+		}
+		if want := "C:" + slotSuffix(key); k.channel != want {
+			t.Errorf("keysFor(%q).channel = %q, want %q", key, k.channel, want)
+		}
+		if k.data != key {
+			t.Errorf("keysFor(%q).data = %q", key, k.data)
+		}
+	}
+}

@@ -122,11 +122,11 @@ func quoteKey(key string) string {
 // is returned as it is, and so are nil and context errors of the caller's
 // own context (ctx.Err() as returned by the caller's checks).
 func opErr(op, key string, err error) error {
-	var named *opError
-	switch {
-	case err == nil:
+	if err == nil {
 		return nil
-	case errors.As(err, &named):
+	}
+	var named *opError
+	if errors.As(err, &named) {
 		return err
 	}
 	return &opError{op: op, key: key, err: err}

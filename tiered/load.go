@@ -175,7 +175,9 @@ func (c *Cache) load(ctx context.Context, r *route, key string, load Loader, f f
 		}
 		note(ctx, key, SourceRedis)
 		if byp&BypassWrites == 0 {
-			c.fillLocal(r, key, &e, t)
+			ef := e // e stays on the stack: a load costs no allocation for it
+			c.fillLocal(r, key, &ef, t)
+			e = ef
 		}
 		v, ok := value(&e.it)
 		return v, ok, nil
@@ -188,7 +190,9 @@ func (c *Cache) load(ctx context.Context, r *route, key string, load Loader, f f
 		// not store because the lease was lost, or Redis refused the
 		// write (OOM, read-only), is not cached: Redis may hold another
 		// value. A local load filled the tiers inside its flight.)
-		c.fillLocal(r, key, &e, t)
+		ef := e
+		c.fillLocal(r, key, &ef, t)
+		e = ef
 	}
 	v, ok := value(&e.it)
 	return v, ok, nil

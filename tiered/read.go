@@ -38,7 +38,11 @@ func (c *Cache) read(ctx context.Context, r *route, key string, tiers []tier) (f
 			continue
 		}
 		if !verified {
-			v, err := c.vouch(ctx, r, key, &e, t, tr)
+			// e stays on the stack (a miss costs no allocation): the
+			// copies whose address is taken escape.
+			ev := e
+			v, err := c.vouch(ctx, r, key, &ev, t, tr)
+			e = ev
 			switch v {
 			case unreachable:
 				// Redis cannot vouch for the copy, and would not answer
@@ -65,7 +69,9 @@ func (c *Cache) read(ctx context.Context, r *route, key string, tiers []tier) (f
 			}
 			continue
 		}
-		c.fill(r, key, &e, t, tiers[:i])
+		ef := e
+		c.fill(r, key, &ef, t, tiers[:i])
+		e = ef
 		c.countHit(r, tr.source())
 		return found{e: e, src: tr.source(), hit: true}, nil
 	}
@@ -150,7 +156,9 @@ func (c *Cache) fillLocal(r *route, key string, e *entry, t tracking.Ticket) {
 func (c *Cache) fill(r *route, key string, e *entry, t tracking.Ticket, tiers []tier) {
 	c.hook("fill", key)
 	for _, tr := range tiers {
-		c.hook("fill:"+tr.source().String(), key)
+		if c.testHook != nil {
+			c.hook("fill:"+tr.source().String(), key)
+		}
 		tr.fill(r, key, e, t)
 	}
 	c.hook("filled", key)

@@ -233,8 +233,29 @@ func expected(r *route, version uint64) string {
 
 // verify asks whether Redis still holds version for key: one round trip.
 func (rt redisTier) verify(ctx context.Context, r *route, key string, version uint64) (bool, time.Duration, error) {
+	cl, err := rt.client()
+	if err != nil {
+		return false, 0, err
+	}
+	if !rt.c.rights.noScripts.Load() {
+		// revalidate for one key, without its batching: one EVALSHA
+		// (Exec loads the script on NOSCRIPT, as revalidate does).
+		res, err := revalidateScript.Exec(ctx, cl, []string{key}, []string{expected(r, version)}).AsIntSlice()
+		if err == nil {
+			if len(res) == 0 || res[0] < -1 {
+				return false, 0, nil
+			}
+			if res[0] == -1 {
+				return true, -1, nil
+			}
+			return true, time.Duration(res[0]) * time.Millisecond, nil
+		}
+		if !rt.c.scriptsRefused(err) {
+			return false, 0, rt.c.revalidationRefused(redisError("revalidate", err))
+		}
+	}
 	chk := []check{{key: key, version: version, r: r}}
-	if err := rt.revalidate(ctx, chk); err != nil {
+	if err := rt.revalidateNoScript(ctx, cl, chk); err != nil {
 		return false, 0, err
 	}
 	return chk[0].match, chk[0].pttl, nil

@@ -3,6 +3,7 @@ package tracking
 import (
 	"context"
 	"errors"
+	"sync"
 	"sync/atomic"
 
 	"github.com/redis/rueidis"
@@ -36,6 +37,7 @@ import (
 type bounded struct {
 	rueidis.Client
 	abandoned *atomic.Int64
+	calls     *sync.Pool // of *call
 }
 
 // maxAbandoned is how many given-up calls may wait inside rueidis at once:
@@ -45,33 +47,66 @@ const maxAbandoned = 1 << 10
 // errNotDraining fails a call while too many earlier ones are stuck.
 var errNotDraining = errors.New("tracking: redis connection not draining: too many calls past their deadline")
 
-func newBounded(cl rueidis.Client) bounded { return bounded{Client: cl, abandoned: new(atomic.Int64)} }
+func newBounded(cl rueidis.Client) bounded {
+	return bounded{Client: cl, abandoned: new(atomic.Int64),
+		calls: &sync.Pool{New: func() any { return &call{fin: make(chan struct{}, 1)} }}}
+}
 
-// run calls f in a goroutine and waits for it or for done; it reports
-// whether f answered. A call given up on counts as abandoned until f
-// returns.
-func (b bounded) run(done <-chan struct{}, f func()) bool {
-	if b.abandoned.Load() >= maxAbandoned {
-		return false
+// call is one Do or DoMulti run in a goroutine of its own. Calls are
+// pooled: whichever of the caller and the goroutine is done with it last
+// puts it back (the caller once it took the answer, the goroutine when the
+// caller had given up), so a call costs no allocation but the goroutine's.
+type call struct {
+	cl   rueidis.Client
+	ctx  context.Context
+	cmd  rueidis.Completed
+	cmds []rueidis.Completed
+	r    rueidis.RedisResult
+	rs   []rueidis.RedisResult
+	// state: 0 running; 1 answered first; 2 the caller gave up first.
+	state atomic.Int32
+	// fin gets one value when the goroutine answers (state 1): a buffered
+	// channel, so it can be reused.
+	fin       chan struct{}
+	pool      *sync.Pool
+	abandoned *atomic.Int64
+}
+
+func (c *call) release() {
+	fin, pool := c.fin, c.pool
+	*c = call{fin: fin, pool: pool} // drop the references; state back to 0
+	pool.Put(c)
+}
+
+func (c *call) run() {
+	if c.cmds != nil {
+		c.rs = c.cl.DoMulti(c.ctx, c.cmds...)
+	} else {
+		c.r = c.cl.Do(c.ctx, c.cmd)
 	}
-	var state atomic.Int32 // 1: f returned first; 2: the caller gave up first
-	fin := make(chan struct{})
-	go func() {
-		f()
-		if !state.CompareAndSwap(0, 1) {
-			b.abandoned.Add(-1)
-		}
-		close(fin)
-	}()
+	if c.state.CompareAndSwap(0, 1) {
+		c.fin <- struct{}{}
+		return
+	}
+	c.abandoned.Add(-1)
+	c.release()
+}
+
+// start runs c in a goroutine and waits for it or for done; it reports
+// whether c answered, and then the caller owns c (and releases it). A
+// call given up on counts as abandoned until it returns.
+func (b bounded) start(done <-chan struct{}, c *call) bool {
+	c.cl, c.abandoned = b.Client, b.abandoned
+	go c.run()
 	select {
-	case <-fin:
+	case <-c.fin:
 		return true
 	case <-done:
-		if state.CompareAndSwap(0, 2) {
+		if c.state.CompareAndSwap(0, 2) {
 			b.abandoned.Add(1)
 			return false
 		}
-		<-fin // f finished just now: take its answer
+		<-c.fin // it answered just now: take its answer
 		return true
 	}
 }
@@ -84,10 +119,16 @@ func (b bounded) Do(ctx context.Context, cmd rueidis.Completed) rueidis.RedisRes
 	if err := ctx.Err(); err != nil {
 		return rueidis.NewErrorResult(err)
 	}
-	var r rueidis.RedisResult
-	if !b.run(done, func() { r = b.Client.Do(ctx, cmd) }) {
+	if b.abandoned.Load() >= maxAbandoned {
 		return rueidis.NewErrorResult(b.why(ctx))
 	}
+	c := b.calls.Get().(*call)
+	c.ctx, c.cmd, c.pool = ctx, cmd, b.calls
+	if !b.start(done, c) {
+		return rueidis.NewErrorResult(b.why(ctx))
+	}
+	r := c.r
+	c.release()
 	return r
 }
 
@@ -106,11 +147,17 @@ func (b bounded) DoMulti(ctx context.Context, cmds ...rueidis.Completed) []rueid
 	if err := ctx.Err(); err != nil {
 		return failed(err)
 	}
-	var r []rueidis.RedisResult
-	if !b.run(done, func() { r = b.Client.DoMulti(ctx, cmds...) }) {
+	if b.abandoned.Load() >= maxAbandoned {
 		return failed(b.why(ctx))
 	}
-	return r
+	c := b.calls.Get().(*call)
+	c.ctx, c.cmds, c.pool = ctx, cmds, b.calls
+	if !b.start(done, c) {
+		return failed(b.why(ctx))
+	}
+	rs := c.rs
+	c.release()
+	return rs
 }
 
 // why a call was given up on: its context, or a connection not draining.
@@ -126,7 +173,7 @@ func (b bounded) Nodes() map[string]rueidis.Client {
 	nodes := b.Client.Nodes()
 	out := make(map[string]rueidis.Client, len(nodes))
 	for addr, n := range nodes {
-		out[addr] = bounded{Client: n, abandoned: b.abandoned}
+		out[addr] = bounded{Client: n, abandoned: b.abandoned, calls: b.calls}
 	}
 	return out
 }
