@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/redis/rueidis"
 
@@ -184,6 +185,7 @@ func (c *Cache) Close() error {
 		c.wg.Wait()
 		if cl := c.redis(); cl != nil {
 			cl.Close()
+			c.closeLate(cl)
 		}
 		for i := range c.shards {
 			s := &c.shards[i]
@@ -198,6 +200,39 @@ func (c *Cache) Close() error {
 		}
 	})
 	return nil
+}
+
+// closeLate closes cl again once the calls given up on inside it are done.
+// Why: rueidis v1.0.79 stores a connection it finished dialling after
+// Close had marked the slot dead (mux._pipe), so a call abandoned while
+// dialling (the re-arm loop's ping when Close cancels it, a caller whose
+// context ended) would leave that connection and its goroutines behind.
+// Close waits for that at most a second; past it the second close happens
+// in the background, when the dial ends (bounded by its timeouts).
+func (c *Cache) closeLate(cl rueidis.Client) {
+	b, ok := cl.(bounded)
+	if !ok || b.abandoned.Load() == 0 {
+		return
+	}
+	dial := c.cfg.Redis.Dialer.Timeout
+	if dial <= 0 {
+		dial = rueidis.DefaultDialTimeout
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		deadline := time.Now().Add(dial + c.cfg.ConnWriteTimeout)
+		for b.abandoned.Load() > 0 && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
+		cl.Close()
+	}()
+	t := time.NewTimer(time.Second)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+	}
 }
 
 // Client returns the tracking-enabled rueidis client, or nil for a
