@@ -7,8 +7,8 @@ import (
 )
 
 // TestGrowAheadOfFill: after Grow(n), n inserts rebuild (nearly) no shard's
-// index,
-// every entry stays findable, and Grow keeps what the cache already holds.
+// index, every entry stays findable, and Grow keeps what the cache already
+// holds.
 func TestGrowAheadOfFill(t *testing.T) {
 	c, err := New(context.Background(), &Options{MaxBytes: 64 << 20})
 	if err != nil {
