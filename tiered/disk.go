@@ -282,6 +282,16 @@ func (t *trust) init() {
 	t.m = make(map[uint64]tracking.Ticket)
 }
 
+// reserve makes room for n records while there are none (before a warm
+// start's first pass), so the map does not grow record by record.
+func (t *trust) reserve(n int) {
+	t.mu.Lock()
+	if len(t.m) == 0 {
+		t.m = make(map[uint64]tracking.Ticket, n)
+	}
+	t.mu.Unlock()
+}
+
 func (t *trust) add(key string, tk tracking.Ticket) {
 	h := maphash.String(t.seed, key)
 	t.mu.Lock()
