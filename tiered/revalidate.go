@@ -98,10 +98,10 @@ func (c *Cache) revalidateAll() error {
 	// Sized for every memory entry: at a warm start nearly all of them
 	// are confirmed, and growing the map key by key costs more than the
 	// lookups.
-	var confirmed map[string]confirmation
+	var confirmed map[uint64]confirmation
 	if c.disk != nil {
 		n := c.mem.Stats().Entries
-		confirmed = make(map[string]confirmation, n)
+		confirmed = make(map[uint64]confirmation, n)
 		c.disk.trust.reserve(n)
 	}
 	p := pass{c: c, ctx: ctx, cancel: cancel, confirmed: confirmed}
@@ -109,7 +109,8 @@ func (c *Cache) revalidateAll() error {
 	// The memory copies confirmed by this pass, on routes with a disk
 	// tier (p.confirmed): the disk copy of the same version needs no
 	// second check (at a warm start memory was filled from disk, so that is
-	// most of them).
+	// most of them). They are keyed by the disk trust's key hash, as the
+	// trust records are.
 	batch := p.next()
 	flush := func() error {
 		if len(batch) == 0 {
@@ -146,7 +147,8 @@ func (c *Cache) revalidateAll() error {
 				return nil
 			}
 			t := c.mem.Reserve(key)
-			if c.disk.trust.has(c.mem, key) {
+			h := c.disk.trust.hash(key)
+			if c.disk.trust.hasHash(c.mem, h) {
 				return nil
 			}
 			e, derr := c.decodeDisk(r, key, b, expiry)
@@ -155,9 +157,11 @@ func (c *Cache) revalidateAll() error {
 				c.disk.drop(key)
 				return nil
 			}
-			if cf, ok := confirmed[key]; ok && cf.version == e.it.Version && c.disk.confirm(r, key, &e, cf.t) {
+			if cf, ok := confirmed[h]; ok && cf.version == e.it.Version && c.mem.Valid(cf.t) {
 				// Redis held this version after cf.t was taken, and the
-				// ticket is still valid: nothing changed since.
+				// ticket is still valid: nothing changed since (what
+				// c.disk.confirm checks and records).
+				c.disk.trust.addHash(h, cf.t)
 				return nil
 			}
 			batch = append(batch, check{key: key, version: e.it.Version, r: r, t: t, e: e, tr: c.disk})
@@ -202,7 +206,7 @@ type pass struct {
 	c         *Cache
 	ctx       context.Context
 	cancel    context.CancelFunc
-	confirmed map[string]confirmation
+	confirmed map[uint64]confirmation
 	refused   int
 	inflight  []sent
 	free      [][]check
@@ -273,7 +277,7 @@ func (p *pass) wait() {
 
 // settle applies the answers to one batch of checks. It returns how many
 // matched but could not be confirmed (their ticket was overtaken).
-func (c *Cache) settle(batch []check, confirmed map[string]confirmation) (refused int) {
+func (c *Cache) settle(batch []check, confirmed map[uint64]confirmation) (refused int) {
 	now := c.now()
 	for i := range batch {
 		ch := &batch[i]
@@ -307,7 +311,7 @@ func (c *Cache) settle(batch []check, confirmed map[string]confirmation) (refuse
 		c.stats.revalidated.Add(1)
 		ch.r.stats.revalidated.Add(1)
 		if ch.tr == tier(c.memory) && ch.r.Tiers&Disk != 0 && confirmed != nil {
-			confirmed[ch.key] = confirmation{ch.version, ch.t}
+			confirmed[c.disk.trust.hash(ch.key)] = confirmation{ch.version, ch.t}
 		}
 	}
 	return refused
