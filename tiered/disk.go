@@ -282,15 +282,30 @@ func (t *trust) init() {
 	t.m = make(map[uint64]tracking.Ticket)
 }
 
-func (t *trust) add(key string, tk tracking.Ticket) {
-	h := maphash.String(t.seed, key)
+// reserve makes room for n records while there are none (before a warm
+// start's first pass), so the map does not grow record by record.
+func (t *trust) reserve(n int) {
+	t.mu.Lock()
+	if len(t.m) == 0 {
+		t.m = make(map[uint64]tracking.Ticket, n)
+	}
+	t.mu.Unlock()
+}
+
+// hash is key's record: the records are keyed by it.
+func (t *trust) hash(key string) uint64 { return maphash.String(t.seed, key) }
+
+func (t *trust) add(key string, tk tracking.Ticket) { t.addHash(t.hash(key), tk) }
+
+func (t *trust) addHash(h uint64, tk tracking.Ticket) {
 	t.mu.Lock()
 	t.m[h] = tk
 	t.mu.Unlock()
 }
 
-func (t *trust) has(mem *tracking.Cache, key string) bool {
-	h := maphash.String(t.seed, key)
+func (t *trust) has(mem *tracking.Cache, key string) bool { return t.hasHash(mem, t.hash(key)) }
+
+func (t *trust) hasHash(mem *tracking.Cache, h uint64) bool {
 	t.mu.Lock()
 	tk, ok := t.m[h]
 	t.mu.Unlock()

@@ -197,8 +197,10 @@
 // the processes waiting for it (PUBLISH, SUBSCRIBE, UNSUBSCRIBE). Commands:
 // CLIENT TRACKING and INFO at connection (HELLO and AUTH need no grant),
 // PING for keep-alives, SCAN and UNLINK for InvalidatePrefix, EVALSHA and
-// EVAL for the herd's scripts and for revalidation, or, without them,
-// WATCH, UNWATCH, MULTI, EXEC and DISCARD. On Redis Cluster add
+// EVAL for the herd's scripts and for revalidation (a read's check, and the
+// background pass on raw routes; the pass reads other entries' headers with
+// GETRANGE and PTTL, pipelined), or, without them, WATCH, UNWATCH, MULTI,
+// EXEC and DISCARD. On Redis Cluster add
 // +cluster|slots +role (and +cluster|shards on Redis 8, which rueidis asks
 // instead); with a SelectDB, +select. Glob characters in a prefix are
 // escaped in its rule (~a\*b:*).

@@ -330,6 +330,26 @@ func (rt redisTier) revalidate(ctx context.Context, checks []check) error {
 	return nil
 }
 
+// revalidateBatch answers a revalidation pass's batch. Without a raw
+// route among them it reads each key's header and PTTL as plain commands
+// (revalidateNoScript), all pipelined: the same comparison as the script,
+// at about a third of the server's time per key (the script pays for a
+// Lua call per command). Either way each key's answer is what Redis held
+// at some moment after its ticket was taken, and a later change is an
+// invalidation the ticket or the tracking subscription sees.
+func (rt redisTier) revalidateBatch(ctx context.Context, checks []check) error {
+	for i := range checks {
+		if checks[i].r.Raw {
+			return rt.revalidate(ctx, checks)
+		}
+	}
+	cl, err := rt.client()
+	if err != nil {
+		return err
+	}
+	return rt.revalidateNoScript(ctx, cl, checks)
+}
+
 // deleteIfSameScript deletes KEYS[1] only while it holds ARGV[1].
 var deleteIfSameScript = rueidis.NewLuaScript(`
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end

@@ -2,8 +2,10 @@ package tiered
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/redis/rueidis"
@@ -37,7 +39,7 @@ func (rt redisTier) revalidateNoScript(ctx context.Context, cl rueidis.Client, c
 	for i := range checks {
 		ch := &checks[i]
 		v, err := res[2*i].AsBytes()
-		if err != nil && !rueidis.IsRedisNil(err) {
+		if err != nil && !rueidis.IsRedisNil(err) && !wrongType(err) {
 			return rt.c.revalidationRefused(noScriptError(ch.key, err))
 		}
 		ms, err := res[2*i+1].AsInt64()
@@ -49,7 +51,7 @@ func (rt redisTier) revalidateNoScript(ctx context.Context, cl rueidis.Client, c
 			match = v != nil && digest(v) == ch.version
 		} else {
 			match = len(v) == headerLen && v[0] == envelope.Magic &&
-				string(v[envelope.VersionOffset:]) == expected(ch.r, ch.version)[1:]
+				binary.BigEndian.Uint64(v[envelope.VersionOffset:]) == ch.version
 		}
 		ch.match = match && ms >= -1
 		ch.pttl = 0
@@ -61,6 +63,14 @@ func (rt redisTier) revalidateNoScript(ctx context.Context, cl rueidis.Client, c
 		}
 	}
 	return nil
+}
+
+// wrongType reports whether err is Redis's WRONGTYPE reply: the key holds
+// another type than a string, so it cannot hold the copy checked (a
+// mismatch, as the script's pcall makes it).
+func wrongType(err error) bool {
+	re, ok := rueidis.IsRedisErr(err)
+	return ok && strings.HasPrefix(re.Error(), "WRONGTYPE")
 }
 
 // errNoScripts stands for a script not sent: the user may not run them.

@@ -325,3 +325,52 @@ func parallel(t testing.TB, n, workers int, fn func(i int) error) {
 		t.Fatal(first)
 	}
 }
+
+// TestRestartKeyOfAnotherType: a key that another program replaced with a
+// list while the cache was down is dropped by the revalidation pass, which
+// completes, and the keys left alone are confirmed.
+func TestRestartKeyOfAnotherType(t *testing.T) {
+	s := redistest.Start(t, nil)
+	ctx := context.Background()
+	opts := &Options{
+		Redis:  redisOpts(s),
+		Dir:    t.TempDir(),
+		Logger: quietLog,
+		Routes: []Route{{Prefix: "rt:", Tiers: Memory | Disk | Redis, TTL: time.Hour}},
+	}
+	a := openT(t, opts)
+	for i := range 10 {
+		if err := a.Set(ctx, fmt.Sprintf("rt:%d", i), []byte("old"), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s.CLI("DEL", "rt:3")
+	if out := s.CLI("RPUSH", "rt:3", "a-list-now"); out != "1" {
+		t.Fatalf("redis-cli RPUSH: %s", out)
+	}
+	b := openT(t, opts)
+	deadline := time.Now().Add(10 * time.Second)
+	for b.Stats().RevalidationPasses == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no revalidation pass: %+v", b.Stats())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	st := b.Stats()
+	if st.Dropped < 1 || st.Revalidated < 9 { // a copy dropped per tier
+		t.Fatalf("dropped %d, revalidated %d; want at least 1 and 9", st.Dropped, st.Revalidated)
+	}
+	if v, ok, _ := b.Get(ctx, "rt:3"); ok && string(v) == "old" {
+		t.Fatal("served the old value of a key that holds a list now")
+	}
+	for i := range 10 {
+		if k := fmt.Sprintf("rt:%d", i); i != 3 {
+			if v, ok := mustGet(t, b, k); !ok || string(v) != "old" {
+				t.Fatalf("%s = %q, %v; want old", k, v, ok)
+			}
+		}
+	}
+}

@@ -95,19 +95,29 @@ func (c *Cache) revalidateAll() error {
 	if err := c.redis.ping(ctx); err != nil {
 		return err
 	}
-	var batch []check
-	refused := 0
+	// Sized for every memory entry: at a warm start nearly all of them
+	// are confirmed, and growing the map key by key costs more than the
+	// lookups.
+	var confirmed map[uint64]confirmation
+	if c.disk != nil {
+		n := c.mem.Stats().Entries
+		confirmed = make(map[uint64]confirmation, n)
+		c.disk.trust.reserve(n)
+	}
+	p := pass{c: c, ctx: ctx, cancel: cancel, confirmed: confirmed}
+	defer p.wait()
 	// The memory copies confirmed by this pass, on routes with a disk
-	// tier: the disk copy of the same version needs no second check (at a
-	// warm start memory was filled from disk, so that is most of them).
-	confirmed := make(map[string]confirmation)
+	// tier (p.confirmed): the disk copy of the same version needs no
+	// second check (at a warm start memory was filled from disk, so that is
+	// most of them). They are keyed by the disk trust's key hash, as the
+	// trust records are.
+	batch := p.next()
 	flush := func() error {
 		if len(batch) == 0 {
 			return nil
 		}
-		n, err := c.settle(ctx, batch, confirmed)
-		refused += n
-		batch = batch[:0]
+		err := p.send(batch)
+		batch = p.next()
 		return err
 	}
 	var err error
@@ -125,6 +135,11 @@ func (c *Cache) revalidateAll() error {
 	if err == nil {
 		err = flush()
 	}
+	if err == nil {
+		// Every memory answer is in before the disk scan reads
+		// p.confirmed.
+		err = p.drain()
+	}
 	if err == nil && c.disk != nil {
 		err = c.disk.scan(ctx, "", func(key string, b []byte, expiry int64) error {
 			r := c.router.find(key)
@@ -132,7 +147,8 @@ func (c *Cache) revalidateAll() error {
 				return nil
 			}
 			t := c.mem.Reserve(key)
-			if c.disk.trust.has(c.mem, key) {
+			h := c.disk.trust.hash(key)
+			if c.disk.trust.hasHash(c.mem, h) {
 				return nil
 			}
 			e, derr := c.decodeDisk(r, key, b, expiry)
@@ -141,9 +157,11 @@ func (c *Cache) revalidateAll() error {
 				c.disk.drop(key)
 				return nil
 			}
-			if cf, ok := confirmed[key]; ok && cf.version == e.it.Version && c.disk.confirm(r, key, &e, cf.t) {
+			if cf, ok := confirmed[h]; ok && cf.version == e.it.Version && c.mem.Valid(cf.t) {
 				// Redis held this version after cf.t was taken, and the
-				// ticket is still valid: nothing changed since.
+				// ticket is still valid: nothing changed since (what
+				// c.disk.confirm checks and records).
+				c.disk.trust.addHash(h, cf.t)
 				return nil
 			}
 			batch = append(batch, check{key: key, version: e.it.Version, r: r, t: t, e: e, tr: c.disk})
@@ -155,13 +173,16 @@ func (c *Cache) revalidateAll() error {
 		if err == nil {
 			err = flush()
 		}
+		if err == nil {
+			err = p.drain()
+		}
 	}
 	switch {
 	case err != nil:
 		return err
 	case ctx.Err() != nil:
 		return ctx.Err()
-	case refused > 0:
+	case p.refused > 0:
 		return errRecheck
 	}
 	return nil
@@ -173,12 +194,90 @@ type confirmation struct {
 	t       tracking.Ticket
 }
 
-// settle sends one batch of checks and applies the answers. It returns how
-// many matched but could not be confirmed (their ticket was overtaken).
-func (c *Cache) settle(ctx context.Context, batch []check, confirmed map[string]confirmation) (refused int, err error) {
-	if err := c.redis.revalidate(ctx, batch); err != nil {
-		return 0, err
+// revalidateDepth is how many batches a pass has in flight at once: Redis
+// answers one while the pass gathers and settles the others.
+const revalidateDepth = 3
+
+// pass sends a revalidation pass's batches, up to revalidateDepth at once,
+// and settles their answers in the order they were sent, on the pass's
+// goroutine. Every check's ticket is taken before its batch is sent, so
+// settling later only widens the window the ticket already guards.
+type pass struct {
+	c         *Cache
+	ctx       context.Context
+	cancel    context.CancelFunc
+	confirmed map[uint64]confirmation
+	refused   int
+	inflight  []sent
+	free      [][]check
+}
+
+// sent is a batch sent to Redis; err receives its outcome.
+type sent struct {
+	batch []check
+	err   chan error
+}
+
+// next returns an empty batch, reusing a settled one.
+func (p *pass) next() []check {
+	if n := len(p.free); n > 0 {
+		b := p.free[n-1]
+		p.free = p.free[:n-1]
+		return b[:0]
 	}
+	return make([]check, 0, DefaultRevalidateSize)
+}
+
+// send sends batch and, once revalidateDepth batches are in flight,
+// settles the oldest.
+func (p *pass) send(batch []check) error {
+	s := sent{batch: batch, err: make(chan error, 1)}
+	go func() { s.err <- p.c.redis.revalidateBatch(p.ctx, s.batch) }()
+	p.inflight = append(p.inflight, s)
+	if len(p.inflight) >= revalidateDepth {
+		return p.settleOldest()
+	}
+	return nil
+}
+
+func (p *pass) settleOldest() error {
+	s := p.inflight[0]
+	p.inflight = p.inflight[1:]
+	if err := <-s.err; err != nil {
+		return err
+	}
+	p.refused += p.c.settle(s.batch, p.confirmed)
+	clear(s.batch) // no key or entry kept alive by the free list
+	p.free = append(p.free, s.batch)
+	return nil
+}
+
+// drain settles every batch in flight.
+func (p *pass) drain() error {
+	for len(p.inflight) > 0 {
+		if err := p.settleOldest(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// wait, at the end of a pass, stops and waits for the batches still in
+// flight (after an error): none outlives the pass.
+func (p *pass) wait() {
+	if len(p.inflight) == 0 {
+		return
+	}
+	p.cancel()
+	for _, s := range p.inflight {
+		<-s.err
+	}
+	p.inflight = nil
+}
+
+// settle applies the answers to one batch of checks. It returns how many
+// matched but could not be confirmed (their ticket was overtaken).
+func (c *Cache) settle(batch []check, confirmed map[uint64]confirmation) (refused int) {
 	now := c.now()
 	for i := range batch {
 		ch := &batch[i]
@@ -211,11 +310,11 @@ func (c *Cache) settle(ctx context.Context, batch []check, confirmed map[string]
 		}
 		c.stats.revalidated.Add(1)
 		ch.r.stats.revalidated.Add(1)
-		if ch.tr == tier(c.memory) && ch.r.Tiers&Disk != 0 {
-			confirmed[ch.key] = confirmation{ch.version, ch.t}
+		if ch.tr == tier(c.memory) && ch.r.Tiers&Disk != 0 && confirmed != nil {
+			confirmed[c.disk.trust.hash(ch.key)] = confirmation{ch.version, ch.t}
 		}
 	}
-	return refused, nil
+	return refused
 }
 
 // warm loads the disk tier into memory after a restart: as unverified for
@@ -223,6 +322,9 @@ func (c *Cache) settle(ctx context.Context, batch []check, confirmed map[string]
 // and as fresh for local routes. It stops when the memory budget is full.
 func (c *Cache) warm(ctx context.Context) error {
 	var budget int64
+	// The memory index grows ahead of the fill, doubling, instead of a
+	// rebuild each time a shard outgrows its table by a sixth.
+	filled, room := 0, 0
 	err := c.disk.scan(ctx, "", func(key string, b []byte, expiry int64) error {
 		r := c.router.find(key)
 		if r.Tiers&Disk == 0 || r.Tiers&Memory == 0 {
@@ -239,6 +341,11 @@ func (c *Cache) warm(ctx context.Context) error {
 		if budget > c.o.MemoryBytes {
 			return errWarmFull
 		}
+		if filled == room {
+			room = max(2*room, 4096)
+			c.mem.Grow(room - filled)
+		}
+		filled++
 		t := c.mem.Reserve(key)
 		if r.Tiers&Redis != 0 {
 			c.mem.Fill(t, key, e.it, false)

@@ -418,6 +418,21 @@ func (c *Cache) Peek(key string) (it *Item, fresh, ok bool) {
 	return &e.item, fresh, true
 }
 
+// Grow prepares the cache for about n more entries, so a bulk fill (a warm
+// start from disk) does not rebuild each shard's index step by step. It
+// changes no entry and no budget; n beyond what MaxBytes can hold is capped.
+func (c *Cache) Grow(n int) {
+	m := min(int64(n), c.cfg.MaxBytes/EntryOverhead)
+	per := int(m)/len(c.shards) + 1
+	per += per/16 + 8 // shards fill unevenly
+	for i := range c.shards {
+		s := &c.shards[i]
+		s.mu.Lock()
+		s.idx.grow(per, c.hash)
+		s.mu.Unlock()
+	}
+}
+
 // Reserve takes a ticket for key. Take it BEFORE reading a slower tier, then
 // present it to Fill or Revalidate: they refuse if key was invalidated (by
 // Redis or locally), or the epoch bumped, in between. Reserve does not lock.

@@ -228,6 +228,16 @@ func (ix *index) rebuild(n int, hash func(string) uint64) {
 	ix.t.Store(nt)
 }
 
+// grow makes room for n more entries than the table holds, so that many
+// inserts do not rebuild it. REQUIRES: the shard lock.
+func (ix *index) grow(n int, hash func(string) uint64) {
+	t := ix.t.Load()
+	if (ix.used+n)*8 <= len(t.groups)*groupSlots*7 {
+		return
+	}
+	ix.rebuild(ix.live+n, hash)
+}
+
 // reset publishes an empty table. REQUIRES: the shard lock.
 func (ix *index) reset() {
 	ix.t.Store(newTable(1))
