@@ -8,7 +8,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -73,7 +72,7 @@ func benchWarmRestart(b *testing.B, n int) {
 	var open, pass, total, cpu, rcpu time.Duration
 	var warmed int64
 	for b.Loop() {
-		cpu0, rcpu0 := processCPU(b), redisCPU(b, s)
+		cpu0, rcpu0 := processCPU(), redisCPU(b, s)
 		start := time.Now()
 		c, err := Open(ctx, o)
 		if err != nil {
@@ -88,7 +87,7 @@ func benchWarmRestart(b *testing.B, n int) {
 			time.Sleep(100 * time.Microsecond)
 		}
 		total += time.Since(start)
-		cpu += processCPU(b) - cpu0
+		cpu += processCPU() - cpu0
 		rcpu += redisCPU(b, s) - rcpu0
 		st := c.Stats()
 		open += opened
@@ -116,15 +115,6 @@ func benchWarmRestart(b *testing.B, n int) {
 	// work done, steadier than wall time on a busy machine.
 	b.ReportMetric(float64(cpu)/k, "cpu-ms")
 	b.ReportMetric(float64(rcpu)/k, "redis-cpu-ms")
-}
-
-// processCPU is the CPU time this process has used (user and system).
-func processCPU(b *testing.B) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // redisCPU is the CPU time s has used, from INFO cpu.
