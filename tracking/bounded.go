@@ -111,7 +111,19 @@ func (b bounded) start(done <-chan struct{}, c *call) bool {
 	}
 }
 
+// pin keeps rueidis from recycling a command into its builder pool once
+// its reply is in. Why: the pipe's writer reads a command's bytes after it
+// hands the slot over, with no synchronisation the race detector can see
+// between that read and the caller's recycling; when the writer goroutine
+// then ends with its connection (a killed or partitioned Redis), nothing
+// else orders the two, and a recycled command reused by the next builder
+// is reported as a data race (seen under -race in TestModel's partitions).
+// A pinned command is left to the garbage collector: one allocation more
+// per command.
+func pin(cmd rueidis.Completed) rueidis.Completed { return cmd.Pin() }
+
 func (b bounded) Do(ctx context.Context, cmd rueidis.Completed) rueidis.RedisResult {
+	cmd = pin(cmd)
 	done := ctx.Done()
 	if done == nil {
 		return b.Client.Do(ctx, cmd)
@@ -133,6 +145,9 @@ func (b bounded) Do(ctx context.Context, cmd rueidis.Completed) rueidis.RedisRes
 }
 
 func (b bounded) DoMulti(ctx context.Context, cmds ...rueidis.Completed) []rueidis.RedisResult {
+	for i := range cmds {
+		cmds[i] = pin(cmds[i])
+	}
 	done := ctx.Done()
 	if done == nil || len(cmds) == 0 {
 		return b.Client.DoMulti(ctx, cmds...)
