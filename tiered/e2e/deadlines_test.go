@@ -436,7 +436,7 @@ func goroutineStack(id int64) string {
 // ctx.Done() among others): a call caught there past its deadline is
 // waiting for the scheduler to run the timer or itself.
 var ctxWaits = []string{
-	"tracking.bounded.run", "tracking.newClient", "herd.(*Group).Do",
+	"tracking.bounded.start", "tracking.newClient", "herd.(*Group).Do",
 	"tiered.(*writeBehind).wait", "tiered.(*writeBehind).sync", "tiered.(*ownWrites).wait",
 }
 
