@@ -141,10 +141,15 @@ func (d *diskTier) fill(r *route, key string, e *entry, t tracking.Ticket) bool 
 }
 
 func (d *diskTier) confirm(_ *route, key string, _ *entry, t tracking.Ticket) bool {
+	return d.confirmHash(d.trust.hash(key), t)
+}
+
+// confirmHash is confirm for a key whose trust hash the caller already has.
+func (d *diskTier) confirmHash(h uint64, t tracking.Ticket) bool {
 	if !d.mem.Valid(t) {
 		return false
 	}
-	d.trust.add(key, t)
+	d.trust.addHash(h, t)
 	return true
 }
 
@@ -313,7 +318,7 @@ func (t *trust) hasHash(mem *tracking.Cache, h uint64) bool {
 }
 
 func (t *trust) forget(key string) {
-	h := maphash.String(t.seed, key)
+	h := t.hash(key)
 	t.mu.Lock()
 	delete(t.m, h)
 	t.mu.Unlock()

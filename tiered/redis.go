@@ -242,13 +242,11 @@ func (rt redisTier) verify(ctx context.Context, r *route, key string, version ui
 		// (Exec loads the script on NOSCRIPT, as revalidate does).
 		res, err := revalidateScript.Exec(ctx, cl, []string{key}, []string{expected(r, version)}).AsIntSlice()
 		if err == nil {
-			if len(res) == 0 || res[0] < -1 {
+			if len(res) == 0 {
 				return false, 0, nil
 			}
-			if res[0] == -1 {
-				return true, -1, nil
-			}
-			return true, time.Duration(res[0]) * time.Millisecond, nil
+			match, pttl := scriptAnswer(res[0])
+			return match, pttl, nil
 		}
 		if !rt.c.scriptsRefused(err) {
 			return false, 0, rt.c.revalidationRefused(redisError("revalidate", err))
@@ -259,6 +257,18 @@ func (rt redisTier) verify(ctx context.Context, r *route, key string, version ui
 		return false, 0, err
 	}
 	return chk[0].match, chk[0].pttl, nil
+}
+
+// scriptAnswer reads the revalidation script's answer for one key: below
+// -1 a mismatch; -1 a match without TTL; else a match and its PTTL in ms.
+func scriptAnswer(n int64) (match bool, pttl time.Duration) {
+	switch {
+	case n < -1:
+		return false, 0
+	case n == -1:
+		return true, -1
+	}
+	return true, time.Duration(n) * time.Millisecond
 }
 
 // revalidateChunk is how many keys one script call checks on one server.
@@ -318,12 +328,8 @@ func (rt redisTier) revalidate(ctx context.Context, checks []check) error {
 			return rt.c.revalidationRefused(redisError("revalidate", err))
 		}
 		for j, i := range groups[g] {
-			if j < len(res) && res[j] >= -1 {
-				checks[i].match = true
-				checks[i].pttl = time.Duration(res[j]) * time.Millisecond
-				if res[j] == -1 {
-					checks[i].pttl = -1
-				}
+			if j < len(res) {
+				checks[i].match, checks[i].pttl = scriptAnswer(res[j])
 			}
 		}
 	}

@@ -157,11 +157,9 @@ func (c *Cache) revalidateAll() error {
 				c.disk.drop(key)
 				return nil
 			}
-			if cf, ok := confirmed[h]; ok && cf.version == e.it.Version && c.mem.Valid(cf.t) {
+			if cf, ok := confirmed[h]; ok && cf.version == e.it.Version && c.disk.confirmHash(h, cf.t) {
 				// Redis held this version after cf.t was taken, and the
-				// ticket is still valid: nothing changed since (what
-				// c.disk.confirm checks and records).
-				c.disk.trust.addHash(h, cf.t)
+				// ticket is still valid: nothing changed since.
 				return nil
 			}
 			batch = append(batch, check{key: key, version: e.it.Version, r: r, t: t, e: e, tr: c.disk})

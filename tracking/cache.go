@@ -214,10 +214,7 @@ func (c *Cache) closeLate(cl rueidis.Client) {
 	if !ok || b.abandoned.Load() == 0 {
 		return
 	}
-	dial := c.cfg.Redis.Dialer.Timeout
-	if dial <= 0 {
-		dial = rueidis.DefaultDialTimeout
-	}
+	dial := dialTimeout(&c.cfg.Redis.Dialer)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)

@@ -112,10 +112,7 @@ func preflightDial(ro *rueidis.ClientOption) dialFunc {
 			}
 			u, p = cr.Username, cr.Password
 		}
-		timeout := d.Timeout
-		if timeout <= 0 {
-			timeout = rueidis.DefaultDialTimeout
-		}
+		timeout := dialTimeout(d)
 		if err := preflight(ctx, conn, dst, u, p, timeout); err != nil {
 			conn.Close()
 			return nil, err
@@ -179,10 +176,7 @@ func (e *plainServer) Error() string {
 // connection whether the address speaks plain RESP, and gives up with
 // *plainServer if it does.
 func tlsHandshake(ctx context.Context, tc *tls.Conn, addr string, d *net.Dialer) error {
-	timeout := d.Timeout
-	if timeout <= 0 {
-		timeout = rueidis.DefaultDialTimeout
-	}
+	timeout := dialTimeout(d)
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	done := make(chan error, 1)
@@ -312,9 +306,7 @@ func orDefault(s, def string) string {
 // the peer speaks TLS. A dialer that ignores the TLS config it is given
 // cannot tell: false.
 func speaksTLS(ctx context.Context, dial dialFunc, addr string, d net.Dialer) bool {
-	if d.Timeout <= 0 {
-		d.Timeout = rueidis.DefaultDialTimeout
-	}
+	d.Timeout = dialTimeout(&d)
 	ctx, cancel := context.WithTimeout(ctx, d.Timeout)
 	defer cancel()
 	probe := &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12} // #nosec G402 -- only asks whether the peer speaks TLS
@@ -348,4 +340,13 @@ func classifyConnectError(ctx context.Context, ro *rueidis.ClientOption, err err
 		return fmt.Errorf("%w: %s speaks TLS but Redis.TLSConfig is nil", ErrRefused, sc.addr)
 	}
 	return fmt.Errorf("%w: %v", ErrUnavailable, err)
+}
+
+// dialTimeout is how long a dial with d may take: its Timeout, or
+// rueidis's default when it has none.
+func dialTimeout(d *net.Dialer) time.Duration {
+	if d.Timeout <= 0 {
+		return rueidis.DefaultDialTimeout
+	}
+	return d.Timeout
 }
