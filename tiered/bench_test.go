@@ -3,13 +3,16 @@ package tiered
 import (
 	"context"
 	"fmt"
+	"log/slog"
+	"path/filepath"
+	slices2 "slices"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2"
 	"github.com/redis/rueidis"
 
-	"github.com/thermoscache/thermos/internal/envelope"
 	"github.com/thermoscache/thermos/internal/redistest"
 	"github.com/thermoscache/thermos/store"
 	"github.com/thermoscache/thermos/tracking"
@@ -91,48 +94,214 @@ func BenchmarkMemoryHit(b *testing.B) {
 	})
 }
 
-// BenchmarkDiskHit: a disk hit through tiered (disk-only route) vs
-// store.DB.Get on a store of the same size.
+// BenchmarkDiskHit compares, on one data set and in the same run, a disk
+// hit through tiered with the layers under it. Four getters take turns in
+// slices of diskHitSlice reads of the same pseudo-random key sequence, each
+// slice timed, so machine drift hits all of them alike:
+//
+//   - pebble: a raw pebble.DB opened as store opens it (default options, a
+//     block cache of store.DefaultCacheBytes), holding records of the same
+//     size under the same keys, the value copied out as store does;
+//   - store: store.DB.Get on the disk-only cache's own store;
+//   - disk: tiered Get on a Disk-only route;
+//   - memdisk: tiered Get on a Memory|Disk route whose memory budget holds
+//     about 1% of the keys, so nearly every read misses memory, reads the
+//     disk and fills memory, evicting another key: what a Memory|Disk read
+//     does when the working set outgrows memory. memdisk-memhit/get is the
+//     share of its reads memory answered.
+//
+// Ratios are the median, over rounds, of a getter's slice time over the
+// pebble slice of the same round, so a preemption or a GC landing in one
+// slice does not skew them. "fresh" reads what was just written (Pebble's
+// memtables); "reopen" closes every database and opens the directories
+// again first (sstables through the block cache). Before the timed loop
+// every getter reads every key once, so they start with the same cache.
+// allocs/get are each getter's own (testing.AllocsPerRun).
+//
+// keys=10000 is store's BenchmarkDiskHit's data set; keys=1000 is smaller
+// (Pebble is faster on it, so tiered's own cost weighs more in the ratio).
 func BenchmarkDiskHit(b *testing.B) {
+	for _, nkeys := range []int{1000, 10_000} {
+		for _, reopen := range []bool{false, true} {
+			name := "fresh"
+			if reopen {
+				name = "reopen"
+			}
+			b.Run(fmt.Sprintf("keys=%d/%s", nkeys, name), func(b *testing.B) { benchDiskHit(b, nkeys, reopen) })
+		}
+	}
+}
+
+const diskHitSlice = 256
+
+// pebbleQuiet drops Pebble's own logging (it prints on every open).
+type pebbleQuiet struct{}
+
+func (pebbleQuiet) Infof(string, ...any)      {}
+func (pebbleQuiet) Errorf(string, ...any)     {}
+func (pebbleQuiet) Fatalf(f string, a ...any) { panic(fmt.Sprintf(f, a...)) }
+
+func benchDiskHit(b *testing.B, nkeys int, reopen bool) {
 	ctx := context.Background()
-	c := openT(b, &Options{Dir: b.TempDir(), Routes: []Route{{Prefix: "bench:", Tiers: Disk, TTL: time.Hour}}})
-	db, err := store.Open(b.TempDir(), &store.Options{Durability: store.NoSync})
+	quiet := slog.New(slog.DiscardHandler)
+	dir := b.TempDir()
+	diskOpts := &Options{Dir: filepath.Join(dir, "disk"), Logger: quiet, RequireRoute: true,
+		Routes: []Route{{Prefix: "bench:", Tiers: Disk, TTL: time.Hour}}}
+	memDiskOpts := &Options{Dir: filepath.Join(dir, "memdisk"), Logger: quiet, RequireRoute: true,
+		MemoryBytes: int64(nkeys) / 100 * (tracking.EntryOverhead + 160),
+		Routes:      []Route{{Prefix: "bench:", Tiers: Memory | Disk, TTL: time.Hour}}}
+	rawDir := filepath.Join(dir, "raw")
+	rawOpts := func() *pebble.Options {
+		return &pebble.Options{Logger: pebbleQuiet{}, CacheSize: store.DefaultCacheBytes}
+	}
+	open := func(o *Options) *Cache {
+		c, err := Open(ctx, o)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return c
+	}
+	cd, cm := open(diskOpts), open(memDiskOpts)
+	pdb, err := pebble.Open(rawDir, rawOpts())
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() { db.Close() })
-	for i := range benchKeys {
-		if err := c.Set(ctx, benchKey(i), benchValue, 0); err != nil {
-			b.Fatal(err)
+	keys := make([]string, nkeys)
+	rkeys := make([][]byte, nkeys)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("bench:key:%08d", i)
+		rkeys[i] = []byte(keys[i])
+		for _, c := range []*Cache{cd, cm} {
+			if err := c.Set(ctx, keys[i], benchValue, 0); err != nil {
+				b.Fatal(err)
+			}
 		}
-		e := envelope.Entry{Header: envelope.Header{Version: uint64(i)}, Payload: benchValue}
-		if err := db.Set(ctx, benchKey(i), e.Append(nil), 0); err != nil {
+	}
+	for _, c := range []*Cache{cd, cm} {
+		if err := c.Flush(ctx); err != nil {
 			b.Fatal(err)
 		}
 	}
-	if err := c.Flush(ctx); err != nil {
-		b.Fatal(err)
+	// The raw records: what the store holds, the same size (its record
+	// header, then the envelope tiered wrote).
+	for i := range keys {
+		se, ok, err := cd.disk.wb.db.Load().Get(ctx, keys[i])
+		if err != nil || !ok {
+			b.Fatalf("store Get(%q) = %v, %v", keys[i], ok, err)
+		}
+		rec := append(make([]byte, store.EntryOverhead, store.EntryOverhead+len(se.Value)), se.Value...)
+		if err := pdb.Set(rkeys[i], rec, pebble.NoSync); err != nil {
+			b.Fatal(err)
+		}
 	}
-	b.Run("tiered", func(b *testing.B) {
-		b.ReportAllocs()
-		i := 0
-		for b.Loop() {
-			if _, ok, err := c.Get(ctx, benchKey(i)); !ok || err != nil {
-				b.Fatalf("miss: %v", err)
+	if reopen {
+		for _, c := range []*Cache{cd, cm} {
+			if err := c.Close(); err != nil {
+				b.Fatal(err)
 			}
-			i++
 		}
-	})
-	b.Run("store", func(b *testing.B) {
-		b.ReportAllocs()
-		i := 0
-		for b.Loop() {
-			if _, ok, err := db.Get(ctx, benchKey(i)); !ok || err != nil {
-				b.Fatalf("miss: %v", err)
+		if err := pdb.Flush(); err != nil {
+			b.Fatal(err)
+		}
+		if err := pdb.Close(); err != nil {
+			b.Fatal(err)
+		}
+		cd, cm = open(diskOpts), open(memDiskOpts)
+		if pdb, err = pebble.Open(rawDir, rawOpts()); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.Cleanup(func() { _ = cd.Close(); _ = cm.Close(); _ = pdb.Close() })
+	db := cd.disk.wb.db.Load()
+
+	names := [...]string{"pebble", "store", "disk", "memdisk"}
+	get := [len(names)]func(i int32){
+		func(i int32) {
+			v, c, err := pdb.Get(rkeys[i])
+			if err != nil {
+				b.Fatal(err)
 			}
-			i++
+			p := make([]byte, len(v))
+			copy(p, v)
+			_ = c.Close()
+		},
+		func(i int32) {
+			if e, ok, err := db.Get(ctx, keys[i]); err != nil || !ok || len(e.Value) == 0 {
+				b.Fatalf("store Get(%q) = %v, %v", keys[i], ok, err)
+			}
+		},
+		func(i int32) {
+			if v, ok, err := cd.Get(ctx, keys[i]); err != nil || !ok || len(v) != len(benchValue) {
+				b.Fatalf("disk Get(%q) = %d bytes, %v, %v", keys[i], len(v), ok, err)
+			}
+		},
+		func(i int32) {
+			if v, ok, err := cm.Get(ctx, keys[i]); err != nil || !ok || len(v) != len(benchValue) {
+				b.Fatalf("memdisk Get(%q) = %d bytes, %v, %v", keys[i], len(v), ok, err)
+			}
+		},
+	}
+	for g := range get {
+		for i := range nkeys {
+			get[g](int32(i))
 		}
-	})
+	}
+	var allocs [len(names)]float64
+	for g := range get {
+		n := int32(0)
+		allocs[g] = testing.AllocsPerRun(1000, func() { get[g](n % int32(nkeys)); n += 7 })
+	}
+	memHits0 := cm.Stats().Routes[0].MemoryHits
+
+	// A pre-generated pseudo-random key sequence, the same for all.
+	const seqLen = 1 << 16
+	seq := make([]int32, seqLen)
+	x := uint32(12345)
+	for i := range seq {
+		x ^= x << 13
+		x ^= x >> 17
+		x ^= x << 5
+		seq[i] = int32(x % uint32(nkeys))
+	}
+	// slices[g] holds the duration of each of getter g's slices.
+	var slices [len(names)][]time.Duration
+	for g := range slices {
+		slices[g] = make([]time.Duration, 0, 1024)
+	}
+	cur := 0
+	b.ReportAllocs()
+	b.ResetTimer()
+	start := time.Now()
+	for i := 0; b.Loop(); i++ {
+		if i%diskHitSlice == 0 && i > 0 {
+			now := time.Now()
+			slices[cur] = append(slices[cur], now.Sub(start))
+			start, cur = now, (cur+1)%len(names)
+		}
+		get[cur](seq[i&(seqLen-1)])
+	}
+	b.StopTimer()
+	rounds := len(slices[len(names)-1])
+	if rounds == 0 {
+		return // too few iterations to compare (the b.N=1 probe)
+	}
+	per := float64(rounds * diskHitSlice)
+	for g, name := range names {
+		var sum time.Duration
+		ratios := make([]float64, rounds)
+		for r := range rounds {
+			sum += slices[g][r]
+			ratios[r] = float64(slices[g][r]) / float64(slices[0][r])
+		}
+		b.ReportMetric(float64(sum)/per, name+"-ns/get")
+		b.ReportMetric(allocs[g], name+"-allocs/get")
+		if g > 0 {
+			slices2.Sort(ratios)
+			b.ReportMetric(ratios[rounds/2], name+"/pebble")
+		}
+	}
+	memHits := cm.Stats().Routes[0].MemoryHits - memHits0
+	b.ReportMetric(float64(memHits)/per, "memdisk-memhit/get")
 }
 
 // BenchmarkRedisHit: a Redis hit through tiered (Redis-only route) vs a
