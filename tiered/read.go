@@ -21,8 +21,16 @@ type found struct {
 // tiers (a route's tiers, fastest first), and fills the faster tiers from
 // the first that holds a fresh value, under that ticket. A hit is counted
 // here; a miss is counted by the caller, which may go on to load.
+//
+// The ticket guards the fills of faster tiers and a copy Redis vouches for:
+// a read of a route's one tier without Redis (a Disk-only route) has
+// neither, so it takes none (its zero ticket would be refused anyway). Each
+// tier's answer is checked against one clock reading taken after it.
 func (c *Cache) read(ctx context.Context, r *route, key string, tiers []tier) (found, error) {
-	t := c.mem.Reserve(key)
+	var t tracking.Ticket
+	if len(tiers) > 1 || r.Tiers&Redis != 0 {
+		t = c.mem.Reserve(key)
+	}
 	var stale found
 	for i, tr := range tiers {
 		e, verified, ok, err := tr.get(ctx, r, key)
@@ -34,7 +42,11 @@ func (c *Cache) read(ctx context.Context, r *route, key string, tiers []tier) (f
 			}
 			return stale, err
 		}
-		if !ok || !alive(&e.it, c.now()) {
+		if !ok {
+			continue
+		}
+		now := c.now()
+		if !alive(&e.it, now) {
 			continue
 		}
 		if !verified {
@@ -62,16 +74,21 @@ func (c *Cache) read(ctx context.Context, r *route, key string, tiers []tier) (f
 			case unknown:
 				continue
 			}
+			now = c.now() // after Redis's round trip
 		}
-		if !fresh(&e.it, c.now()) {
+		if !fresh(&e.it, now) {
 			if !stale.stale {
 				stale = found{e: e, src: tr.source(), stale: true}
 			}
 			continue
 		}
-		ef := e
-		c.fill(r, key, &ef, t, tiers[:i])
-		e = ef
+		if i > 0 {
+			// Only here does e's copy escape (to the tiers' fills): a hit
+			// of the first tier allocates nothing for it.
+			ef := e
+			c.fill(r, key, &ef, t, tiers[:i])
+			e = ef
+		}
 		c.countHit(r, tr.source())
 		return found{e: e, src: tr.source(), hit: true}, nil
 	}

@@ -41,7 +41,7 @@ type writeBehind struct {
 	mu struct {
 		sync.Mutex
 		queue   []*diskOp
-		pending map[string]*diskOp // latest queued op per key
+		pending map[string]*diskOp // latest queued op per key; see npending
 		seq     uint64             // of the last queued op
 		closed  bool
 		susp    suspects // while off, or since
@@ -49,6 +49,9 @@ type writeBehind struct {
 		// (see noteUnsyncedLocked).
 		unsynced []string
 	}
+	// npending is len(mu.pending), stored under mu after every change of
+	// it, so that lookup can skip the lock when nothing is queued.
+	npending atomic.Int64
 	// applied is the seq of the last op whose batch was committed (or
 	// failed); flushed is closed and replaced after every flush.
 	applied atomic.Uint64
@@ -174,6 +177,7 @@ func (w *writeBehind) queueLocked(key string, data []byte, expiry int64, qo queu
 	}
 	w.mu.queue = append(w.mu.queue, op)
 	w.mu.pending[key] = op
+	w.npending.Store(int64(len(w.mu.pending)))
 	return op
 }
 
@@ -186,7 +190,17 @@ func (w *writeBehind) wake() {
 
 // lookup returns the latest queued op for key, if any. (None while the tier
 // is off: nothing is queued then.)
+//
+// With nothing queued it takes no lock: a read on a disk hit does not
+// serialise with every other. That is no weaker than looking under the
+// lock: npending is stored under mu, so a zero read here was stored by a
+// critical section after any op queued before this call, and that op had
+// then left pending, its batch committed to the store (or the tier turned
+// off, when the lock would find nothing either).
 func (w *writeBehind) lookup(key string) (*diskOp, bool) {
+	if w.npending.Load() == 0 {
+		return nil, false
+	}
 	w.mu.Lock()
 	op, ok := w.mu.pending[key]
 	w.mu.Unlock()
@@ -243,6 +257,7 @@ func (w *writeBehind) flush() (closed bool) {
 				delete(w.mu.pending, op.key)
 			}
 		}
+		w.npending.Store(int64(len(w.mu.pending)))
 		if err == nil {
 			w.noteUnsyncedLocked(q[:n], durable)
 		}

@@ -27,6 +27,7 @@ func (w *writeBehind) stepAside(fault error, ops []*diskOp) (first bool, effecti
 	ops = append(ops, w.mu.queue...)
 	w.mu.queue = nil
 	clear(w.mu.pending) // every queued op is in ops
+	w.npending.Store(0)
 	for _, op := range ops {
 		if !op.fill && !op.barrier {
 			w.mu.susp.addKey(op.key)
