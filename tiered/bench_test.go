@@ -13,6 +13,7 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/redis/rueidis"
 
+	"github.com/thermoscache/thermos/internal/clock"
 	"github.com/thermoscache/thermos/internal/redistest"
 	"github.com/thermoscache/thermos/store"
 	"github.com/thermoscache/thermos/tracking"
@@ -102,7 +103,8 @@ func BenchmarkMemoryHit(b *testing.B) {
 //   - pebble: a raw pebble.DB opened as store opens it (default options, a
 //     block cache of store.DefaultCacheBytes), holding records of the same
 //     size under the same keys, the value copied out as store does;
-//   - store: store.DB.Get on the disk-only cache's own store;
+//   - store: store.DB.Get on a store opened with the disk-only cache's
+//     store options (its own coarse clock), holding the same entries;
 //   - disk: tiered Get on a Disk-only route;
 //   - memdisk: tiered Get on a Memory|Disk route whose memory budget holds
 //     about 1% of the keys, so nearly every read misses memory, reads the
@@ -114,8 +116,9 @@ func BenchmarkMemoryHit(b *testing.B) {
 // pebble slice of the same round, so a preemption or a GC landing in one
 // slice does not skew them. "fresh" reads what was just written (Pebble's
 // memtables); "reopen" closes every database and opens the directories
-// again first (sstables through the block cache). Before the timed loop
-// every getter reads every key once, so they start with the same cache.
+// again first (sstables through the block cache). Each getter reads its
+// own database, so none finds its data in the CPU caches because another
+// just read it. Before the timed loop every getter reads every key once.
 // allocs/get are each getter's own (testing.AllocsPerRun).
 //
 // keys=10000 is store's BenchmarkDiskHit's data set; keys=1000 is smaller
@@ -182,12 +185,25 @@ func benchDiskHit(b *testing.B, nkeys int, reopen bool) {
 			b.Fatal(err)
 		}
 	}
-	// The raw records: what the store holds, the same size (its record
-	// header, then the envelope tiered wrote).
+	// The store's entries are the disk-only cache's; the raw records are
+	// what the store holds, in size (its record header, then the envelope
+	// tiered wrote).
+	clk := clock.NewCoarse(0)
+	b.Cleanup(clk.Close)
+	so := *cd.disk.so
+	so.Clock = clk
+	storeDir := filepath.Join(dir, "store")
+	db, err := store.Open(storeDir, &so)
+	if err != nil {
+		b.Fatal(err)
+	}
 	for i := range keys {
 		se, ok, err := cd.disk.wb.db.Load().Get(ctx, keys[i])
 		if err != nil || !ok {
 			b.Fatalf("store Get(%q) = %v, %v", keys[i], ok, err)
+		}
+		if err := db.SetExpiry(ctx, keys[i], se.Value, se.Expiry); err != nil {
+			b.Fatal(err)
 		}
 		rec := append(make([]byte, store.EntryOverhead, store.EntryOverhead+len(se.Value)), se.Value...)
 		if err := pdb.Set(rkeys[i], rec, pebble.NoSync); err != nil {
@@ -206,13 +222,18 @@ func benchDiskHit(b *testing.B, nkeys int, reopen bool) {
 		if err := pdb.Close(); err != nil {
 			b.Fatal(err)
 		}
+		if err := db.Close(); err != nil {
+			b.Fatal(err)
+		}
+		if db, err = store.Open(storeDir, &so); err != nil {
+			b.Fatal(err)
+		}
 		cd, cm = open(diskOpts), open(memDiskOpts)
 		if pdb, err = pebble.Open(rawDir, rawOpts()); err != nil {
 			b.Fatal(err)
 		}
 	}
-	b.Cleanup(func() { _ = cd.Close(); _ = cm.Close(); _ = pdb.Close() })
-	db := cd.disk.wb.db.Load()
+	b.Cleanup(func() { _ = cd.Close(); _ = cm.Close(); _ = pdb.Close(); _ = db.Close() })
 
 	names := [...]string{"pebble", "store", "disk", "memdisk"}
 	get := [len(names)]func(i int32){
