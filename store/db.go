@@ -599,11 +599,13 @@ func (db *DB) Get(ctx context.Context, key string) (e Entry, ok bool, err error)
 	if err != nil {
 		return e, false, err
 	}
-	defer in.ops.Done()
+	// One defer, so that it is open-coded (two, with this many returns,
+	// would each be pushed on the defer chain and run through it).
 	defer func() {
 		if r := recover(); r != nil {
 			e, ok, err = Entry{}, false, db.panicked(in, r)
 		}
+		in.ops.Done()
 	}()
 	val, closer, err := in.pdb.Get(unsafeBytes(key))
 	if err != nil {
