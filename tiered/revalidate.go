@@ -125,10 +125,13 @@ func (c *Cache) revalidateAll() error {
 		}
 		return err
 	}
-	diskCopies := func() error {
+	if c.disk != nil {
 		// Sized for every memory entry, as the records the pass adds
-		// are (the map would otherwise grow record by record).
+		// are, from the disk scan or vouched for by the memory walk (the
+		// map would otherwise grow, rehashing, record by record).
 		c.disk.trust.reserve(c.mem.Stats().Entries)
+	}
+	diskCopies := func() error {
 		return drained(c.disk.scanView(ctx, "", func(kb, b []byte, expiry int64) error {
 			// A view of the iterator's bytes, for the calls below, which
 			// keep nothing; what is kept is copied (p.intern, Clone).
