@@ -106,6 +106,10 @@ func benchWarmRestart(b *testing.B, n int) {
 		if st.Warmed != warmed || warmed < int64(n)*99/100 || st.Revalidated < warmed || st.Dropped != 0 {
 			b.Fatalf("warmed %d (first reopen %d), revalidated %d, dropped %d of %d", st.Warmed, warmed, st.Revalidated, st.Dropped, n)
 		}
+		if ev := c.mem.Stats().Evictions; ev != 0 {
+			// The figure is a warm start's: eviction would make it another.
+			b.Fatalf("the memory tier evicted %d entries at the warm start", ev)
+		}
 		b.StopTimer()
 		if err := c.Close(); err != nil {
 			b.Fatal(err)
