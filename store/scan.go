@@ -24,6 +24,30 @@ const maxScanRepairs = 256
 // ErrClosed, ctx.Err() (checked between entries), or one wrapping
 // ErrDiskFault when a read fails.
 func (db *DB) Scan(ctx context.Context, prefix string, fn func(key string, e Entry) error) (err error) {
+	return db.scanWith(ctx, prefix, func(k, v []byte, exp int64) error {
+		// One allocation holds both the key and the value copy; the key's
+		// bytes are never written again, so viewing them as a string is safe.
+		buf := make([]byte, len(k)+len(v))
+		copy(buf, k)
+		copy(buf[len(k):], v)
+		key := unsafe.String(unsafe.SliceData(buf), len(k))
+		return fn(key, Entry{Value: buf[len(k):len(buf):len(buf)], Expiry: expiryTime(exp)})
+	})
+}
+
+// ScanView is Scan without the copies: key and e.Value are the iterator's
+// own bytes, valid only until fn returns, and fn must copy what it keeps.
+// It allocates nothing per entry, for a pass over every entry that keeps
+// few of them.
+func (db *DB) ScanView(ctx context.Context, prefix string, fn func(key []byte, e Entry) error) error {
+	return db.scanWith(ctx, prefix, func(k, v []byte, exp int64) error {
+		return fn(k, Entry{Value: v[:len(v):len(v)], Expiry: expiryTime(exp)})
+	})
+}
+
+// scanWith is Scan and ScanView: fn gets the iterator's key and value
+// bytes (the record's header stripped) and the hard expiry.
+func (db *DB) scanWith(ctx context.Context, prefix string, fn func(k, v []byte, exp int64) error) (err error) {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -43,7 +67,7 @@ func (db *DB) Scan(ctx context.Context, prefix string, fn func(key string, e Ent
 	return err
 }
 
-func (db *DB) scan(ctx context.Context, in *instance, prefix string, fn func(string, Entry) error, repairs *[]victim) (err error) {
+func (db *DB) scan(ctx context.Context, in *instance, prefix string, fn func(k, v []byte, exp int64) error, repairs *[]victim) (err error) {
 	inFn := false
 	defer func() {
 		if r := recover(); r != nil {
@@ -91,16 +115,8 @@ func (db *DB) scan(ctx context.Context, in *instance, prefix string, fn func(str
 		if expired(exp, now) {
 			continue
 		}
-		// One allocation holds both the key and the value copy; the key's
-		// bytes are never written again, so viewing them as a string is safe.
-		k := it.Key()
-		buf := make([]byte, len(k)+len(val)-recordHeader)
-		copy(buf, k)
-		copy(buf[len(k):], val[recordHeader:])
-		key := unsafe.String(unsafe.SliceData(buf), len(k))
-		v := buf[len(k):len(buf):len(buf)]
 		inFn = true
-		err := fn(key, Entry{Value: v, Expiry: expiryTime(exp)})
+		err := fn(it.Key(), val[recordHeader:], exp)
 		inFn = false
 		if err != nil {
 			return err
@@ -123,4 +139,35 @@ func prefixEnd(p []byte) []byte {
 		}
 	}
 	return nil
+}
+
+// EstimateEntries returns about how many entries the store holds, from its
+// tables' properties, without reading an entry: it counts overwritten,
+// deleted and expired entries that no compaction has removed yet, and
+// misses what is still only in the memtable. It is meant for presizing
+// (a warm start's memory index), not for counting. Errors: ErrClosed, the
+// store's fault, or a table whose properties could not be read (which
+// leaves the store as it is: a read of the table will tell).
+func (db *DB) EstimateEntries() (int64, error) {
+	in, err := db.enter()
+	if err != nil {
+		return 0, err
+	}
+	defer in.ops.Done()
+	if in.pdb == nil {
+		return 0, nil
+	}
+	levels, err := in.pdb.SSTables(pebble.WithProperties())
+	if err != nil {
+		return 0, fmt.Errorf("store: estimate entries: %w", err)
+	}
+	var n int64
+	for _, level := range levels {
+		for _, t := range level {
+			if p := t.Properties; p != nil {
+				n += int64(p.NumEntries) - int64(p.NumDeletions)
+			}
+		}
+	}
+	return max(n, 0), nil
 }

@@ -40,9 +40,12 @@ type Cache struct {
 	clk   Clock         // expiry and XFetch
 	fast  *clock.Coarse // owned coarse clock when Options.Clock is nil
 	reval chan struct{} // wakes the revalidator
-	done  chan struct{} // closed by Close
-	wg    sync.WaitGroup
-	rnd   struct {
+	// warmMark is set by a complete warm start (warm), before the
+	// revalidator starts, which alone reads it afterwards.
+	warmMark *warmMark
+	done     chan struct{} // closed by Close
+	wg       sync.WaitGroup
+	rnd      struct {
 		sync.Mutex
 		r *rand.Rand
 	}

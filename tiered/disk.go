@@ -348,6 +348,36 @@ func (d *diskTier) scan(ctx context.Context, prefix string, fn func(key string, 
 	return err
 }
 
+// scanView is scan without copies (store.DB.ScanView): key and b are
+// valid only until fn returns.
+func (d *diskTier) scanView(ctx context.Context, prefix string, fn func(key []byte, b []byte, expiry int64) error) error {
+	if d.wb.fault() != nil {
+		return nil
+	}
+	d.stats.diskReads.Add(1)
+	err := d.wb.db.Load().ScanView(ctx, prefix, func(key []byte, se store.Entry) error {
+		return fn(key, se.Value, unixNano(se.Expiry))
+	})
+	if isDiskFault(err) {
+		d.stepAside(err)
+		return nil
+	}
+	return err
+}
+
+// estimate is about how many entries the store holds (see
+// store.DB.EstimateEntries), 0 if that is unknown or the tier is off.
+func (d *diskTier) estimate() int {
+	if d.wb.fault() != nil {
+		return 0
+	}
+	n, err := d.wb.db.Load().EstimateEntries()
+	if err != nil {
+		return 0
+	}
+	return int(n)
+}
+
 // dropPrefix removes every key under prefix: queued and stored. Where a key
 // under prefix can be the record of a route without Redis, the deletes are
 // durable when it returns, and it fails with the tier's fault while the

@@ -217,6 +217,7 @@ type check struct {
 	t       tracking.Ticket // taken before the script is sent
 	e       entry           // the local copy, for confirm
 	tr      tier            // the tier that holds it
+	h       uint64          // a disk copy's trust hash
 	match   bool
 	pttl    time.Duration
 }

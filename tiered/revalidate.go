@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
+	"unsafe"
 
 	"github.com/thermoscache/thermos/tracking"
 )
@@ -95,22 +97,15 @@ func (c *Cache) revalidateAll() error {
 	if err := c.redis.ping(ctx); err != nil {
 		return err
 	}
-	// Sized for every memory entry: at a warm start nearly all of them
-	// are confirmed, and growing the map key by key costs more than the
-	// lookups.
-	var confirmed map[uint64]confirmation
-	if c.disk != nil {
-		n := c.mem.Stats().Entries
-		confirmed = make(map[uint64]confirmation, n)
-		c.disk.trust.reserve(n)
+	// The first pass after a warm start that loaded every disk entry of
+	// the Redis routes into memory (warm): see below.
+	wm := c.warmMark
+	c.warmMark = nil
+	p := pass{c: c, ctx: ctx, cancel: cancel}
+	if wm != nil {
+		p.mark = wm.mark
 	}
-	p := pass{c: c, ctx: ctx, cancel: cancel, confirmed: confirmed}
 	defer p.wait()
-	// The memory copies confirmed by this pass, on routes with a disk
-	// tier (p.confirmed): the disk copy of the same version needs no
-	// second check (at a warm start memory was filled from disk, so that is
-	// most of them). They are keyed by the disk trust's key hash, as the
-	// trust records are.
 	batch := p.next()
 	flush := func() error {
 		if len(batch) == 0 {
@@ -120,28 +115,27 @@ func (c *Cache) revalidateAll() error {
 		batch = p.next()
 		return err
 	}
-	var err error
-	c.mem.Unverified(func(key string, version uint64) bool {
-		r := c.router.find(key)
-		if r.Tiers&Redis == 0 || r.Tiers&Memory == 0 {
-			return true
-		}
-		batch = append(batch, check{key: key, version: version, r: r, t: c.mem.Reserve(key), tr: c.memory})
-		if len(batch) >= DefaultRevalidateSize {
+	// drained sends the last batch and settles every answer.
+	drained := func(err error) error {
+		if err == nil {
 			err = flush()
 		}
-		return err == nil && ctx.Err() == nil
-	})
-	if err == nil {
-		err = flush()
+		if err == nil {
+			err = p.drain()
+		}
+		return err
 	}
-	if err == nil {
-		// Every memory answer is in before the disk scan reads
-		// p.confirmed.
-		err = p.drain()
+	if c.disk != nil {
+		// Sized for every memory entry, as the records the pass adds
+		// are, from the disk scan or vouched for by the memory walk (the
+		// map would otherwise grow, rehashing, record by record).
+		c.disk.trust.reserve(c.mem.Stats().Entries)
 	}
-	if err == nil && c.disk != nil {
-		err = c.disk.scan(ctx, "", func(key string, b []byte, expiry int64) error {
+	diskCopies := func() error {
+		return drained(c.disk.scanView(ctx, "", func(kb, b []byte, expiry int64) error {
+			// A view of the iterator's bytes, for the calls below, which
+			// keep nothing; what is kept is copied (p.intern, Clone).
+			key := unsafe.String(unsafe.SliceData(kb), len(kb))
 			r := c.router.find(key)
 			if r.Tiers&Redis == 0 || r.Tiers&Disk == 0 {
 				return nil
@@ -154,25 +148,54 @@ func (c *Cache) revalidateAll() error {
 			e, derr := c.decodeDisk(r, key, b, expiry)
 			if derr != nil {
 				c.stats.diskCorrupt.Add(1)
-				c.disk.drop(key)
+				c.disk.drop(strings.Clone(key))
 				return nil
 			}
-			if cf, ok := confirmed[h]; ok && cf.version == e.it.Version && c.disk.confirmHash(h, cf.t) {
-				// Redis held this version after cf.t was taken, and the
-				// ticket is still valid: nothing changed since.
-				return nil
-			}
-			batch = append(batch, check{key: key, version: e.it.Version, r: r, t: t, e: e, tr: c.disk})
+			// settle needs the header's fields, not the bytes.
+			e.it.Value, e.disk = nil, nil
+			batch = append(batch, check{key: p.intern(kb), version: e.it.Version, r: r, t: t, e: e, tr: c.disk, h: h})
 			if len(batch) >= DefaultRevalidateSize {
 				return flush()
 			}
 			return nil
+		}))
+	}
+	memoryCopies := func() error {
+		var err error
+		c.mem.Unverified(func(key string, version uint64) bool {
+			r := c.router.find(key)
+			if r.Tiers&Redis == 0 || r.Tiers&Memory == 0 {
+				return true
+			}
+			batch = append(batch, check{key: key, version: version, r: r, t: c.mem.Reserve(key), tr: c.memory})
+			if len(batch) >= DefaultRevalidateSize {
+				err = flush()
+			}
+			return err == nil && ctx.Err() == nil
 		})
-		if err == nil {
-			err = flush()
+		return drained(err)
+	}
+	var err error
+	switch {
+	case c.disk == nil:
+		err = memoryCopies()
+	case wm == nil:
+		// The disk copies first: a disk copy Redis still holds confirms
+		// the memory copy of the same version with it (settle), so the
+		// memory walk after it checks only what the disk did not hold.
+		if err = diskCopies(); err == nil {
+			err = memoryCopies()
 		}
-		if err == nil {
-			err = p.drain()
+	default:
+		// After a warm start, memory holds what the disk does: the memory
+		// walk checks each key once and vouches for its disk copy too
+		// where the mark shows the key left alone since it was loaded
+		// (settle). If it vouched for every copy warm loaded, the disk
+		// holds nothing else to check (a disk entry written since is
+		// trusted by its write); else the disk scan checks what is still
+		// untrusted.
+		if err = memoryCopies(); err == nil && p.vouched < wm.loaded {
+			err = diskCopies()
 		}
 	}
 	switch {
@@ -186,12 +209,6 @@ func (c *Cache) revalidateAll() error {
 	return nil
 }
 
-// confirmation is a version Redis was found to hold, under ticket t.
-type confirmation struct {
-	version uint64
-	t       tracking.Ticket
-}
-
 // revalidateDepth is how many batches a pass has in flight at once: Redis
 // answers one while the pass gathers and settles the others.
 const revalidateDepth = 3
@@ -201,13 +218,18 @@ const revalidateDepth = 3
 // goroutine. Every check's ticket is taken before its batch is sent, so
 // settling later only widens the window the ticket already guards.
 type pass struct {
-	c         *Cache
-	ctx       context.Context
-	cancel    context.CancelFunc
-	confirmed map[uint64]confirmation
-	refused   int
-	inflight  []sent
-	free      [][]check
+	c        *Cache
+	ctx      context.Context
+	cancel   context.CancelFunc
+	refused  int
+	inflight []sent
+	free     [][]check
+	keys     []byte // intern's current block
+	// mark, in the first pass after a complete warm start, is the memory
+	// tier's generations from before it; vouched counts the disk copies
+	// confirmed through it.
+	mark    *tracking.Mark
+	vouched int
 }
 
 // sent is a batch sent to Redis; err receives its outcome.
@@ -215,6 +237,22 @@ type sent struct {
 	batch []check
 	err   chan error
 }
+
+// intern returns a copy of k as a string, in a block of the pass's own,
+// so that the keys of a disk scan's checks cost no allocation each. A
+// block is never written again once a string points into it: a key kept
+// by a command still being written, or by a queue, stays what it was.
+func (p *pass) intern(k []byte) string {
+	if cap(p.keys)-len(p.keys) < len(k) {
+		p.keys = make([]byte, 0, max(internBlock, len(k)))
+	}
+	n := len(p.keys)
+	p.keys = append(p.keys, k...)
+	return unsafe.String(unsafe.SliceData(p.keys[n:]), len(k))
+}
+
+// internBlock is the size of the blocks intern copies keys to.
+const internBlock = 16 << 10
 
 // next returns an empty batch, reusing a settled one.
 func (p *pass) next() []check {
@@ -244,7 +282,7 @@ func (p *pass) settleOldest() error {
 	if err := <-s.err; err != nil {
 		return err
 	}
-	p.refused += p.c.settle(s.batch, p.confirmed)
+	p.settle(s.batch)
 	clear(s.batch) // no key or entry kept alive by the free list
 	p.free = append(p.free, s.batch)
 	return nil
@@ -273,9 +311,11 @@ func (p *pass) wait() {
 	p.inflight = nil
 }
 
-// settle applies the answers to one batch of checks. It returns how many
-// matched but could not be confirmed (their ticket was overtaken).
-func (c *Cache) settle(batch []check, confirmed map[uint64]confirmation) (refused int) {
+// settle applies the answers to one batch of checks. It counts in
+// p.refused those that matched but could not be confirmed (their ticket
+// was overtaken).
+func (p *pass) settle(batch []check) {
+	c := p.c
 	now := c.now()
 	for i := range batch {
 		ch := &batch[i]
@@ -292,40 +332,82 @@ func (c *Cache) settle(batch []check, confirmed map[uint64]confirmation) (refuse
 				// sent: what is held now is not what was checked (this
 				// process's own Set, say), and the change itself decides
 				// its fate. Dropping it would lose a fresh write.
-				refused++
+				p.refused++
 				continue
 			}
 			c.stats.dropped.Add(1)
 			ch.r.stats.dropped.Add(1)
-			c.forgetLocal(ch.key)
+			// A clone: the key may be queued (a disk delete), and would
+			// keep the whole block intern copied it to alive.
+			c.forgetLocal(strings.Clone(ch.key))
 			continue
 		}
-		if !ch.tr.confirm(ch.r, ch.key, &ch.e, ch.t) {
+		disk := ch.tr == tier(c.disk)
+		var ok bool
+		if disk {
+			ok = c.disk.confirmHash(ch.h, ch.t) // its hash is at hand
+		} else {
+			ok = ch.tr.confirm(ch.r, ch.key, &ch.e, ch.t)
+		}
+		if !ok {
 			// An invalidation of this key, or of one sharing its
 			// generation slot, came in meanwhile: look again.
-			refused++
+			p.refused++
 			continue
 		}
 		c.stats.revalidated.Add(1)
 		ch.r.stats.revalidated.Add(1)
-		if ch.tr == tier(c.memory) && ch.r.Tiers&Disk != 0 && confirmed != nil {
-			confirmed[c.disk.trust.hash(ch.key)] = confirmation{ch.version, ch.t}
+		if disk && ch.r.Tiers&Memory != 0 {
+			// Redis held this version after ch.t was taken, and nothing
+			// changed the key since: a memory copy of the same version
+			// is the same write, confirmed with it. (Revalidate refuses
+			// another version, and an entry gone meanwhile.)
+			c.mem.Revalidate(ch.t, ch.key, ch.version)
+		}
+		if !disk && p.mark != nil && ch.r.Tiers&Disk != 0 && ch.e.it.Version == ch.version && p.mark.Unchanged(ch.t) &&
+			c.disk.confirmHash(c.disk.trust.hash(ch.key), ch.t) {
+			// Nothing wrote or invalidated the key from before the warm
+			// start until ch.t: the memory copy is still the one warm
+			// loaded from the disk, and the disk copy still that one (a
+			// fill in between brought what Redis held, and trusts itself).
+			// Redis held this version after ch.t: so does the disk.
+			p.vouched++
 		}
 	}
-	return refused
+}
+
+// warmMark is what a complete warm start tells the first revalidation
+// pass: the memory tier's generations from before it, and how many disk
+// entries of Redis routes it loaded into memory.
+type warmMark struct {
+	mark   *tracking.Mark
+	loaded int
 }
 
 // warm loads the disk tier into memory after a restart: as unverified for
 // Redis-backed routes (the revalidator checks them, reads check them first)
 // and as fresh for local routes. It stops when the memory budget is full.
+// If it loaded every disk entry of the Redis routes, it leaves c.warmMark
+// for the first pass.
 func (c *Cache) warm(ctx context.Context) error {
+	mark := c.mem.Mark() // before the first read of the disk
 	var budget int64
-	// The memory index grows ahead of the fill, doubling, instead of a
-	// rebuild each time a shard outgrows its table by a sixth.
-	filled, room := 0, 0
+	// The memory index is sized for the store's estimate before the fill,
+	// and grows ahead of it, doubling, past that: each growth rebuilds
+	// every shard's table, rehashing what it holds.
+	filled, room := 0, c.disk.estimate()
+	if room > 0 {
+		c.mem.Grow(room)
+	}
+	complete, loaded := true, 0
 	err := c.disk.scan(ctx, "", func(key string, b []byte, expiry int64) error {
 		r := c.router.find(key)
-		if r.Tiers&Disk == 0 || r.Tiers&Memory == 0 {
+		if r.Tiers&Disk == 0 {
+			return nil
+		}
+		redis := r.Tiers&Redis != 0
+		if r.Tiers&Memory == 0 {
+			complete = complete && !redis
 			return nil
 		}
 		e, err := c.decodeDisk(r, key, b, expiry)
@@ -333,10 +415,12 @@ func (c *Cache) warm(ctx context.Context) error {
 			c.stats.diskCorrupt.Add(1)
 			c.o.Logger.Warn("tiered: disk entry refused at warm-up", "key", key, "err", err)
 			c.disk.drop(key)
+			complete = complete && !redis
 			return nil
 		}
 		budget += int64(len(key)+len(e.it.Value)) + tracking.EntryOverhead
 		if budget > c.o.MemoryBytes {
+			complete = false
 			return errWarmFull
 		}
 		if filled == room {
@@ -345,8 +429,12 @@ func (c *Cache) warm(ctx context.Context) error {
 		}
 		filled++
 		t := c.mem.Reserve(key)
-		if r.Tiers&Redis != 0 {
-			c.mem.Fill(t, key, e.it, false)
+		if redis {
+			if c.mem.Fill(t, key, e.it, false) {
+				loaded++
+			} else {
+				complete = false
+			}
 		} else {
 			c.mem.FillLocal(t, key, e.it)
 		}
@@ -355,6 +443,10 @@ func (c *Cache) warm(ctx context.Context) error {
 	})
 	if err != nil && !errors.Is(err, errWarmFull) {
 		return fmt.Errorf("tiered: warm from disk: %w", err)
+	}
+	// A scan that met a disk fault ends early, without an error.
+	if complete && err == nil && c.disk.wb.fault() == nil {
+		c.warmMark = &warmMark{mark: mark, loaded: loaded}
 	}
 	return nil
 }

@@ -430,6 +430,39 @@ func (c *Cache) Grow(n int) {
 	}
 }
 
+// Mark records every key's generation at one moment, so that a bulk fill
+// (a warm start) can ask later, of a ticket taken since, whether the key
+// was left alone in between (Unchanged). It holds 8 bytes per generation
+// slot: 4 KiB per shard.
+type Mark struct {
+	epoch, mask uint64
+	sgen        []uint64
+	gens        [][genSlots]uint64
+}
+
+// Mark returns the generations as they are now. It does not lock.
+func (c *Cache) Mark() *Mark {
+	m := &Mark{epoch: c.epoch.Load(), mask: c.mask, sgen: make([]uint64, len(c.shards)), gens: make([][genSlots]uint64, len(c.shards))}
+	for i := range c.shards {
+		s := &c.shards[i]
+		m.sgen[i] = s.sgen.Load()
+		for j := range s.gens {
+			m.gens[i][j] = s.gens[j].Load()
+		}
+	}
+	return m
+}
+
+// Unchanged reports whether nothing invalidated or wrote t's key (or a key
+// sharing its generation slot), its shard or the whole cache between m
+// and the moment t was taken: whatever was filled for the key in between
+// under a valid ticket is still what it was then. Present t to Valid as
+// well for what happened after it.
+func (m *Mark) Unchanged(t Ticket) bool {
+	i := t.hash & m.mask
+	return t.epoch != 0 && t.epoch == m.epoch && t.sgen == m.sgen[i] && t.gen == m.gens[i][slotOf(t.hash)]
+}
+
 // Reserve takes a ticket for key. Take it BEFORE reading a slower tier, then
 // present it to Fill or Revalidate: they refuse if key was invalidated (by
 // Redis or locally), or the epoch bumped, in between. Reserve does not lock.

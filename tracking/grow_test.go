@@ -56,3 +56,41 @@ func TestGrowAheadOfFill(t *testing.T) {
 		}
 	}
 }
+
+// TestMarkUnchanged: a ticket taken after a Mark is Unchanged only while
+// nothing touched its key, its shard or the whole cache since the Mark:
+// every kind of change, local or from Redis, makes it false.
+func TestMarkUnchanged(t *testing.T) {
+	tests := []struct {
+		name    string
+		change  func(c *Cache)
+		changed bool
+	}{
+		{"nothing", func(*Cache) {}, false},
+		{"another key's fill", func(c *Cache) { c.Fill(c.Reserve("m:other"), "m:other", Item{Value: []byte("v")}, false) }, false},
+		{"invalidation", func(c *Cache) { c.Invalidate("m:key") }, true},
+		{"local write", func(c *Cache) { _ = c.SetLocal("m:key", Item{Value: []byte("w")}) }, true},
+		{"prefix invalidation", func(c *Cache) { c.InvalidatePrefix("m:") }, true},
+		{"epoch bump", func(c *Cache) { c.bumpEpoch() }, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := New(context.Background(), &Options{MaxBytes: 1 << 20})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			m := c.Mark()
+			if !c.Fill(c.Reserve("m:key"), "m:key", Item{Value: []byte("v")}, false) {
+				t.Fatal("fill refused")
+			}
+			tt.change(c)
+			if got := m.Unchanged(c.Reserve("m:key")); got != !tt.changed {
+				t.Errorf("Unchanged after %s = %v, want %v", tt.name, got, !tt.changed)
+			}
+			if m.Unchanged(Ticket{}) {
+				t.Error("the zero Ticket is Unchanged")
+			}
+		})
+	}
+}
