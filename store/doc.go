@@ -17,7 +17,9 @@
 // says what another local user can then do), and warns at every Open about
 // one that others may read or enter. Only one DB may have the directory
 // open at a time, in this process or any other (ErrLocked, enforced by an
-// flock(2) lock held from Open to Close). In it: a Pebble v2 database and a
+// flock(2) lock held from Open to Close; Open asks for a held lock again for
+// half a second first, since a child process started while the last DB had
+// the directory open holds the lock until its exec). In it: a Pebble v2 database and a
 // format marker file (THERMOS-FORMAT, "thermos-store-format v2"); a
 // directory of another format gives ErrIncompatible, and Wipe removes it.
 // Keys are stored as given; each value is stored as a record of a format
