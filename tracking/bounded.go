@@ -38,6 +38,9 @@ type bounded struct {
 	rueidis.Client
 	abandoned *atomic.Int64
 	calls     *sync.Pool // of *call
+	// pinAll pins every command, not only retryable ones: with a
+	// ConnLifetime rueidis sends any command again on errConnExpired.
+	pinAll bool
 }
 
 // maxAbandoned is how many given-up calls may wait inside rueidis at once:
@@ -47,8 +50,8 @@ const maxAbandoned = 1 << 10
 // errNotDraining fails a call while too many earlier ones are stuck.
 var errNotDraining = errors.New("tracking: redis connection not draining: too many calls past their deadline")
 
-func newBounded(cl rueidis.Client) bounded {
-	return bounded{Client: cl, abandoned: new(atomic.Int64),
+func newBounded(cl rueidis.Client, o *rueidis.ClientOption) bounded {
+	return bounded{Client: cl, abandoned: new(atomic.Int64), pinAll: o.ConnLifetime > 0,
 		calls: &sync.Pool{New: func() any { return &call{fin: make(chan struct{}, 1)} }}}
 }
 
@@ -111,19 +114,27 @@ func (b bounded) start(done <-chan struct{}, c *call) bool {
 	}
 }
 
-// pin keeps rueidis from recycling a command into its builder pool once
-// its reply is in. Why: the pipe's writer reads a command's bytes after it
-// hands the slot over, with no synchronisation the race detector can see
-// between that read and the caller's recycling; when the writer goroutine
-// then ends with its connection (a killed or partitioned Redis), nothing
-// else orders the two, and a recycled command reused by the next builder
-// is reported as a data race (seen under -race in TestModel's partitions).
-// A pinned command is left to the garbage collector: one allocation more
-// per command.
-func pin(cmd rueidis.Completed) rueidis.Completed { return cmd.Pin() }
+// pin keeps rueidis from recycling cmd into its builder pool once its reply
+// is in, when rueidis may have handed cmd to two connections. Why: rueidis
+// sends a command again on a new connection after a connection error when
+// the command is retryable (read-only commands, Completed.IsRetryable) and,
+// with a ConnLifetime, any command after errConnExpired. The writer
+// goroutine of the dead connection may still read the command's bytes when
+// the second attempt succeeds and the caller recycles it: a recycled
+// command reused by the next builder is then a data race (seen under -race
+// in TestModel's partitions: a retried GET). A command sent once is never
+// recycled while a writer holds it (rueidis recycles only after a reply,
+// and a failed one not at all), so it is left to rueidis's pool: pinning
+// costs a command slice and its growth, four or five allocations.
+func (b bounded) pin(cmd rueidis.Completed) rueidis.Completed {
+	if b.pinAll || cmd.IsRetryable() {
+		return cmd.Pin()
+	}
+	return cmd
+}
 
 func (b bounded) Do(ctx context.Context, cmd rueidis.Completed) rueidis.RedisResult {
-	cmd = pin(cmd)
+	cmd = b.pin(cmd)
 	done := ctx.Done()
 	if done == nil {
 		return b.Client.Do(ctx, cmd)
@@ -146,7 +157,7 @@ func (b bounded) Do(ctx context.Context, cmd rueidis.Completed) rueidis.RedisRes
 
 func (b bounded) DoMulti(ctx context.Context, cmds ...rueidis.Completed) []rueidis.RedisResult {
 	for i := range cmds {
-		cmds[i] = pin(cmds[i])
+		cmds[i] = b.pin(cmds[i])
 	}
 	done := ctx.Done()
 	if done == nil || len(cmds) == 0 {
@@ -188,7 +199,7 @@ func (b bounded) Nodes() map[string]rueidis.Client {
 	nodes := b.Client.Nodes()
 	out := make(map[string]rueidis.Client, len(nodes))
 	for addr, n := range nodes {
-		out[addr] = bounded{Client: n, abandoned: b.abandoned, calls: b.calls}
+		out[addr] = bounded{Client: n, abandoned: b.abandoned, calls: b.calls, pinAll: b.pinAll}
 	}
 	return out
 }

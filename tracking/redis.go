@@ -56,7 +56,7 @@ func (c *Cache) connect(ctx context.Context) error {
 		}
 		return classifyConnectError(ctx, c.cfg.Redis, err)
 	}
-	client = newBounded(client)
+	client = newBounded(client, &ro)
 	info, err := client.Do(ctx, client.B().Info().Section("server").Build()).ToString()
 	if err != nil {
 		client.Close()
