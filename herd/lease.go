@@ -3,11 +3,13 @@ package herd
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 	"time"
+	"unsafe"
 
 	"github.com/redis/rueidis"
 )
@@ -97,20 +99,29 @@ type keys struct {
 }
 
 func (g *Group) keysFor(key string) keys {
-	// One allocation for both names: prefix and slotSuffix(key), twice.
+	k, _ := g.flightKeys(key, nil)
+	return k
+}
+
+// flightKeys returns key's names and, with tok, tok in hex: one allocation
+// for all three (prefix and slotSuffix(key) twice, then the token).
+func (g *Group) flightKeys(key string, tok []byte) (keys, string) {
 	pre, post := slotSuffixParts(key)
 	s := len(pre) + len(key) + len(post)
 	var b strings.Builder
-	b.Grow(len(g.o.LockPrefix) + len(g.o.ChannelPrefix) + 2*s)
+	b.Grow(len(g.o.LockPrefix) + len(g.o.ChannelPrefix) + 2*s + hex.EncodedLen(len(tok)))
 	for _, prefix := range [2]string{g.o.LockPrefix, g.o.ChannelPrefix} {
 		b.WriteString(prefix)
 		b.WriteString(pre)
 		b.WriteString(key)
 		b.WriteString(post)
 	}
-	both := b.String()
+	var h [2 * tokenBytes]byte
+	b.Write(hex.AppendEncode(h[:0], tok))
+	all := b.String()
 	n := len(g.o.LockPrefix) + s
-	return keys{data: key, lock: both[:n], channel: both[n:]}
+	m := n + len(g.o.ChannelPrefix) + s
+	return keys{data: key, lock: all[:n], channel: all[n:m]}, all[m:]
 }
 
 type acquireMode string
@@ -393,15 +404,29 @@ func (g *Group) casTx(ctx context.Context, lock, token string, ops func(c rueidi
 
 func wakeMessage() string { return strconv.FormatInt(time.Now().UnixNano(), 10) }
 
+// writeArgs returns the fenced write's TTL argument (ms, "0" for none) and
+// wake message in one allocation.
+func writeArgs(ttl time.Duration) (ttlArg, msg string) {
+	var b [40]byte
+	n := 1
+	if ttl > 0 {
+		n = len(strconv.AppendInt(b[:0], max(ttl.Milliseconds(), 1), 10))
+	} else {
+		b[0] = '0'
+	}
+	all := string(strconv.AppendInt(b[:n], time.Now().UnixNano(), 10))
+	return all[:n], all[n:]
+}
+
 // writeFenced stores value under k.data, ends the lease and wakes waiters,
 // only while token holds the lease. It reports whether the write happened.
 func (g *Group) writeFenced(ctx context.Context, k keys, token string, value []byte, ttl time.Duration) (bool, error) {
-	ttlArg := "0"
-	if ttl > 0 {
-		ttlArg = ms(ttl)
-	}
+	ttlArg, msg := writeArgs(ttl)
+	// value is not modified once load returned it (Result.Value is
+	// shared, read-only), so the command can use its bytes as they are:
+	// a string copy would cost an allocation and a copy of the value.
 	if done, ok, err := g.scriptPublish(ctx, "fenced write", g.scripts.write, []string{k.data, k.lock},
-		[]string{token, string(value), ttlArg, g.channel(k), wakeMessage()}); ok {
+		[]string{token, bytesString(value), ttlArg, g.channel(k), msg}); ok {
 		return done, err
 	}
 	return g.txPublish(ctx, "fenced write", k, token, func(c rueidis.DedicatedClient) rueidis.Commands {
@@ -485,4 +510,13 @@ func (g *Group) renew(ctx context.Context, k keys, token string) (bool, error) {
 		return false, fmt.Errorf("herd: renew lease (transaction): %w", err)
 	}
 	return done, nil
+}
+
+// bytesString returns b's bytes as a string without copying them. b must
+// not be modified while the string is in use.
+func bytesString(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	return unsafe.String(unsafe.SliceData(b), len(b))
 }
