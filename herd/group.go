@@ -96,6 +96,9 @@ type Group struct {
 	// beforeWait, when set by a test, runs when a flight is about to sleep
 	// waiting for another holder, subscribed and having looked again.
 	beforeWait func(key string)
+	// leadLost, when set by a test, runs after lead's acquire; true drops
+	// its answer as if the caller's ctx had ended while it was on its way.
+	leadLost func() bool
 }
 
 // flight is one rebuild attempt for one key in this process.
@@ -211,7 +214,15 @@ func (g *Group) Do(ctx context.Context, key string, lookup LookupFunc, load Load
 				return f.res, f.err
 			}
 			f.done = make(chan struct{})
-			go g.runDo(f, lookup, load)
+			if g.client != nil && lookup == nil {
+				g.mu.Unlock()
+				if res, err, ended := g.lead(ctx, f, load); ended {
+					return res, err
+				}
+				g.mu.Lock()
+			} else {
+				go g.runDo(f, lookup, load)
+			}
 		} else if f.done == nil {
 			f.done = make(chan struct{})
 		}
@@ -283,9 +294,12 @@ func (g *Group) Wake(key string) {
 
 // startLocked registers a new flight for key. Its context keeps ctx's
 // values, drops its cancellation and deadline, is bounded by LoadTimeout
-// and ends on Close. REQUIRES: g.mu held, not closed.
+// and ends on Close.
+// REQUIRES: g.mu held, not closed.
 func (g *Group) startLocked(key string, ctx context.Context) *flight {
 	if _, dl := ctx.Deadline(); dl || ctx.Done() != nil {
+		// Not the bare ctx: context.Cause asks Value for ctx's own
+		// cancellation, which must not show through.
 		ctx = context.WithoutCancel(ctx)
 	}
 	f := &flight{key: key}
@@ -386,6 +400,66 @@ func (g *Group) shared(ctx context.Context, f *flight, mode acquireMode, current
 	var tok [tokenBytes]byte
 	g.token(&tok)
 	k, token := g.flightKeys(f.key, tok[:])
+	return g.sharedFrom(ctx, f, mode, current, lookup, load, k, token, step{})
+}
+
+// step is an acquire's answer that the caller already has: lead's, sent on
+// the first caller's goroutine. A zero step has none (or lost it): the
+// acquire is sent again, with the same token.
+type step struct {
+	known bool
+	st    acquireState
+	pttl  time.Duration
+	// retried says the step was lost with the caller's ctx: the lease may
+	// already be this token's (acquire then says so), and a value found
+	// instead must release it.
+	retried bool
+}
+
+// lead runs the first step of a Do flight on a Group with a Client on its
+// first caller's goroutine, whose ctx can end: the acquire, which answers
+// most flights (the value is in Redis) in one round trip and without the
+// goroutine and two handoffs a flight of its own costs. It reports
+// whether the flight ended there; if not (the lease to load under,
+// another holder to wait for, or ctx ending while the acquire was on its
+// way), the flight goes on in a goroutine of its own, as every flight did
+// before, and the caller waits for it like any other. The acquire is sent
+// with ctx, so the caller still returns when ctx ends.
+func (g *Group) lead(ctx context.Context, f *flight, load LoadFunc) (Result, error, bool) {
+	var tok [tokenBytes]byte
+	g.token(&tok)
+	k, token := g.flightKeys(f.key, tok[:])
+	st, v, pttl, err := g.acquire(ctx, k, modeDo, token, nil)
+	// Lost: ctx ended while the acquire was on its way, which may have
+	// taken the lease for token.
+	lost := err != nil && ctx.Err() != nil
+	if g.leadLost != nil && g.leadLost() {
+		lost = true
+	}
+	switch {
+	case lost:
+	case err != nil:
+		f.err = g.flightErr(f, err)
+		g.finish(f)
+		return Result{}, f.err, true
+	case st == stHit:
+		g.stats.hits.Add(1)
+		f.res = Result{Value: v, TTL: pttl}
+		g.finish(f)
+		return f.res, nil, true
+	}
+	first := step{known: !lost, st: st, pttl: pttl, retried: lost}
+	go func() {
+		defer g.finish(f)
+		f.res, f.err = g.sharedFrom(&f.ctx, f, modeDo, nil, nil, load, k, token, first)
+		f.err = g.flightErr(f, f.err)
+	}()
+	return Result{}, nil, false
+}
+
+// sharedFrom is shared with the flight's names and token chosen, and the
+// first acquire's answer when first has it.
+func (g *Group) sharedFrom(ctx context.Context, f *flight, mode acquireMode, current []byte, lookup LookupFunc, load LoadFunc, k keys, token string, first step) (Result, error) {
 	var sub *subscription
 	defer func() {
 		if sub != nil {
@@ -394,13 +468,26 @@ func (g *Group) shared(ctx context.Context, f *flight, mode acquireMode, current
 	}()
 	waited, timedOut := false, false
 	for {
-		st, v, pttl, err := g.acquire(ctx, k, mode, token, current)
-		if err != nil {
-			return Result{}, err
+		st, pttl := first.st, first.pttl
+		var v []byte
+		if !first.known {
+			var err error
+			if st, v, pttl, err = g.acquire(ctx, k, mode, token, current); err != nil {
+				return Result{}, err
+			}
 		}
+		retried := first.retried
+		first = step{}
 		switch st {
 		case stHit:
 			g.stats.hits.Add(1)
+			if retried {
+				// The lost acquire may have taken the lease before
+				// the value arrived: give it back.
+				rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
+				_, _ = g.release(rctx, k, token)
+				cancel()
+			}
 			return Result{Value: v, TTL: pttl}, nil
 		case stChanged:
 			return Result{}, errSkipped

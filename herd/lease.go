@@ -28,7 +28,10 @@ import (
 // Mode 'd' (Do) returns the data key's value if present; mode 'r' (Refresh)
 // gives up if the data key no longer holds current; mode 'l' just locks.
 // Returns 0 acquired (an integer: the usual cold miss parses no array),
-// {1, value, data pttl} hit, {2, lock pttl} held, {3, empty} changed.
+// {1, value, data pttl} hit, {2, lock pttl} held, {3, empty} changed. A
+// lock that already holds the token counts as acquired: an acquire whose
+// answer was lost (its caller's ctx ended, see Group.lead) is sent again
+// with the same token.
 const acquireSrc = `
 local mode = ARGV[3]
 if mode == 'd' then
@@ -38,6 +41,7 @@ elseif mode == 'r' then
   if redis.call('GET', KEYS[1]) ~= ARGV[4] then return {3, ''} end
 end
 if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return 0 end
+if redis.call('GET', KEYS[2]) == ARGV[1] then return 0 end
 return {2, redis.call('PTTL', KEYS[2])}
 `
 
@@ -325,14 +329,15 @@ func (g *Group) acquireTx(ctx context.Context, k keys, mode acquireMode, token s
 			resps := c.DoMulti(ctx,
 				c.B().Multi().Build(),
 				c.B().Set().Key(k.lock).Value(token).Nx().PxMilliseconds(max(g.o.LeaseTTL.Milliseconds(), 1)).Build(),
+				c.B().Get().Key(k.lock).Build(),
 				c.B().Pttl().Key(k.lock).Build(),
 				c.B().Exec().Build())
-			for _, r := range resps[:3] {
+			for _, r := range resps[:4] {
 				if err := r.Error(); err != nil {
 					return err
 				}
 			}
-			arr, err := resps[3].ToArray()
+			arr, err := resps[4].ToArray()
 			if rueidis.IsRedisNil(err) {
 				retry = true // the data key changed under WATCH
 				return nil
@@ -340,7 +345,7 @@ func (g *Group) acquireTx(ctx context.Context, k keys, mode acquireMode, token s
 			if err != nil {
 				return err
 			}
-			if len(arr) != 2 {
+			if len(arr) != 3 {
 				return fmt.Errorf("unexpected EXEC reply of %d elements", len(arr))
 			}
 			if err := arr[0].Error(); err == nil {
@@ -349,7 +354,11 @@ func (g *Group) acquireTx(ctx context.Context, k keys, mode acquireMode, token s
 			} else if !rueidis.IsRedisNil(err) {
 				return err
 			}
-			p, err := arr[1].AsInt64()
+			if held, err := arr[1].ToString(); err == nil && held == token {
+				st = stAcquired // ours already: see acquireSrc
+				return nil
+			}
+			p, err := arr[2].AsInt64()
 			if err != nil {
 				return err
 			}
