@@ -25,7 +25,9 @@ import (
 //     (ring.PutOne), for as long as the link takes to drain: seconds.
 //
 // So when ctx can end, the call runs in a goroutine of its own and the
-// caller returns ctx's error when ctx ends first. The command still goes
+// caller returns ctx's error when ctx ends first — unless the connection is
+// known healthy, when neither wait can happen and the call runs on its
+// caller's goroutine (see direct). The command still goes
 // (or fails) on its own, as a timed-out command does in rueidis: the
 // goroutine ends when rueidis gives it an answer, which the waits above
 // bound (the handshake times out, a dead connection fails what it holds).
@@ -41,6 +43,9 @@ type bounded struct {
 	// pinAll pins every command, not only retryable ones: with a
 	// ConnLifetime rueidis sends any command again on errConnExpired.
 	pinAll bool
+	// dir lets calls run on their caller's goroutine while that is safe
+	// (see direct); nil: never (cluster, sentinel).
+	dir *direct
 }
 
 // maxAbandoned is how many given-up calls may wait inside rueidis at once:
@@ -50,8 +55,8 @@ const maxAbandoned = 1 << 10
 // errNotDraining fails a call while too many earlier ones are stuck.
 var errNotDraining = errors.New("tracking: redis connection not draining: too many calls past their deadline")
 
-func newBounded(cl rueidis.Client, o *rueidis.ClientOption) bounded {
-	return bounded{Client: cl, abandoned: new(atomic.Int64), pinAll: o.ConnLifetime > 0,
+func newBounded(cl rueidis.Client, o *rueidis.ClientOption, dir *direct) bounded {
+	return bounded{Client: cl, abandoned: new(atomic.Int64), pinAll: o.ConnLifetime > 0, dir: dir,
 		calls: &sync.Pool{New: func() any { return &call{fin: make(chan struct{}, 1)} }}}
 }
 
@@ -73,6 +78,7 @@ type call struct {
 	fin       chan struct{}
 	pool      *sync.Pool
 	abandoned *atomic.Int64
+	dir       *direct
 }
 
 func (c *call) release() {
@@ -83,9 +89,9 @@ func (c *call) release() {
 
 func (c *call) run() {
 	if c.cmds != nil {
-		c.rs = c.cl.DoMulti(c.ctx, c.cmds...)
+		c.rs = c.dir.doMulti(c.ctx, c.cl, c.cmds)
 	} else {
-		c.r = c.cl.Do(c.ctx, c.cmd)
+		c.r = c.dir.do(c.ctx, c.cl, c.cmd)
 	}
 	if c.state.CompareAndSwap(0, 1) {
 		c.fin <- struct{}{}
@@ -99,7 +105,7 @@ func (c *call) run() {
 // whether c answered, and then the caller owns c (and releases it). A
 // call given up on counts as abandoned until it returns.
 func (b bounded) start(done <-chan struct{}, c *call) bool {
-	c.cl, c.abandoned = b.Client, b.abandoned
+	c.cl, c.abandoned, c.dir = b.Client, b.abandoned, b.dir
 	go c.run()
 	select {
 	case <-c.fin:
@@ -137,13 +143,16 @@ func (b bounded) Do(ctx context.Context, cmd rueidis.Completed) rueidis.RedisRes
 	cmd = b.pin(cmd)
 	done := ctx.Done()
 	if done == nil {
-		return b.Client.Do(ctx, cmd)
+		return b.dir.do(ctx, b.Client, cmd)
 	}
 	if err := ctx.Err(); err != nil {
 		return rueidis.NewErrorResult(err)
 	}
 	if b.abandoned.Load() >= maxAbandoned {
 		return rueidis.NewErrorResult(b.why(ctx))
+	}
+	if b.dir.admit(cmd) {
+		return b.dir.doAdmitted(ctx, b.Client, cmd)
 	}
 	c := b.calls.Get().(*call)
 	c.ctx, c.cmd, c.pool = ctx, cmd, b.calls
@@ -161,7 +170,7 @@ func (b bounded) DoMulti(ctx context.Context, cmds ...rueidis.Completed) []rueid
 	}
 	done := ctx.Done()
 	if done == nil || len(cmds) == 0 {
-		return b.Client.DoMulti(ctx, cmds...)
+		return b.dir.doMulti(ctx, b.Client, cmds)
 	}
 	failed := func(err error) []rueidis.RedisResult {
 		out := make([]rueidis.RedisResult, len(cmds))
@@ -175,6 +184,9 @@ func (b bounded) DoMulti(ctx context.Context, cmds ...rueidis.Completed) []rueid
 	}
 	if b.abandoned.Load() >= maxAbandoned {
 		return failed(b.why(ctx))
+	}
+	if b.dir.admit(cmds...) {
+		return b.dir.doMultiAdmitted(ctx, b.Client, cmds)
 	}
 	c := b.calls.Get().(*call)
 	c.ctx, c.cmds, c.pool = ctx, cmds, b.calls
@@ -199,6 +211,7 @@ func (b bounded) Nodes() map[string]rueidis.Client {
 	nodes := b.Client.Nodes()
 	out := make(map[string]rueidis.Client, len(nodes))
 	for addr, n := range nodes {
+		// A node's client has its own connection: never direct.
 		out[addr] = bounded{Client: n, abandoned: b.abandoned, calls: b.calls, pinAll: b.pinAll}
 	}
 	return out
