@@ -71,9 +71,8 @@
 // # Concurrency and lifetime
 //
 // A Group is safe for concurrent use. Its goroutines (flights, the one lease
-// renewer shared by every holder, the one reaper that ends flights at
-// LoadTimeout, the notification connection's watcher, all started on
-// demand) end in Close, which cancels running flights, releases their
+// renewer shared by every holder, the notification connection's watcher,
+// all started on demand) end in Close, which cancels running flights, releases their
 // leases and is safe to call twice. A flight runs on its first caller's
 // goroutine when that caller's ctx cannot end, and so does the first
 // acquire of a flight on a Group with a Client (the one step most flights

@@ -87,7 +87,6 @@ type Group struct {
 
 	stats counters
 	ren   renewer
-	reap  reaper // guarded by mu
 
 	// renewHook, when set by a test, runs as a holder's lease is handed to
 	// the renewer; false keeps that lease from being renewed, simulating a
@@ -121,10 +120,6 @@ type flight struct {
 	// ctx is the flight's context; ctx.values, the first caller's values
 	// without cancellation, serves work that must outlive it.
 	ctx flightCtx
-	// prev and next link the running flights by deadline (Group.reap);
-	// guarded by Group.mu.
-	prev, next *flight
-	linked     bool
 }
 
 // New returns a Group. opts may be nil (a local-only Group).
@@ -142,7 +137,6 @@ func New(opts *Options) (*Group, error) {
 	g.mu.flights = make(map[string]*flight)
 	g.ren.leases = make(map[*lease]struct{})
 	g.ren.kick = make(chan struct{}, 1)
-	g.reap.kick = make(chan struct{}, 1)
 	return g, nil
 }
 
@@ -303,9 +297,8 @@ func (g *Group) startLocked(key string, ctx context.Context) *flight {
 		ctx = context.WithoutCancel(ctx)
 	}
 	f := &flight{key: key}
-	f.ctx.init(ctx, time.Now().Add(g.o.LoadTimeout))
+	f.ctx.init(ctx, g.o.LoadTimeout)
 	g.mu.flights[key] = f
-	g.linkLocked(f)
 	g.wg.Add(1)
 	g.stats.flights.Add(1)
 	return f
@@ -318,7 +311,6 @@ func (g *Group) finish(f *flight) {
 	if g.mu.flights[f.key] == f {
 		delete(g.mu.flights, f.key)
 	}
-	g.unlinkLocked(f)
 	done := f.done
 	g.mu.Unlock()
 	if done != nil {
