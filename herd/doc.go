@@ -71,9 +71,13 @@
 // # Concurrency and lifetime
 //
 // A Group is safe for concurrent use. Its goroutines (flights, the one lease
-// renewer shared by every holder, the notification connection's watcher, all
-// started on demand) end in Close, which cancels running flights, releases
-// their leases and is safe to call twice.
+// renewer shared by every holder, the notification connection's watcher,
+// all started on demand) end in Close, which cancels running flights, releases their
+// leases and is safe to call twice. A flight runs on its first caller's
+// goroutine when that caller's ctx cannot end, and so does the first
+// acquire of a flight on a Group with a Client (the one step most flights
+// need): a flight takes a goroutine of its own only to load or to wait for
+// another holder, so that a caller whose ctx ends can return at once.
 // The Group does not own Options.Client.
 //
 // # What it does not promise

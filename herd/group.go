@@ -2,7 +2,6 @@ package herd
 
 import (
 	"context"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -96,24 +95,31 @@ type Group struct {
 	// beforeWait, when set by a test, runs when a flight is about to sleep
 	// waiting for another holder, subscribed and having looked again.
 	beforeWait func(key string)
+	// leadLost, when set by a test, runs after lead's acquire; true drops
+	// its answer as if the caller's ctx had ended while it was on its way.
+	leadLost func() bool
 }
 
 // flight is one rebuild attempt for one key in this process.
 type flight struct {
-	key  string
-	done chan struct{} // closed when res and err are final
-	wake chan struct{} // Wake and notifications; capacity 1
+	key string
+	// done is closed when res and err are final. It is made by the first
+	// caller that waits for the flight, under Group.mu: a flight run by
+	// its only caller on that caller's goroutine needs none.
+	done chan struct{}
+	// wake gets Wake's signals (capacity 1). The flight makes it, under
+	// Group.mu, when it first finds the lease held by another: it is
+	// only waited on after that.
+	wake chan struct{}
 	res  Result
 	err  error
 	// retry tells waiters that joined a Refresh flight that did not load
 	// (the lease was held or the value already replaced) to start over.
 	retry bool
 	lease lease // while the flight holds the lease and loads
-	// values is the context the flight's context derives from: the
-	// first caller's values, no cancellation. cancel ends the flight's
-	// context (the flight's end, or Close).
-	values context.Context
-	cancel context.CancelFunc
+	// ctx is the flight's context; ctx.values, the first caller's values
+	// without cancellation, serves work that must outlive it.
+	ctx flightCtx
 }
 
 // New returns a Group. opts may be nil (a local-only Group).
@@ -142,14 +148,14 @@ func (g *Group) Close() error {
 	g.closeOnce.Do(func() {
 		g.mu.Lock()
 		g.mu.closed = true
-		cancels := make([]context.CancelFunc, 0, len(g.mu.flights))
+		flights := make([]*flight, 0, len(g.mu.flights))
 		for _, f := range g.mu.flights {
-			cancels = append(cancels, f.cancel)
+			flights = append(flights, f)
 		}
 		g.mu.Unlock()
 		g.cancel()
-		for _, cancel := range cancels {
-			cancel()
+		for _, f := range flights {
+			f.ctx.end(context.Canceled)
 		}
 		g.wg.Wait()
 		if g.client != nil {
@@ -192,20 +198,35 @@ func (g *Group) Do(ctx context.Context, key string, lookup LookupFunc, load Load
 		}
 		f, shared := g.mu.flights[key]
 		if !shared {
-			f = g.startLocked(key)
-			fctx := g.flightContextLocked(f, ctx)
-			go func() {
-				defer g.wg.Done()
-				defer f.cancel()
-				g.runDo(fctx, f, lookup, load)
-			}()
+			f = g.startLocked(key, ctx)
+			if ctx.Done() == nil {
+				// ctx never ends, so this caller never returns before
+				// the flight does: run it here, without a goroutine
+				// and the two handoffs it costs.
+				g.mu.Unlock()
+				g.runDo(f, lookup, load)
+				return f.res, f.err
+			}
+			f.done = make(chan struct{})
+			if g.client != nil && lookup == nil {
+				g.mu.Unlock()
+				if res, err, ended := g.lead(ctx, f, load); ended {
+					return res, err
+				}
+				g.mu.Lock()
+			} else {
+				go g.runDo(f, lookup, load)
+			}
+		} else if f.done == nil {
+			f.done = make(chan struct{})
 		}
+		done := f.done
 		g.mu.Unlock()
 		if shared {
 			g.stats.sharedWaits.Add(1)
 		}
 		select {
-		case <-f.done:
+		case <-done:
 		case <-ctx.Done():
 			return Result{}, ctx.Err()
 		}
@@ -242,13 +263,8 @@ func (g *Group) Refresh(key string, current []byte, load LoadFunc) bool {
 		g.stats.refreshSkipped.Add(1)
 		return false
 	}
-	f := g.startLocked(key)
-	fctx := g.flightContextLocked(f, context.Background())
-	go func() {
-		defer g.wg.Done()
-		defer f.cancel()
-		g.runRefresh(fctx, f, current, load)
-	}()
+	f := g.startLocked(key, context.Background())
+	go g.runRefresh(f, current, load)
 	return true
 }
 
@@ -257,66 +273,70 @@ func (g *Group) Refresh(key string, current []byte, load LoadFunc) bool {
 // for key arrives (tiered's BCAST tracking). A no-op otherwise.
 func (g *Group) Wake(key string) {
 	g.mu.Lock()
-	f := g.mu.flights[key]
+	var wake chan struct{}
+	if f := g.mu.flights[key]; f != nil {
+		wake = f.wake
+	}
 	g.mu.Unlock()
-	if f != nil {
+	if wake != nil {
 		select {
-		case f.wake <- struct{}{}:
+		case wake <- struct{}{}:
 		default:
 		}
 	}
 }
 
-// startLocked registers a new flight for key. REQUIRES: g.mu held, not closed.
-func (g *Group) startLocked(key string) *flight {
-	f := &flight{key: key, done: make(chan struct{}), wake: make(chan struct{}, 1)}
+// startLocked registers a new flight for key. Its context keeps ctx's
+// values, drops its cancellation and deadline, is bounded by LoadTimeout
+// and ends on Close.
+// REQUIRES: g.mu held, not closed.
+func (g *Group) startLocked(key string, ctx context.Context) *flight {
+	if _, dl := ctx.Deadline(); dl || ctx.Done() != nil {
+		// Not the bare ctx: context.Cause asks Value for ctx's own
+		// cancellation, which must not show through.
+		ctx = context.WithoutCancel(ctx)
+	}
+	f := &flight{key: key}
+	f.ctx.init(ctx, g.o.LoadTimeout)
 	g.mu.flights[key] = f
 	g.wg.Add(1)
 	g.stats.flights.Add(1)
 	return f
 }
 
-// flightContextLocked returns f's context: it keeps ctx's values, drops
-// its cancellation, is bounded by LoadTimeout and ends on Close (which
-// calls f.cancel of every registered flight). f.values keeps ctx's values
-// without any deadline, for work that must outlive the flight's context.
-// REQUIRES: g.mu held, not closed, f registered.
-func (g *Group) flightContextLocked(f *flight, ctx context.Context) context.Context {
-	if _, dl := ctx.Deadline(); dl || ctx.Done() != nil {
-		ctx = context.WithoutCancel(ctx)
-	}
-	f.values = ctx
-	fctx, cancel := context.WithTimeoutCause(ctx, g.o.LoadTimeout, ErrTimeout)
-	f.cancel = cancel
-	return fctx
-}
-
-// finish publishes the flight's outcome and forgets it.
+// finish publishes the flight's outcome, forgets it, ends its context and
+// its count in g.wg.
 func (g *Group) finish(f *flight) {
 	g.mu.Lock()
 	if g.mu.flights[f.key] == f {
 		delete(g.mu.flights, f.key)
 	}
+	done := f.done
 	g.mu.Unlock()
-	close(f.done)
+	if done != nil {
+		close(done)
+	}
+	f.ctx.end(context.Canceled)
+	g.wg.Done()
 }
 
-// flightErr turns the end of a flight's context into ErrClosed or ErrTimeout.
-func (g *Group) flightErr(ctx context.Context, key string, err error) error {
-	if err == nil || ctx.Err() == nil {
+// flightErr turns the end of f's context into ErrClosed or ErrTimeout.
+func (g *Group) flightErr(f *flight, err error) error {
+	if err == nil || f.ctx.Err() == nil {
 		return err
 	}
 	if g.ctx.Err() != nil {
-		return fmt.Errorf("herd: flight for %q cut short: %w", key, ErrClosed)
+		return fmt.Errorf("herd: flight for %q cut short: %w", f.key, ErrClosed)
 	}
-	if errors.Is(context.Cause(ctx), ErrTimeout) {
-		return fmt.Errorf("%w: key %q after %v: %w", ErrTimeout, key, g.o.LoadTimeout, context.DeadlineExceeded)
+	if f.ctx.timedOut() {
+		return fmt.Errorf("%w: key %q after %v: %w", ErrTimeout, f.key, g.o.LoadTimeout, context.DeadlineExceeded)
 	}
 	return err
 }
 
-func (g *Group) runDo(ctx context.Context, f *flight, lookup LookupFunc, load LoadFunc) {
+func (g *Group) runDo(f *flight, lookup LookupFunc, load LoadFunc) {
 	defer g.finish(f)
+	ctx := &f.ctx
 	if lookup != nil {
 		v, ok, err := lookup(ctx)
 		if err != nil {
@@ -331,18 +351,19 @@ func (g *Group) runDo(ctx context.Context, f *flight, lookup LookupFunc, load Lo
 	}
 	if g.client == nil {
 		r, err := g.load(ctx, f.key, load)
-		f.res, f.err = r.Result, g.flightErr(ctx, f.key, err)
+		f.res, f.err = r.Result, g.flightErr(f, err)
 		return
 	}
 	f.res, f.err = g.shared(ctx, f, modeDo, nil, lookup, load)
-	f.err = g.flightErr(ctx, f.key, f.err)
+	f.err = g.flightErr(f, f.err)
 }
 
-func (g *Group) runRefresh(ctx context.Context, f *flight, current []byte, load LoadFunc) {
+func (g *Group) runRefresh(f *flight, current []byte, load LoadFunc) {
 	defer g.finish(f)
+	ctx := &f.ctx
 	if g.client == nil {
 		r, err := g.load(ctx, f.key, load)
-		f.res, f.err = r.Result, g.flightErr(ctx, f.key, err)
+		f.res, f.err = r.Result, g.flightErr(f, err)
 		return
 	}
 	mode := modeRefresh
@@ -355,7 +376,7 @@ func (g *Group) runRefresh(ctx context.Context, f *flight, current []byte, load 
 		g.stats.refreshSkipped.Add(1)
 		return
 	}
-	f.err = g.flightErr(ctx, f.key, f.err)
+	f.err = g.flightErr(f, f.err)
 	if f.err != nil {
 		g.o.Logger.Warn("herd: refresh failed", "key", f.key, "err", f.err)
 	}
@@ -368,8 +389,69 @@ var errSkipped = errors.New("herd: refresh skipped")
 // shared is a flight on a Group with a Client: find the value in Redis or
 // take the lease, waiting for the holder when another has it.
 func (g *Group) shared(ctx context.Context, f *flight, mode acquireMode, current []byte, lookup LookupFunc, load LoadFunc) (Result, error) {
-	k := g.keysFor(f.key)
-	token := g.token()
+	var tok [tokenBytes]byte
+	g.token(&tok)
+	k, token := g.flightKeys(f.key, tok[:])
+	return g.sharedFrom(ctx, f, mode, current, lookup, load, k, token, step{})
+}
+
+// step is an acquire's answer that the caller already has: lead's, sent on
+// the first caller's goroutine. A zero step has none (or lost it): the
+// acquire is sent again, with the same token.
+type step struct {
+	known bool
+	st    acquireState
+	pttl  time.Duration
+	// retried says the step was lost with the caller's ctx: the lease may
+	// already be this token's (acquire then says so), and a value found
+	// instead must release it.
+	retried bool
+}
+
+// lead runs the first step of a Do flight on a Group with a Client on its
+// first caller's goroutine, whose ctx can end: the acquire, which answers
+// most flights (the value is in Redis) in one round trip and without the
+// goroutine and two handoffs a flight of its own costs. It reports
+// whether the flight ended there; if not (the lease to load under,
+// another holder to wait for, or ctx ending while the acquire was on its
+// way), the flight goes on in a goroutine of its own, as every flight did
+// before, and the caller waits for it like any other. The acquire is sent
+// with ctx, so the caller still returns when ctx ends.
+func (g *Group) lead(ctx context.Context, f *flight, load LoadFunc) (Result, error, bool) {
+	var tok [tokenBytes]byte
+	g.token(&tok)
+	k, token := g.flightKeys(f.key, tok[:])
+	st, v, pttl, err := g.acquire(ctx, k, modeDo, token, nil)
+	// Lost: ctx ended while the acquire was on its way, which may have
+	// taken the lease for token.
+	lost := err != nil && ctx.Err() != nil
+	if g.leadLost != nil && g.leadLost() {
+		lost = true
+	}
+	switch {
+	case lost:
+	case err != nil:
+		f.err = g.flightErr(f, err)
+		g.finish(f)
+		return Result{}, f.err, true
+	case st == stHit:
+		g.stats.hits.Add(1)
+		f.res = Result{Value: v, TTL: pttl}
+		g.finish(f)
+		return f.res, nil, true
+	}
+	first := step{known: !lost, st: st, pttl: pttl, retried: lost}
+	go func() {
+		defer g.finish(f)
+		f.res, f.err = g.sharedFrom(&f.ctx, f, modeDo, nil, nil, load, k, token, first)
+		f.err = g.flightErr(f, f.err)
+	}()
+	return Result{}, nil, false
+}
+
+// sharedFrom is shared with the flight's names and token chosen, and the
+// first acquire's answer when first has it.
+func (g *Group) sharedFrom(ctx context.Context, f *flight, mode acquireMode, current []byte, lookup LookupFunc, load LoadFunc, k keys, token string, first step) (Result, error) {
 	var sub *subscription
 	defer func() {
 		if sub != nil {
@@ -378,13 +460,26 @@ func (g *Group) shared(ctx context.Context, f *flight, mode acquireMode, current
 	}()
 	waited, timedOut := false, false
 	for {
-		st, v, pttl, err := g.acquire(ctx, k, mode, token, current)
-		if err != nil {
-			return Result{}, err
+		st, pttl := first.st, first.pttl
+		var v []byte
+		if !first.known {
+			var err error
+			if st, v, pttl, err = g.acquire(ctx, k, mode, token, current); err != nil {
+				return Result{}, err
+			}
 		}
+		retried := first.retried
+		first = step{}
 		switch st {
 		case stHit:
 			g.stats.hits.Add(1)
+			if retried {
+				// The lost acquire may have taken the lease before
+				// the value arrived: give it back.
+				rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
+				_, _ = g.release(rctx, k, token)
+				cancel()
+			}
 			return Result{Value: v, TTL: pttl}, nil
 		case stChanged:
 			return Result{}, errSkipped
@@ -398,6 +493,11 @@ func (g *Group) shared(ctx context.Context, f *flight, mode acquireMode, current
 		// stHeld.
 		if mode != modeDo {
 			return Result{}, errSkipped
+		}
+		if f.wake == nil {
+			g.mu.Lock()
+			f.wake = make(chan struct{}, 1)
+			g.mu.Unlock()
 		}
 		if !waited {
 			g.stats.lockWaits.Add(1)
@@ -487,7 +587,7 @@ func (g *Group) hold(ctx context.Context, f *flight, k keys, token string, load 
 	wctx := ctx
 	if dl, ok := ctx.Deadline(); !ok || ctx.Err() != nil || time.Until(dl) < releaseTimeout {
 		var cancel context.CancelFunc
-		wctx, cancel = context.WithTimeout(f.values, releaseTimeout)
+		wctx, cancel = context.WithTimeout(f.ctx.values, releaseTimeout)
 		defer cancel()
 	}
 	ok, werr := g.writeFenced(wctx, k, token, res.Value, res.ttl)
@@ -543,9 +643,11 @@ func (g *Group) load(ctx context.Context, key string, fn LoadFunc) (res loaded, 
 	return loaded{Result: Result{Value: v, Loaded: true, Duration: time.Since(start)}, ttl: ttl}, nil
 }
 
-// token returns a fresh random lock token.
-func (g *Group) token() string {
-	var b [16]byte
+// tokenBytes is a lock token's length before hex encoding.
+const tokenBytes = 16
+
+// token fills b with a fresh random lock token.
+func (g *Group) token(b *[tokenBytes]byte) {
 	g.randMu.Lock()
 	for i := 0; i < len(b); i += 8 {
 		var u uint64
@@ -559,5 +661,4 @@ func (g *Group) token() string {
 		}
 	}
 	g.randMu.Unlock()
-	return hex.EncodeToString(b[:])
 }

@@ -3,11 +3,13 @@ package herd
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 	"time"
+	"unsafe"
 
 	"github.com/redis/rueidis"
 )
@@ -26,7 +28,10 @@ import (
 // Mode 'd' (Do) returns the data key's value if present; mode 'r' (Refresh)
 // gives up if the data key no longer holds current; mode 'l' just locks.
 // Returns 0 acquired (an integer: the usual cold miss parses no array),
-// {1, value, data pttl} hit, {2, lock pttl} held, {3, empty} changed.
+// {1, value, data pttl} hit, {2, lock pttl} held, {3, empty} changed. A
+// lock that already holds the token counts as acquired: an acquire whose
+// answer was lost (its caller's ctx ended, see Group.lead) is sent again
+// with the same token.
 const acquireSrc = `
 local mode = ARGV[3]
 if mode == 'd' then
@@ -36,6 +41,7 @@ elseif mode == 'r' then
   if redis.call('GET', KEYS[1]) ~= ARGV[4] then return {3, ''} end
 end
 if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return 0 end
+if redis.call('GET', KEYS[2]) == ARGV[1] then return 0 end
 return {2, redis.call('PTTL', KEYS[2])}
 `
 
@@ -97,20 +103,29 @@ type keys struct {
 }
 
 func (g *Group) keysFor(key string) keys {
-	// One allocation for both names: prefix and slotSuffix(key), twice.
+	k, _ := g.flightKeys(key, nil)
+	return k
+}
+
+// flightKeys returns key's names and, with tok, tok in hex: one allocation
+// for all three (prefix and slotSuffix(key) twice, then the token).
+func (g *Group) flightKeys(key string, tok []byte) (keys, string) {
 	pre, post := slotSuffixParts(key)
 	s := len(pre) + len(key) + len(post)
 	var b strings.Builder
-	b.Grow(len(g.o.LockPrefix) + len(g.o.ChannelPrefix) + 2*s)
+	b.Grow(len(g.o.LockPrefix) + len(g.o.ChannelPrefix) + 2*s + hex.EncodedLen(len(tok)))
 	for _, prefix := range [2]string{g.o.LockPrefix, g.o.ChannelPrefix} {
 		b.WriteString(prefix)
 		b.WriteString(pre)
 		b.WriteString(key)
 		b.WriteString(post)
 	}
-	both := b.String()
+	var h [2 * tokenBytes]byte
+	b.Write(hex.AppendEncode(h[:0], tok))
+	all := b.String()
 	n := len(g.o.LockPrefix) + s
-	return keys{data: key, lock: both[:n], channel: both[n:]}
+	m := n + len(g.o.ChannelPrefix) + s
+	return keys{data: key, lock: all[:n], channel: all[n:m]}, all[m:]
 }
 
 type acquireMode string
@@ -314,14 +329,15 @@ func (g *Group) acquireTx(ctx context.Context, k keys, mode acquireMode, token s
 			resps := c.DoMulti(ctx,
 				c.B().Multi().Build(),
 				c.B().Set().Key(k.lock).Value(token).Nx().PxMilliseconds(max(g.o.LeaseTTL.Milliseconds(), 1)).Build(),
+				c.B().Get().Key(k.lock).Build(),
 				c.B().Pttl().Key(k.lock).Build(),
 				c.B().Exec().Build())
-			for _, r := range resps[:3] {
+			for _, r := range resps[:4] {
 				if err := r.Error(); err != nil {
 					return err
 				}
 			}
-			arr, err := resps[3].ToArray()
+			arr, err := resps[4].ToArray()
 			if rueidis.IsRedisNil(err) {
 				retry = true // the data key changed under WATCH
 				return nil
@@ -329,7 +345,7 @@ func (g *Group) acquireTx(ctx context.Context, k keys, mode acquireMode, token s
 			if err != nil {
 				return err
 			}
-			if len(arr) != 2 {
+			if len(arr) != 3 {
 				return fmt.Errorf("unexpected EXEC reply of %d elements", len(arr))
 			}
 			if err := arr[0].Error(); err == nil {
@@ -338,7 +354,11 @@ func (g *Group) acquireTx(ctx context.Context, k keys, mode acquireMode, token s
 			} else if !rueidis.IsRedisNil(err) {
 				return err
 			}
-			p, err := arr[1].AsInt64()
+			if held, err := arr[1].ToString(); err == nil && held == token {
+				st = stAcquired // ours already: see acquireSrc
+				return nil
+			}
+			p, err := arr[2].AsInt64()
 			if err != nil {
 				return err
 			}
@@ -393,15 +413,29 @@ func (g *Group) casTx(ctx context.Context, lock, token string, ops func(c rueidi
 
 func wakeMessage() string { return strconv.FormatInt(time.Now().UnixNano(), 10) }
 
+// writeArgs returns the fenced write's TTL argument (ms, "0" for none) and
+// wake message in one allocation.
+func writeArgs(ttl time.Duration) (ttlArg, msg string) {
+	var b [40]byte
+	n := 1
+	if ttl > 0 {
+		n = len(strconv.AppendInt(b[:0], max(ttl.Milliseconds(), 1), 10))
+	} else {
+		b[0] = '0'
+	}
+	all := string(strconv.AppendInt(b[:n], time.Now().UnixNano(), 10))
+	return all[:n], all[n:]
+}
+
 // writeFenced stores value under k.data, ends the lease and wakes waiters,
 // only while token holds the lease. It reports whether the write happened.
 func (g *Group) writeFenced(ctx context.Context, k keys, token string, value []byte, ttl time.Duration) (bool, error) {
-	ttlArg := "0"
-	if ttl > 0 {
-		ttlArg = ms(ttl)
-	}
+	ttlArg, msg := writeArgs(ttl)
+	// value is not modified once load returned it (Result.Value is
+	// shared, read-only), so the command can use its bytes as they are:
+	// a string copy would cost an allocation and a copy of the value.
 	if done, ok, err := g.scriptPublish(ctx, "fenced write", g.scripts.write, []string{k.data, k.lock},
-		[]string{token, string(value), ttlArg, g.channel(k), wakeMessage()}); ok {
+		[]string{token, bytesString(value), ttlArg, g.channel(k), msg}); ok {
 		return done, err
 	}
 	return g.txPublish(ctx, "fenced write", k, token, func(c rueidis.DedicatedClient) rueidis.Commands {
@@ -485,4 +519,13 @@ func (g *Group) renew(ctx context.Context, k keys, token string) (bool, error) {
 		return false, fmt.Errorf("herd: renew lease (transaction): %w", err)
 	}
 	return done, nil
+}
+
+// bytesString returns b's bytes as a string without copying them. b must
+// not be modified while the string is in use.
+func bytesString(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	return unsafe.String(unsafe.SliceData(b), len(b))
 }

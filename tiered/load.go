@@ -297,6 +297,14 @@ func (o *ownWrites) wait(ctx context.Context, key string) {
 		o.forget(key)
 		return
 	}
+	select {
+	case <-ch:
+		// Already here (the reader parsed it right after the write's
+		// reply): no timer.
+		o.timeouts.Store(0)
+		return
+	default:
+	}
 	t := time.NewTimer(ownWriteWait)
 	defer t.Stop()
 	select {

@@ -25,7 +25,9 @@ import (
 //     (ring.PutOne), for as long as the link takes to drain: seconds.
 //
 // So when ctx can end, the call runs in a goroutine of its own and the
-// caller returns ctx's error when ctx ends first. The command still goes
+// caller returns ctx's error when ctx ends first — unless the connection is
+// known healthy, when neither wait can happen and the call runs on its
+// caller's goroutine (see direct). The command still goes
 // (or fails) on its own, as a timed-out command does in rueidis: the
 // goroutine ends when rueidis gives it an answer, which the waits above
 // bound (the handshake times out, a dead connection fails what it holds).
@@ -38,6 +40,12 @@ type bounded struct {
 	rueidis.Client
 	abandoned *atomic.Int64
 	calls     *sync.Pool // of *call
+	// pinAll pins every command, not only retryable ones: with a
+	// ConnLifetime rueidis sends any command again on errConnExpired.
+	pinAll bool
+	// dir lets calls run on their caller's goroutine while that is safe
+	// (see direct); nil: never (cluster, sentinel).
+	dir *direct
 }
 
 // maxAbandoned is how many given-up calls may wait inside rueidis at once:
@@ -47,8 +55,8 @@ const maxAbandoned = 1 << 10
 // errNotDraining fails a call while too many earlier ones are stuck.
 var errNotDraining = errors.New("tracking: redis connection not draining: too many calls past their deadline")
 
-func newBounded(cl rueidis.Client) bounded {
-	return bounded{Client: cl, abandoned: new(atomic.Int64),
+func newBounded(cl rueidis.Client, o *rueidis.ClientOption, dir *direct) bounded {
+	return bounded{Client: cl, abandoned: new(atomic.Int64), pinAll: o.ConnLifetime > 0, dir: dir,
 		calls: &sync.Pool{New: func() any { return &call{fin: make(chan struct{}, 1)} }}}
 }
 
@@ -70,6 +78,7 @@ type call struct {
 	fin       chan struct{}
 	pool      *sync.Pool
 	abandoned *atomic.Int64
+	dir       *direct
 }
 
 func (c *call) release() {
@@ -80,9 +89,9 @@ func (c *call) release() {
 
 func (c *call) run() {
 	if c.cmds != nil {
-		c.rs = c.cl.DoMulti(c.ctx, c.cmds...)
+		c.rs = c.dir.doMulti(c.ctx, c.cl, c.cmds)
 	} else {
-		c.r = c.cl.Do(c.ctx, c.cmd)
+		c.r = c.dir.do(c.ctx, c.cl, c.cmd)
 	}
 	if c.state.CompareAndSwap(0, 1) {
 		c.fin <- struct{}{}
@@ -96,7 +105,7 @@ func (c *call) run() {
 // whether c answered, and then the caller owns c (and releases it). A
 // call given up on counts as abandoned until it returns.
 func (b bounded) start(done <-chan struct{}, c *call) bool {
-	c.cl, c.abandoned = b.Client, b.abandoned
+	c.cl, c.abandoned, c.dir = b.Client, b.abandoned, b.dir
 	go c.run()
 	select {
 	case <-c.fin:
@@ -111,28 +120,39 @@ func (b bounded) start(done <-chan struct{}, c *call) bool {
 	}
 }
 
-// pin keeps rueidis from recycling a command into its builder pool once
-// its reply is in. Why: the pipe's writer reads a command's bytes after it
-// hands the slot over, with no synchronisation the race detector can see
-// between that read and the caller's recycling; when the writer goroutine
-// then ends with its connection (a killed or partitioned Redis), nothing
-// else orders the two, and a recycled command reused by the next builder
-// is reported as a data race (seen under -race in TestModel's partitions).
-// A pinned command is left to the garbage collector: one allocation more
-// per command.
-func pin(cmd rueidis.Completed) rueidis.Completed { return cmd.Pin() }
+// pin keeps rueidis from recycling cmd into its builder pool once its reply
+// is in, when rueidis may have handed cmd to two connections. Why: rueidis
+// sends a command again on a new connection after a connection error when
+// the command is retryable (read-only commands, Completed.IsRetryable) and,
+// with a ConnLifetime, any command after errConnExpired. The writer
+// goroutine of the dead connection may still read the command's bytes when
+// the second attempt succeeds and the caller recycles it: a recycled
+// command reused by the next builder is then a data race (seen under -race
+// in TestModel's partitions: a retried GET). A command sent once is never
+// recycled while a writer holds it (rueidis recycles only after a reply,
+// and a failed one not at all), so it is left to rueidis's pool: pinning
+// costs a command slice and its growth, four or five allocations.
+func (b bounded) pin(cmd rueidis.Completed) rueidis.Completed {
+	if b.pinAll || cmd.IsRetryable() {
+		return cmd.Pin()
+	}
+	return cmd
+}
 
 func (b bounded) Do(ctx context.Context, cmd rueidis.Completed) rueidis.RedisResult {
-	cmd = pin(cmd)
+	cmd = b.pin(cmd)
 	done := ctx.Done()
 	if done == nil {
-		return b.Client.Do(ctx, cmd)
+		return b.dir.do(ctx, b.Client, cmd)
 	}
 	if err := ctx.Err(); err != nil {
 		return rueidis.NewErrorResult(err)
 	}
 	if b.abandoned.Load() >= maxAbandoned {
 		return rueidis.NewErrorResult(b.why(ctx))
+	}
+	if b.dir.admit(cmd) {
+		return b.dir.doAdmitted(ctx, b.Client, cmd)
 	}
 	c := b.calls.Get().(*call)
 	c.ctx, c.cmd, c.pool = ctx, cmd, b.calls
@@ -146,11 +166,11 @@ func (b bounded) Do(ctx context.Context, cmd rueidis.Completed) rueidis.RedisRes
 
 func (b bounded) DoMulti(ctx context.Context, cmds ...rueidis.Completed) []rueidis.RedisResult {
 	for i := range cmds {
-		cmds[i] = pin(cmds[i])
+		cmds[i] = b.pin(cmds[i])
 	}
 	done := ctx.Done()
 	if done == nil || len(cmds) == 0 {
-		return b.Client.DoMulti(ctx, cmds...)
+		return b.dir.doMulti(ctx, b.Client, cmds)
 	}
 	failed := func(err error) []rueidis.RedisResult {
 		out := make([]rueidis.RedisResult, len(cmds))
@@ -164,6 +184,9 @@ func (b bounded) DoMulti(ctx context.Context, cmds ...rueidis.Completed) []rueid
 	}
 	if b.abandoned.Load() >= maxAbandoned {
 		return failed(b.why(ctx))
+	}
+	if b.dir.admit(cmds...) {
+		return b.dir.doMultiAdmitted(ctx, b.Client, cmds)
 	}
 	c := b.calls.Get().(*call)
 	c.ctx, c.cmds, c.pool = ctx, cmds, b.calls
@@ -188,7 +211,8 @@ func (b bounded) Nodes() map[string]rueidis.Client {
 	nodes := b.Client.Nodes()
 	out := make(map[string]rueidis.Client, len(nodes))
 	for addr, n := range nodes {
-		out[addr] = bounded{Client: n, abandoned: b.abandoned, calls: b.calls}
+		// A node's client has its own connection: never direct.
+		out[addr] = bounded{Client: n, abandoned: b.abandoned, calls: b.calls, pinAll: b.pinAll}
 	}
 	return out
 }

@@ -44,10 +44,13 @@ func (c *Cache) connect(ctx context.Context) error {
 		ro.RetryDelay = retryDelay
 	}
 	ro.InitAddress = c.seedPrimaries(ctx, ro)
+	var dir *direct
 	if ro.Sentinel.MasterSet == "" {
 		// Credentials are checked alone before rueidis's set-up pipeline:
 		// see preflightDial.
 		ro.DialCtxFn = preflightDial(&ro)
+		dir = newDirect()
+		ro.DialCtxFn = dir.watchDial(ro.DialCtxFn, ro.DisableTCPNoDelay)
 	}
 	client, err := newClient(ctx, ro)
 	if err != nil {
@@ -56,7 +59,10 @@ func (c *Cache) connect(ctx context.Context) error {
 		}
 		return classifyConnectError(ctx, c.cfg.Redis, err)
 	}
-	client = newBounded(client)
+	if client.Mode() != rueidis.ClientModeStandalone {
+		dir = nil // several connections: see direct
+	}
+	client = newBounded(client, &ro, dir)
 	info, err := client.Do(ctx, client.B().Info().Section("server").Build()).ToString()
 	if err != nil {
 		client.Close()

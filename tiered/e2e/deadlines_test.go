@@ -434,10 +434,16 @@ func goroutineStack(id int64) string {
 
 // ctxWaits are the library's waits on a caller's context (a select on
 // ctx.Done() among others): a call caught there past its deadline is
-// waiting for the scheduler to run the timer or itself.
+// waiting for the scheduler to run the timer or itself. rueidis's pipe
+// waits for a reply in a select on the call's ctx too (pipe.Do,
+// pipe.DoMulti): the bounded client sends a call from its caller's
+// goroutine while the connection is healthy (tracking's direct), so a call
+// can be caught there; rueidis's waits that ignore ctx (the ring's
+// condition variable, the redial's wait group) are still caught.
 var ctxWaits = []string{
 	"tracking.bounded.start", "tracking.newClient", "herd.(*Group).Do",
 	"tiered.(*writeBehind).wait", "tiered.(*writeBehind).sync", "tiered.(*ownWrites).wait",
+	"rueidis.(*pipe).Do", "rueidis.(*pipe).DoMulti",
 }
 
 // lateWait says what the goroutine in stack st (one goroutine of a dump)
