@@ -218,6 +218,13 @@ func runStore(ctx context.Context, dir string) error {
 	if err := db.Scan(ctx, "", func(key string, e store.Entry) error { n++; _ = e.Expiry; return nil }); err != nil {
 		return check("DB.Scan", err)
 	}
+	nv := 0
+	if err := db.ScanView(ctx, "", func(key []byte, e store.Entry) error { nv++; _ = len(key) + len(e.Value); return nil }); err != nil || nv != n {
+		return check("DB.ScanView", fmt.Errorf("%d entries (Scan: %d): %v", nv, n, err))
+	}
+	if _, err := db.EstimateEntries(); err != nil {
+		return check("DB.EstimateEntries", err)
+	}
 	if err := db.Delete(ctx, "b"); err != nil {
 		return check("DB.Delete", err)
 	}
