@@ -334,30 +334,30 @@ func (t *trust) reset() {
 // hard expiry. While the tier is off there is none; a scan that meets a
 // disk fault turns it off and ends early, without an error.
 func (d *diskTier) scan(ctx context.Context, prefix string, fn func(key string, b []byte, expiry int64) error) error {
-	if d.wb.fault() != nil {
-		return nil
-	}
-	d.stats.diskReads.Add(1)
-	err := d.wb.db.Load().Scan(ctx, prefix, func(key string, se store.Entry) error {
-		return fn(key, se.Value, unixNano(se.Expiry))
+	return d.guardScan(func(db *store.DB) error {
+		return db.Scan(ctx, prefix, func(key string, se store.Entry) error {
+			return fn(key, se.Value, unixNano(se.Expiry))
+		})
 	})
-	if isDiskFault(err) {
-		d.stepAside(err)
-		return nil
-	}
-	return err
 }
 
 // scanView is scan without copies (store.DB.ScanView): key and b are
 // valid only until fn returns.
 func (d *diskTier) scanView(ctx context.Context, prefix string, fn func(key []byte, b []byte, expiry int64) error) error {
+	return d.guardScan(func(db *store.DB) error {
+		return db.ScanView(ctx, prefix, func(key []byte, se store.Entry) error {
+			return fn(key, se.Value, unixNano(se.Expiry))
+		})
+	})
+}
+
+// guardScan runs a scan of the store under the tier's fault rules (see scan).
+func (d *diskTier) guardScan(run func(db *store.DB) error) error {
 	if d.wb.fault() != nil {
 		return nil
 	}
 	d.stats.diskReads.Add(1)
-	err := d.wb.db.Load().ScanView(ctx, prefix, func(key []byte, se store.Entry) error {
-		return fn(key, se.Value, unixNano(se.Expiry))
-	})
+	err := run(d.wb.db.Load())
 	if isDiskFault(err) {
 		d.stepAside(err)
 		return nil
