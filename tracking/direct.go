@@ -22,9 +22,10 @@ import (
 //     trouble on Close and on any read or write error, before rueidis
 //     marks the connection dead (pipe._exit closes the conn, then runs the
 //     hook that makes the next call dial).
-//  2. The ring of one connection holds 1024 commands. Calls inside rueidis
-//     are counted (busy) and a call runs directly only while fewer than
-//     maxDirect are; a command rueidis gave up on keeps its slot until its
+//  2. The ring of one connection holds 1024 commands. Commands inside
+//     rueidis are counted (busy; a DoMulti counts each of its commands, as
+//     each takes a slot) and a call runs directly only while its commands
+//     keep the count within maxDirect; a command rueidis gave up on keeps its slot until its
 //     reply comes, but giving up returns a context error, which marks
 //     trouble: no call runs directly until the slots are known free.
 //
@@ -43,11 +44,11 @@ import (
 type direct struct {
 	// state is gen<<1 | healthy; gen grows with every trouble.
 	state atomic.Uint64
-	busy  atomic.Int64 // calls inside rueidis, either path
+	busy  atomic.Int64 // commands inside rueidis, either path
 }
 
-// maxDirect is how many calls may be inside rueidis for one more to run
-// directly: a quarter of rueidis's ring of commands on a connection.
+// maxDirect is how many commands may be inside rueidis, a direct call's
+// own included: a quarter of rueidis's ring of commands on a connection.
 const maxDirect = 256
 
 func newDirect() *direct {
@@ -137,8 +138,9 @@ func (d *direct) admit(cmds ...rueidis.Completed) bool {
 			return false
 		}
 	}
-	if d.busy.Add(1) > maxDirect {
-		d.busy.Add(-1)
+	n := int64(max(len(cmds), 1)) // a call is at least one command
+	if d.busy.Add(n) > maxDirect {
+		d.busy.Add(-n)
 		return false
 	}
 	return true
@@ -167,14 +169,14 @@ func (d *direct) doMulti(ctx context.Context, cl rueidis.Client, cmds []rueidis.
 	if d == nil {
 		return cl.DoMulti(ctx, cmds...)
 	}
-	d.busy.Add(1)
+	d.busy.Add(int64(len(cmds)))
 	return d.doMultiAdmitted(ctx, cl, cmds)
 }
 
 func (d *direct) doMultiAdmitted(ctx context.Context, cl rueidis.Client, cmds []rueidis.Completed) []rueidis.RedisResult {
 	s := d.state.Load()
 	rs := cl.DoMulti(ctx, cmds...)
-	d.busy.Add(-1)
+	d.busy.Add(-int64(len(cmds)))
 	var err error
 	for i := range rs {
 		if err = rs[i].NonRedisError(); err != nil {

@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/rueidis"
+
 	"github.com/thermoscache/thermos/internal/redistest"
 )
 
@@ -43,6 +45,15 @@ func TestDirectState(t *testing.T) {
 	}
 	if d.admit() {
 		t.Errorf("admit allowed %d calls inside rueidis", maxDirect+1)
+	}
+	// A DoMulti takes a ring slot per command: one larger than maxDirect
+	// never runs directly, even with nothing else inside rueidis.
+	idle := newDirect()
+	if idle.admit(make([]rueidis.Completed, maxDirect+1)...) {
+		t.Errorf("admit allowed a DoMulti of %d commands", maxDirect+1)
+	}
+	if n := idle.busy.Load(); n != 0 {
+		t.Errorf("a refused DoMulti left %d commands counted busy", n)
 	}
 }
 
