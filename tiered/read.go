@@ -95,6 +95,31 @@ func (c *Cache) read(ctx context.Context, r *route, key string, tiers []tier) (f
 	return stale, nil
 }
 
+// getDisk is Get on a Disk-only route: read's walk for a route of one tier
+// without Redis, which takes no ticket, fills nothing and has nothing to
+// vouch for, with the entry decoded in place on this stack instead of
+// passed back through the tier interface and read's result (a hit copies
+// no entry). A disk that cannot answer steps aside: a miss, as in read.
+func (c *Cache) getDisk(ctx context.Context, r *route, key string) ([]byte, bool, error) {
+	var e entry
+	_, ok, err := c.disk.load(ctx, r, key, &e)
+	if err != nil {
+		c.o.Logger.Warn("tiered: tier read failed", "tier", SourceDisk, "key", key, "err", err)
+	}
+	if !ok || err != nil {
+		r.stats.misses.Add(1)
+		return nil, false, nil
+	}
+	if now := c.now(); !alive(&e.it, now) || !fresh(&e.it, now) {
+		r.stats.misses.Add(1)
+		return nil, false, nil
+	}
+	r.stats.diskHits.Add(1)
+	note(ctx, key, SourceDisk)
+	v, ok := value(&e.it)
+	return v, ok, nil
+}
+
 // verdict is what vouch decided about an unverified local copy.
 type verdict uint8
 
