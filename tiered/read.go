@@ -17,7 +17,8 @@ type found struct {
 	unverified bool
 }
 
-// read is the slow path of every read: it takes the key's ticket, looks in
+// read is the slow path of every read but Get on a Disk-only route (getDisk,
+// which does the same for that route's one tier): it takes the key's ticket, looks in
 // tiers (a route's tiers, fastest first), and fills the faster tiers from
 // the first that holds a fresh value, under that ticket. A hit is counted
 // here; a miss is counted by the caller, which may go on to load.
