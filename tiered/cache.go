@@ -342,6 +342,9 @@ func (c *Cache) Get(ctx context.Context, key string) ([]byte, bool, error) {
 	if err != nil {
 		return nil, false, opErr("get", key, err)
 	}
+	if r.Tiers == Disk {
+		return c.getDisk(ctx, r, key)
+	}
 	f, err := c.read(ctx, r, key, r.tiers)
 	if !f.hit {
 		r.stats.misses.Add(1)

@@ -42,13 +42,14 @@ type diskTier struct {
 	trust trust
 	log   *slog.Logger
 	stats *cacheStats
-	// decode turns stored bytes into an entry, verifying signatures: the
-	// Cache's decodeDisk, which holds the keys and limits.
-	decode func(r *route, key string, b []byte, expiry int64) (entry, error)
+	// cache decodes stored bytes into entries (decodeDiskInto: it holds
+	// the keys and limits) and tells the time. It is called directly, not
+	// through a func value, so that an entry decoded in place stays on its
+	// reader's stack.
+	cache *Cache
 	// owns reports whether key's route has the disk tier; local whether a
 	// key under prefix can be the record of a route without Redis.
 	owns  func(key string) bool
-	now   func() int64 // the cache's clock, Unix ns
 	local func(prefix string) bool
 
 	// Healing (diskfault.go): how to open the store if it never opened,
@@ -73,10 +74,10 @@ var _ tier = (*diskTier)(nil)
 // newDiskTier returns the tier over db (nil: not open yet; the caller then
 // turns the tier off before publishing it).
 func newDiskTier(db *store.DB, mem *tracking.Cache, c *Cache) *diskTier {
-	d := &diskTier{mem: mem, log: c.o.Logger, stats: &c.stats, decode: c.decodeDisk,
+	d := &diskTier{mem: mem, log: c.o.Logger, stats: &c.stats, cache: c,
 		owns:  func(key string) bool { return c.router.find(key).Tiers&Disk != 0 },
-		local: func(prefix string) bool { return localUnder(c.router, prefix) }, now: c.now,
-		seed: maphash.MakeSeed(), kick: make(chan struct{}, 1), probed: make(chan struct{})}
+		local: func(prefix string) bool { return localUnder(c.router, prefix) },
+		seed:  maphash.MakeSeed(), kick: make(chan struct{}, 1), probed: make(chan struct{})}
 	d.trust.init()
 	d.wb = newWriteBehind(db, mem, c.o.WriteBehind, c.o.SyncWrites, c.o.Logger, d.faulted)
 	return d
@@ -86,22 +87,29 @@ func (*diskTier) source() Source { return SourceDisk }
 
 // get reads key from the write-behind queue, else from the store. While the
 // tier is off it misses.
-func (d *diskTier) get(ctx context.Context, r *route, key string) (entry, bool, bool, error) {
+func (d *diskTier) get(ctx context.Context, r *route, key string) (e entry, verified, ok bool, err error) {
+	if verified, ok, err = d.load(ctx, r, key, &e); !ok || !alive(&e.it, d.cache.now()) {
+		return entry{}, false, false, err // a queued copy past its expiry
+	}
+	return e, verified, true, nil
+}
+
+// load is get into *e, without its expiry check (the caller checks e
+// against its own clock reading): the Disk-only read path (Cache.getDisk)
+// decodes the entry in place through it. On a miss or an error *e is not
+// to be used.
+func (d *diskTier) load(ctx context.Context, r *route, key string, e *entry) (verified, ok bool, err error) {
 	b, expiry, ok, err := d.read(ctx, key)
 	if err != nil || !ok {
-		return entry{}, false, false, err
+		return false, false, err
 	}
-	e, err := d.decode(r, key, b, expiry)
-	if err != nil {
+	if err := d.cache.decodeDiskInto(r, key, b, expiry, e); err != nil {
 		d.stats.diskCorrupt.Add(1)
 		d.log.Warn("tiered: disk entry refused", "key", key, "err", err)
 		d.drop(key)
-		return entry{}, false, false, nil
+		return false, false, nil
 	}
-	if !alive(&e.it, d.now()) {
-		return entry{}, false, false, nil // a queued copy past its expiry
-	}
-	return e, r.Tiers&Redis == 0 || d.trust.has(d.mem, key), true, nil
+	return r.Tiers&Redis == 0 || d.trust.has(d.mem, key), true, nil
 }
 
 // read returns key's bytes as the disk tier holds them, and the hard

@@ -2,10 +2,13 @@ package tiered
 
 import (
 	"context"
+	"errors"
 	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/thermoscache/thermos/internal/clock"
 )
 
 // TestDiskHitAllocations: a hit on a Disk-only route allocates no more
@@ -45,4 +48,80 @@ func TestDiskHitAllocations(t *testing.T) {
 	if tiered > stored+0.5 {
 		t.Errorf("a Disk-only hit made %.2f allocations, its store Get %.2f: the tier adds some", tiered, stored)
 	}
+}
+
+// TestDiskOnlyGet: Get on a Disk-only route (its own path, getDisk)
+// answers as the tiers' read does: a hit from the store or from the
+// write-behind queue, counted as a disk hit (a store read counted in
+// DiskReads, a queued op not) and recorded as SourceDisk; a miss, counted,
+// for a missing key, a copy past its soft expiry (stale: Get never serves
+// it, GetOrLoad may) or its hard expiry, and a copy whose envelope fails
+// its checksum inside a valid store record (refused, counted in
+// DiskCorrupt, dropped).
+func TestDiskOnlyGet(t *testing.T) {
+	ctx := context.Background()
+	clk := clock.NewManual(time.Unix(1_700_000_000, 0))
+	c := openT(t, &Options{Dir: filepath.Join(t.TempDir(), "disk"), Logger: quietLog, Clock: clk,
+		WriteBehind: time.Hour, Routes: []Route{{Prefix: "d:", Tiers: Disk, TTL: time.Minute, MaxStale: time.Hour, Beta: -1}}})
+	set := func(key string) {
+		t.Helper()
+		if err := c.Set(ctx, key, []byte("value "+key), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	set("d:stored")
+	set("d:stale")
+	if err := c.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	db := c.disk.wb.db.Load()
+	se, ok, err := db.Get(ctx, "d:stored")
+	if err != nil || !ok {
+		t.Fatalf("store Get = %v, %v", ok, err)
+	}
+	bad := append([]byte(nil), se.Value...)
+	bad[len(bad)-1] ^= 0x20 // the envelope's checksum no longer matches
+	if err := db.SetExpiry(ctx, "d:corrupt", bad, se.Expiry); err != nil {
+		t.Fatal(err)
+	}
+	set("d:queued") // stays queued: WriteBehind is an hour, and no Flush
+
+	type counts struct{ hits, misses, reads, corrupt int64 }
+	read := func() counts {
+		st := c.Stats()
+		return counts{st.Routes[0].DiskHits, st.Routes[0].Misses, st.DiskReads, st.DiskCorrupt}
+	}
+	check := func(key string, hit bool, want counts) {
+		t.Helper()
+		before := read()
+		var src Sources
+		v, ok, err := c.Get(WithSources(ctx, &src), key)
+		switch {
+		case err != nil:
+			t.Fatalf("Get(%s) = %v", key, err)
+		case ok != hit || hit && string(v) != "value "+key:
+			t.Fatalf("Get(%s) = %q, %v; want hit %v", key, v, ok, hit)
+		}
+		if s, read := src.Source(key); hit && (!read || s != SourceDisk) {
+			t.Errorf("Get(%s) recorded source %v, %v; want %v", key, s, read, SourceDisk)
+		}
+		after := read()
+		got := counts{after.hits - before.hits, after.misses - before.misses, after.reads - before.reads, after.corrupt - before.corrupt}
+		if got != want {
+			t.Errorf("Get(%s) counted %+v, want %+v", key, got, want)
+		}
+	}
+	check("d:stored", true, counts{hits: 1, reads: 1})
+	check("d:queued", true, counts{hits: 1})
+	check("d:missing", false, counts{misses: 1, reads: 1})
+	check("d:corrupt", false, counts{misses: 1, reads: 1, corrupt: 1})
+	clk.Advance(2 * time.Minute) // past the TTL, within MaxStale
+	check("d:stale", false, counts{misses: 1, reads: 1})
+	if v, ok, err := c.GetOrLoad(ctx, "d:stale", LoaderFunc(func(context.Context, string) ([]byte, error) {
+		return nil, errors.New("origin down")
+	})); err != nil || !ok || string(v) != "value d:stale" {
+		t.Fatalf("GetOrLoad of a stale copy = %q, %v, %v; want it served stale", v, ok, err)
+	}
+	clk.Advance(2 * time.Hour) // past MaxStale: gone
+	check("d:stored", false, counts{misses: 1, reads: 1})
 }

@@ -157,27 +157,45 @@ func (c *Cache) decodeLocal(r *route, b []byte) (entry, error) {
 // signature on signed routes: the disk is no more trusted than Redis.
 // expiry is the hard expiry it was stored with (Unix ns, 0: none), which
 // may be shorter than the envelope's (Redis's TTL capped it).
-func (c *Cache) decodeDisk(r *route, key string, b []byte, expiry int64) (entry, error) {
-	e, err := envelope.Decode(b)
-	if err != nil {
-		return entry{}, err
+func (c *Cache) decodeDisk(r *route, key string, b []byte, expiry int64) (e entry, err error) {
+	err = c.decodeDiskInto(r, key, b, expiry, &e)
+	return e, err
+}
+
+// decodeDiskInto is decodeDisk into *out, for the disk read path: the
+// envelope is decoded in place, field by field, with no copy of a whole
+// entry or header passed back. On an error *out is left as it was.
+// Same checks as decodeDisk: the envelope's checksum always, its
+// signature on signed routes, the route's value limit.
+func (c *Cache) decodeDiskInto(r *route, key string, b []byte, expiry int64, out *entry) error {
+	var e envelope.Entry
+	if err := envelope.DecodeInto(b, &e); err != nil {
+		return err
 	}
 	if c.ring != nil && !r.Raw {
 		if err := e.Verify(key, c.ring); err != nil {
-			return entry{}, err
+			return err
 		}
 		if !c.rollbackAccept(r, key, e.Version) {
-			return entry{}, errRollback
+			return errRollback
 		}
 	}
 	if len(e.Payload) > r.MaxValueBytes {
-		return entry{}, newFault(ErrValueTooLarge, nil, "%d bytes on disk > %d", len(e.Payload), r.MaxValueBytes)
+		return newFault(ErrValueTooLarge, nil, "%d bytes on disk > %d", len(e.Payload), r.MaxValueBytes)
 	}
-	it := itemOf(r, &e)
+	it := &out.it
+	it.Value = e.Payload
+	it.SoftExpiry, it.HardExpiry = e.SoftExpiry, e.HardExpiry
+	it.Delta, it.Version = e.Delta, e.Version
+	it.Flags, it.Tag = uint8(e.Flags&^envelope.FlagSigned), r.idx
+	if r.Raw {
+		it.Version = digest(e.Payload)
+	}
 	if expiry != 0 {
-		capAt(&it, expiry)
+		capAt(it, expiry)
 	}
-	return entry{it: it, disk: b}, nil
+	out.disk, out.until = b, 0
+	return nil
 }
 
 func itemOf(r *route, e *envelope.Entry) tracking.Item {

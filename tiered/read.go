@@ -17,7 +17,8 @@ type found struct {
 	unverified bool
 }
 
-// read is the slow path of every read: it takes the key's ticket, looks in
+// read is the slow path of every read but Get on a Disk-only route (getDisk,
+// which does the same for that route's one tier): it takes the key's ticket, looks in
 // tiers (a route's tiers, fastest first), and fills the faster tiers from
 // the first that holds a fresh value, under that ticket. A hit is counted
 // here; a miss is counted by the caller, which may go on to load.
@@ -93,6 +94,31 @@ func (c *Cache) read(ctx context.Context, r *route, key string, tiers []tier) (f
 		return found{e: e, src: tr.source(), hit: true}, nil
 	}
 	return stale, nil
+}
+
+// getDisk is Get on a Disk-only route: read's walk for a route of one tier
+// without Redis, which takes no ticket, fills nothing and has nothing to
+// vouch for, with the entry decoded in place on this stack instead of
+// passed back through the tier interface and read's result (a hit copies
+// no entry). A disk that cannot answer steps aside: a miss, as in read.
+func (c *Cache) getDisk(ctx context.Context, r *route, key string) ([]byte, bool, error) {
+	var e entry
+	_, ok, err := c.disk.load(ctx, r, key, &e)
+	if err != nil {
+		c.o.Logger.Warn("tiered: tier read failed", "tier", SourceDisk, "key", key, "err", err)
+	}
+	if !ok || err != nil {
+		r.stats.misses.Add(1)
+		return nil, false, nil
+	}
+	if now := c.now(); !alive(&e.it, now) || !fresh(&e.it, now) {
+		r.stats.misses.Add(1)
+		return nil, false, nil
+	}
+	r.stats.diskHits.Add(1)
+	note(ctx, key, SourceDisk)
+	v, ok := value(&e.it)
+	return v, ok, nil
 }
 
 // verdict is what vouch decided about an unverified local copy.

@@ -151,41 +151,66 @@ func checksum(b []byte) uint32 {
 // over the whole envelope. It allocates nothing. The payload starts at
 // h.Size().
 func DecodeHeader(b []byte) (h Header, err error) {
+	if err := h.decode(b); err != nil {
+		return Header{}, err
+	}
+	return h, nil
+}
+
+// decode is DecodeHeader into h, whose fields it sets one by one: on
+// success every field of h is b's (Tag is zero when b is unsigned); on an
+// error h is left as it was.
+func (h *Header) decode(b []byte) error {
 	if len(b) < HeaderSize {
-		return Header{}, ErrShort
+		return ErrShort
 	}
 	if b[0] != Magic {
-		return Header{}, ErrMagic
+		return ErrMagic
 	}
-	h.Flags = Flags(b[1])
-	if h.Flags&^knownFlags != 0 {
-		return Header{}, ErrFlags
+	flags := Flags(b[1])
+	if flags&^knownFlags != 0 {
+		return ErrFlags
 	}
-	if h.Flags&FlagSigned != 0 && len(b) < HeaderSize+SigSize {
-		return Header{}, ErrShort
+	if flags&FlagSigned != 0 && len(b) < HeaderSize+SigSize {
+		return ErrShort
 	}
 	if binary.BigEndian.Uint32(b[34:38]) != checksum(b) {
-		return Header{}, ErrChecksum
+		return ErrChecksum
 	}
+	h.Flags = flags
 	h.SoftExpiry = int64(binary.BigEndian.Uint64(b[2:10]))
 	h.HardExpiry = int64(binary.BigEndian.Uint64(b[10:18]))
 	h.Delta = time.Duration(binary.BigEndian.Uint64(b[18:26]))
 	h.Version = binary.BigEndian.Uint64(b[VersionOffset : VersionOffset+VersionSize])
-	if h.Flags&FlagSigned != 0 {
+	if flags&FlagSigned != 0 {
 		h.KeyID = b[HeaderSize]
 		copy(h.Tag[:], b[HeaderSize+1:HeaderSize+SigSize])
+	} else {
+		h.KeyID, h.Tag = 0, [sha256.Size]byte{}
 	}
-	return h, nil
+	return nil
 }
 
 // Decode parses b. The returned Payload aliases b. It returns an error
 // matching ErrCorrupt when b is not a whole, intact envelope.
 func Decode(b []byte) (Entry, error) {
-	h, err := DecodeHeader(b)
-	if err != nil {
+	var e Entry
+	if err := DecodeInto(b, &e); err != nil {
 		return Entry{}, err
 	}
-	return Entry{Header: h, Payload: b[h.Size():]}, nil
+	return e, nil
+}
+
+// DecodeInto is Decode into *e, for a caller that keeps the entry where it
+// is: it writes e's fields in place instead of returning a copy of the
+// whole entry, which a hot read path would copy again. On an error it
+// returns what Decode returns and leaves *e as it was.
+func DecodeInto(b []byte, e *Entry) error {
+	if err := e.Header.decode(b); err != nil {
+		return err
+	}
+	e.Payload = b[e.Header.Size():]
+	return nil
 }
 
 // Keyring holds HMAC secrets by key id. New values are signed with Current;
