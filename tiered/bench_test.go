@@ -97,12 +97,17 @@ func BenchmarkMemoryHit(b *testing.B) {
 
 // BenchmarkDiskHit compares, on one data set and in the same run, a disk
 // hit through tiered with the layers under it. Four getters take turns in
-// slices of diskHitSlice reads of the same pseudo-random key sequence, each
-// slice timed, so machine drift hits all of them alike:
+// slices of diskHitSlice reads, each slice timed, so machine drift hits all
+// of them alike; in each round every getter reads the same keys (a
+// pseudo-random sequence), and the getters' order changes from round to
+// round (see timeRounds):
 //
-//   - pebble: a raw pebble.DB opened as store opens it (default options, a
-//     block cache of store.DefaultCacheBytes), holding records of the same
-//     size under the same keys, the value copied out as store does;
+//   - pebble: a raw pebble.DB opened with the options store gives Pebble
+//     (default options, a block cache of store.DefaultCacheBytes; store
+//     adds only its logger, event listener and a file system wrapper that
+//     a hit from the memtable or block cache does not reach), holding
+//     records of the same size under the same keys, the value copied out
+//     as store does;
 //   - store: store.DB.Get on a store opened with the disk-only cache's
 //     store options (its own coarse clock), holding the same entries;
 //   - disk: tiered Get on a Disk-only route;
@@ -112,14 +117,15 @@ func BenchmarkMemoryHit(b *testing.B) {
 //     does when the working set outgrows memory. memdisk-memhit/get is the
 //     share of its reads memory answered.
 //
-// Ratios are the median, over rounds, of a getter's slice time over the
-// pebble slice of the same round, so a preemption or a GC landing in one
-// slice does not skew them. "fresh" reads what was just written (Pebble's
-// memtables); "reopen" closes every database and opens the directories
-// again first (sstables through the block cache). Each getter reads its
-// own database, so none finds its data in the CPU caches because another
-// just read it. Before the timed loop every getter reads every key once.
-// allocs/get are each getter's own (testing.AllocsPerRun).
+// name/pebble is the median, over rounds, of a getter's slice time over
+// the pebble slice of the same round, so a preemption or a GC landing in
+// one slice does not skew it; name/pebble-mean is the ratio of the total
+// times. "fresh" reads what was just written (Pebble's memtables);
+// "reopen" closes every database and opens the directories again first
+// (sstables through the block cache). Each getter reads its own database,
+// so none finds its data in the CPU caches because another just read it.
+// Before the timed loop every getter reads every key once. allocs/get are
+// each getter's own (testing.AllocsPerRun).
 //
 // keys=10000 is store's BenchmarkDiskHit's data set; keys=1000 is smaller
 // (Pebble is faster on it, so tiered's own cost weighs more in the ratio).
@@ -136,6 +142,82 @@ func BenchmarkDiskHit(b *testing.B) {
 }
 
 const diskHitSlice = 256
+
+// timeRounds runs n getters in rounds until b.Loop ends: in each round
+// every getter runs one slice of diskHitSlice calls of get(g, i), where i
+// runs over the same diskHitSlice indices for every getter of the round
+// (round*diskHitSlice onwards), so all read the same keys. The order of the
+// getters changes every round, cycling through all permutations, so each
+// getter follows every other equally often (a getter that allocates more
+// starts more GC cycles, whose marking slows whoever runs next). It
+// returns, for each getter, the duration of its slice in each complete
+// round, or nil if not one round completed.
+func timeRounds(b *testing.B, n int, get func(g, i int)) [][]time.Duration {
+	perms := permutations(n)
+	slices := make([][]time.Duration, n)
+	for g := range slices {
+		slices[g] = make([]time.Duration, 0, 1024)
+	}
+	round, pos, k := 0, 0, 0
+	order := perms[0]
+	b.ReportAllocs()
+	b.ResetTimer()
+	start := time.Now()
+	for b.Loop() {
+		if k == diskHitSlice {
+			now := time.Now()
+			slices[order[pos]] = append(slices[order[pos]], now.Sub(start))
+			start, k = now, 0
+			if pos++; pos == n {
+				round, pos = round+1, 0
+				order = perms[round%len(perms)]
+			}
+		}
+		get(order[pos], round*diskHitSlice+k)
+		k++
+	}
+	b.StopTimer()
+	if round == 0 {
+		return nil
+	}
+	for g := range slices {
+		slices[g] = slices[g][:round]
+	}
+	return slices
+}
+
+// permutations returns every order of 0..n-1.
+func permutations(n int) [][]int {
+	if n == 1 {
+		return [][]int{{0}}
+	}
+	var all [][]int
+	for _, p := range permutations(n - 1) {
+		for at := 0; at <= len(p); at++ {
+			q := append(append(append(make([]int, 0, n), p[:at]...), n-1), p[at:]...)
+			all = append(all, q)
+		}
+	}
+	return all
+}
+
+// medianRatio is the median over rounds of a[r]/base[r].
+func medianRatio(a, base []time.Duration) float64 {
+	ratios := make([]float64, len(a))
+	for r := range a {
+		ratios[r] = float64(a[r]) / float64(base[r])
+	}
+	slices2.Sort(ratios)
+	return ratios[len(ratios)/2]
+}
+
+func sumDurations(ds []time.Duration) time.Duration {
+	var sum time.Duration
+	for _, d := range ds {
+		sum += d
+	}
+	return sum
+}
 
 // pebbleQuiet drops Pebble's own logging (it prints on every open).
 type pebbleQuiet struct{}
@@ -274,7 +356,8 @@ func benchDiskHit(b *testing.B, nkeys int, reopen bool) {
 	}
 	memHits0 := cm.Stats().Routes[0].MemoryHits
 
-	// A pre-generated pseudo-random key sequence, the same for all.
+	// A pre-generated pseudo-random key sequence; in each round every
+	// getter reads the same diskHitSlice keys of it.
 	const seqLen = 1 << 16
 	seq := make([]int32, seqLen)
 	x := uint32(12345)
@@ -284,41 +367,18 @@ func benchDiskHit(b *testing.B, nkeys int, reopen bool) {
 		x ^= x << 5
 		seq[i] = int32(x % uint32(nkeys))
 	}
-	// slices[g] holds the duration of each of getter g's slices.
-	var slices [len(names)][]time.Duration
-	for g := range slices {
-		slices[g] = make([]time.Duration, 0, 1024)
-	}
-	cur := 0
-	b.ReportAllocs()
-	b.ResetTimer()
-	start := time.Now()
-	for i := 0; b.Loop(); i++ {
-		if i%diskHitSlice == 0 && i > 0 {
-			now := time.Now()
-			slices[cur] = append(slices[cur], now.Sub(start))
-			start, cur = now, (cur+1)%len(names)
-		}
-		get[cur](seq[i&(seqLen-1)])
-	}
-	b.StopTimer()
-	rounds := len(slices[len(names)-1])
-	if rounds == 0 {
+	slices := timeRounds(b, len(names), func(g, i int) { get[g](seq[i&(seqLen-1)]) })
+	if slices == nil {
 		return // too few iterations to compare (the b.N=1 probe)
 	}
+	rounds := len(slices[0])
 	per := float64(rounds * diskHitSlice)
 	for g, name := range names {
-		var sum time.Duration
-		ratios := make([]float64, rounds)
-		for r := range rounds {
-			sum += slices[g][r]
-			ratios[r] = float64(slices[g][r]) / float64(slices[0][r])
-		}
-		b.ReportMetric(float64(sum)/per, name+"-ns/get")
+		b.ReportMetric(float64(sumDurations(slices[g]))/per, name+"-ns/get")
 		b.ReportMetric(allocs[g], name+"-allocs/get")
 		if g > 0 {
-			slices2.Sort(ratios)
-			b.ReportMetric(ratios[rounds/2], name+"/pebble")
+			b.ReportMetric(medianRatio(slices[g], slices[0]), name+"/pebble")
+			b.ReportMetric(float64(sumDurations(slices[g]))/float64(sumDurations(slices[0])), name+"/pebble-mean")
 		}
 	}
 	memHits := cm.Stats().Routes[0].MemoryHits - memHits0
