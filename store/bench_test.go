@@ -372,3 +372,88 @@ func BenchmarkDiskHit(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkGetInner compares, on 1,000 keys in memtables, store.DB.Get
+// with a raw Get on the store's own Pebble instance (its options, its
+// data; the value copied out as Get does), alternating in slices of 256
+// reads of the same keys, and reports the median of per-pair ratios. It
+// tells the store's own cost from any difference between its Pebble and a
+// separately opened one. parallel runs both getters from every P.
+func BenchmarkGetInner(b *testing.B) {
+	const nkeys, size = 1000, 100
+	ctx := context.Background()
+	db := openBench(b, &store.Options{Durability: store.NoSync})
+	keys := make([]string, nkeys)
+	for i := range keys {
+		keys[i] = benchKey(i)
+		if err := db.Set(ctx, keys[i], make([]byte, size), 0); err != nil {
+			b.Fatal(err)
+		}
+	}
+	pdb := db.PebbleForTest()
+	rkeys := make([][]byte, nkeys)
+	for i := range rkeys {
+		rkeys[i] = []byte(keys[i])
+	}
+	inner := func(i int) {
+		v, c, err := pdb.Get(rkeys[i])
+		if err != nil {
+			b.Fatal(err)
+		}
+		p := make([]byte, len(v)-store.EntryOverhead)
+		copy(p, v[store.EntryOverhead:])
+		_ = c.Close()
+	}
+	get := func(i int) {
+		if e, ok, err := db.Get(ctx, keys[i]); err != nil || !ok || len(e.Value) != size {
+			b.Fatalf("Get = %d bytes, %v, %v", len(e.Value), ok, err)
+		}
+	}
+	b.Run("serial", func(b *testing.B) {
+		const slice = 256
+		var t [2][]time.Duration
+		b.ReportAllocs()
+		b.ResetTimer()
+		start, cur, k, round := time.Now(), 0, 0, 0
+		for b.Loop() {
+			if k == slice {
+				now := time.Now()
+				t[cur] = append(t[cur], now.Sub(start))
+				start, k, cur = now, 0, cur^1
+				if cur == 0 {
+					round++
+				}
+			}
+			i := (round*slice + k) * 7919 % nkeys
+			if cur == 0 {
+				get(i)
+			} else {
+				inner(i)
+			}
+			k++
+		}
+		b.StopTimer()
+		n := min(len(t[0]), len(t[1]))
+		if n == 0 {
+			return
+		}
+		ratios := make([]float64, n)
+		var sum [2]time.Duration
+		for r := range n {
+			ratios[r] = float64(t[0][r]) / float64(t[1][r])
+			sum[0] += t[0][r]
+			sum[1] += t[1][r]
+		}
+		slices2.Sort(ratios)
+		b.ReportMetric(ratios[n/2], "store/inner")
+		b.ReportMetric(float64(sum[0])/float64(sum[1]), "store/inner-mean")
+	})
+	b.Run("parallel", func(b *testing.B) {
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			for i := 0; pb.Next(); i++ {
+				get(i * 7919 % nkeys)
+			}
+		})
+	})
+}

@@ -56,3 +56,7 @@ func (db *DB) CacheMetricsForTest() (size int64, hits, misses int64) {
 	m := db.current().pdb.Metrics()
 	return m.BlockCache.Size, m.BlockCache.Hits, m.BlockCache.Misses
 }
+
+// PebbleForTest returns the current instance's Pebble database, opened with
+// the store's options, for benchmarks that read it raw.
+func (db *DB) PebbleForTest() *pebble.DB { return db.current().pdb }
