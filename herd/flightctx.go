@@ -12,12 +12,22 @@ import (
 // Why not context.WithTimeoutCause(context.WithoutCancel(ctx), …): that
 // costs five allocations per flight (both contexts, the timer, its
 // closure, the channel). A flightCtx lives in its flight and costs its
-// channel, its timer and the timer's function.
+// channel, its timer and the timer's function, and those only once arm
+// says it is about to be used: a flight that its first caller ends in one
+// acquire (Group.lead: the value is in Redis) never uses it, and costs
+// none of them.
 type flightCtx struct {
-	values   context.Context // the first caller's values; never cancelled
+	// values is the first caller's values, never cancelled, once armed.
+	// Before that it is the caller's ctx itself (init), which must not be
+	// handed on: context.Cause asks Value for ctx's own cancellation.
+	values   context.Context
 	deadline time.Time
-	done     chan struct{}
-	timer    *time.Timer // ends the context at deadline
+	// done is made by arm (closed already if the context ended before).
+	// It is written under mu by the goroutine that then uses the context,
+	// and read without mu only by that goroutine.
+	done  chan struct{}
+	timer *time.Timer // ends the context at deadline; nil until armed
+	armed bool        // guarded by mu
 
 	mu struct {
 		sync.Mutex
@@ -31,9 +41,29 @@ type afterFunc struct {
 	done bool // ran or stopped; guarded by flightCtx.mu
 }
 
-func (c *flightCtx) init(values context.Context, timeout time.Duration) {
-	c.values, c.deadline, c.done = values, time.Now().Add(timeout), make(chan struct{})
-	c.timer = time.AfterFunc(timeout, c.timeout)
+// init sets the deadline, timeout from now, and keeps ctx for its values;
+// arm makes the context usable.
+func (c *flightCtx) init(ctx context.Context, timeout time.Duration) {
+	c.values, c.deadline = ctx, time.Now().Add(timeout)
+}
+
+// arm makes the context ready to be used: Done's channel, the timer of
+// its deadline, values without ctx's cancellation. Call it once, before
+// the context is handed to anything, from the goroutine that will use it.
+// A context that ended before (Close) is armed ended.
+func (c *flightCtx) arm() {
+	if _, dl := c.values.Deadline(); dl || c.values.Done() != nil {
+		c.values = context.WithoutCancel(c.values)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.armed = true
+	c.done = make(chan struct{})
+	if c.mu.why != nil {
+		close(c.done)
+		return
+	}
+	c.timer = time.AfterFunc(time.Until(c.deadline), c.timeout)
 }
 
 func (c *flightCtx) timeout() { c.end(context.DeadlineExceeded) }
@@ -43,10 +73,12 @@ func (c *flightCtx) Done() <-chan struct{}       { return c.done }
 func (c *flightCtx) Value(key any) any           { return c.values.Value(key) }
 
 func (c *flightCtx) Err() error {
-	select {
-	case <-c.done:
-	default:
-		return nil
+	if c.done != nil {
+		select {
+		case <-c.done:
+		default:
+			return nil
+		}
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -66,6 +98,12 @@ func (c *flightCtx) end(why error) {
 		return
 	}
 	c.mu.why = why
+	if !c.armed {
+		// Never used: nothing waits on it, nothing to stop (arm, if it
+		// comes, makes it ended).
+		c.mu.Unlock()
+		return
+	}
 	close(c.done)
 	if why != context.DeadlineExceeded {
 		c.timer.Stop()

@@ -117,8 +117,9 @@ type flight struct {
 	// (the lease was held or the value already replaced) to start over.
 	retry bool
 	lease lease // while the flight holds the lease and loads
-	// ctx is the flight's context; ctx.values, the first caller's values
-	// without cancellation, serves work that must outlive it.
+	// ctx is the flight's context, armed by whoever runs the flight;
+	// ctx.values, the first caller's values without cancellation, serves
+	// work that must outlive it.
 	ctx flightCtx
 }
 
@@ -207,14 +208,17 @@ func (g *Group) Do(ctx context.Context, key string, lookup LookupFunc, load Load
 				g.runDo(f, lookup, load)
 				return f.res, f.err
 			}
-			f.done = make(chan struct{})
 			if g.client != nil && lookup == nil {
+				// No done channel yet: lead makes one only if the
+				// flight goes on without it (a caller joining meanwhile
+				// makes it below).
 				g.mu.Unlock()
 				if res, err, ended := g.lead(ctx, f, load); ended {
 					return res, err
 				}
 				g.mu.Lock()
 			} else {
+				f.done = make(chan struct{})
 				go g.runDo(f, lookup, load)
 			}
 		} else if f.done == nil {
@@ -288,14 +292,9 @@ func (g *Group) Wake(key string) {
 
 // startLocked registers a new flight for key. Its context keeps ctx's
 // values, drops its cancellation and deadline, is bounded by LoadTimeout
-// and ends on Close.
+// and ends on Close; whoever runs the flight arms it first (flightCtx.arm).
 // REQUIRES: g.mu held, not closed.
 func (g *Group) startLocked(key string, ctx context.Context) *flight {
-	if _, dl := ctx.Deadline(); dl || ctx.Done() != nil {
-		// Not the bare ctx: context.Cause asks Value for ctx's own
-		// cancellation, which must not show through.
-		ctx = context.WithoutCancel(ctx)
-	}
 	f := &flight{key: key}
 	f.ctx.init(ctx, g.o.LoadTimeout)
 	g.mu.flights[key] = f
@@ -336,6 +335,7 @@ func (g *Group) flightErr(f *flight, err error) error {
 
 func (g *Group) runDo(f *flight, lookup LookupFunc, load LoadFunc) {
 	defer g.finish(f)
+	f.ctx.arm()
 	ctx := &f.ctx
 	if lookup != nil {
 		v, ok, err := lookup(ctx)
@@ -360,6 +360,7 @@ func (g *Group) runDo(f *flight, lookup LookupFunc, load LoadFunc) {
 
 func (g *Group) runRefresh(f *flight, current []byte, load LoadFunc) {
 	defer g.finish(f)
+	f.ctx.arm()
 	ctx := &f.ctx
 	if g.client == nil {
 		r, err := g.load(ctx, f.key, load)
@@ -441,6 +442,12 @@ func (g *Group) lead(ctx context.Context, f *flight, load LoadFunc) (Result, err
 		return f.res, nil, true
 	}
 	first := step{known: !lost, st: st, pttl: pttl, retried: lost}
+	g.mu.Lock()
+	if f.done == nil {
+		f.done = make(chan struct{}) // the caller waits on it from now on
+	}
+	g.mu.Unlock()
+	f.ctx.arm() // here: the goroutine starts after it (go's happens-before)
 	go func() {
 		defer g.finish(f)
 		f.res, f.err = g.sharedFrom(&f.ctx, f, modeDo, nil, nil, load, k, token, first)
