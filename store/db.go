@@ -306,7 +306,7 @@ func (db *DB) startLoops(in *instance) {
 	}
 	if db.opts.SweepInterval > 0 || db.opts.MaxBytes > 0 {
 		db.bg.Add(1)
-		go db.maintainLoop(in)
+		go db.maintainLoop(in, estimate{bytes: db.estBytes.Load(), count: db.estCount.Load()})
 	}
 }
 
@@ -834,7 +834,9 @@ type Stats struct {
 	// Entries and Bytes approximate the live entries and their logical size
 	// (keys plus values plus EntryOverhead each): exact as of the last
 	// maintenance pass, plus every Set since (an overwrite counts as new, a
-	// Delete subtracts nothing) minus evictions.
+	// Delete subtracts nothing) minus evictions. Before the first pass they
+	// are measured from the tables' properties shortly after Open, which
+	// count overwritten, deleted and expired entries not yet compacted away.
 	Entries int64
 	Bytes   int64
 	// MaxBytes is the configured budget (0: unlimited).

@@ -53,9 +53,12 @@
 //
 // # Expiry and eviction
 //
-// A maintenance pass runs at Open (unless sweeping is off and there is no
-// budget), every Options.SweepInterval (1 min by default), on Sweep, and
-// when writes push the estimated size over Options.MaxBytes. It deletes
+// A maintenance pass runs every Options.SweepInterval (1 min by default),
+// on Sweep, and when writes push the estimated size over Options.MaxBytes.
+// Open reads no entry: just after it, the size is estimated from the
+// tables' properties, and a pass runs at once only if that estimate is over
+// 90% of MaxBytes (a pass reads every entry, and would compete with a
+// caller that reads them all after Open, such as a warm start). A pass deletes
 // expired and corrupt entries, recounts the logical size (keys plus values
 // plus EntryOverhead each) of live entries exactly and, if that exceeds
 // MaxBytes (or exceeds 90% of it when the pass was started by the budget),

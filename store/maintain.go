@@ -42,11 +42,19 @@ func (db *DB) syncLoop(in *instance) {
 	}
 }
 
-// maintainLoop runs a maintenance pass on in at start (to measure the
-// store), every SweepInterval (if positive) and whenever a write pushes the
-// byte estimate over MaxBytes. It runs only if sweeping is on or MaxBytes is
-// set, and stops when Close cancels bgCtx or in enters its error state.
-func (db *DB) maintainLoop(in *instance) {
+// maintainLoop measures in from its tables' properties at start (measure),
+// then runs a maintenance pass every SweepInterval (if positive) and
+// whenever a write pushes the byte estimate over MaxBytes. It runs the
+// first pass at once if the measure failed or found the store over 90% of
+// MaxBytes. It runs only if sweeping is on or MaxBytes is set, and stops
+// when Close cancels bgCtx or in enters its error state.
+//
+// No pass at start unless the budget needs one: a pass reads every entry,
+// and a caller that opens the store to read it all (a warm start) would
+// read it alongside, on another core, through a block cache too small to
+// hold what one of the two has read until the other gets there (measured:
+// at 1,000,000 entries every block is read and decompressed twice).
+func (db *DB) maintainLoop(in *instance, base estimate) {
 	defer db.bg.Done()
 	var tick <-chan time.Time
 	if db.opts.SweepInterval > 0 {
@@ -54,16 +62,20 @@ func (db *DB) maintainLoop(in *instance) {
 		defer t.Stop()
 		tick = t.C
 	}
+	run := !db.measure(in, base)
 	budget := false
 	for {
-		if err := db.enterSame(in); err != nil {
-			return
+		if run {
+			if err := db.enterSame(in); err != nil {
+				return
+			}
+			err := db.pass(db.bgCtx, in, budget)
+			in.ops.Done()
+			if err != nil && db.bgCtx.Err() == nil && in.fault.get() == nil {
+				db.log.Warn("store: maintenance pass failed", "err", err)
+			}
 		}
-		err := db.pass(db.bgCtx, in, budget)
-		in.ops.Done()
-		if err != nil && db.bgCtx.Err() == nil && in.fault.get() == nil {
-			db.log.Warn("store: maintenance pass failed", "err", err)
-		}
+		run = true
 		select {
 		case <-db.bgCtx.Done():
 			return
@@ -75,6 +87,39 @@ func (db *DB) maintainLoop(in *instance) {
 			budget = true
 		}
 	}
+}
+
+// estimate is the size estimates at one moment.
+type estimate struct{ bytes, count int64 }
+
+// measure sets the size estimates from in's tables' properties (see
+// tableEstimate), keeping the writes counted since base, the estimates
+// when in opened, and reports whether the first pass can wait: false if
+// the tables could not be read, or if the store may be over its budget.
+func (db *DB) measure(in *instance, base estimate) bool {
+	if err := db.enterSame(in); err != nil {
+		return false
+	}
+	defer in.ops.Done()
+	db.passMu.Lock() // not during a Sweep: it sets them exactly
+	defer db.passMu.Unlock()
+	count, bytes, err := func() (count, bytes int64, err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				err = db.panicked(in, r)
+			}
+		}()
+		return tableEstimate(in)
+	}()
+	if err != nil {
+		return false
+	}
+	// A write flushed to a table since in opened is counted twice: an
+	// estimate, above the truth, until the first pass.
+	db.estBytes.Add(bytes - base.bytes)
+	db.estCount.Add(count - base.count)
+	max := db.opts.MaxBytes
+	return max == 0 || bytes <= max-max/10
 }
 
 // Sweep runs one maintenance pass now and waits for it: it deletes expired

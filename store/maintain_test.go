@@ -186,3 +186,73 @@ func TestNoSyncPersistsOnClose(t *testing.T) {
 		}
 	}
 }
+
+// TestOpenMeasuresWithoutReading: after Open, the size estimates come from
+// the tables' properties, not from a maintenance pass: a pass at Open would
+// read every entry while the caller (a warm start) reads them too, and at a
+// million entries the block cache holds too little for the two to share
+// what they read. The reads it takes are compared with a Scan's.
+func TestOpenMeasuresWithoutReading(t *testing.T) {
+	ctx := context.Background()
+	const n, payload = 20_000, 100
+	key := func(i int) string { return fmt.Sprintf("k%06d", i) }
+	db, dir := openT(t, "", &store.Options{SweepInterval: -1})
+	b := db.NewBatch()
+	for i := range n {
+		if err := b.Set(key(i), make([]byte, payload), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil { // flushes: every entry is in a table
+		t.Fatal(err)
+	}
+	inj := &injector{match: reads(".sst")} // counts, fails nothing
+	inj.on.Store(true)
+	db = openFaulty(t, dir, inj, store.Options{}) // sweeping on, every minute
+	defer db.Close()
+	waitFor(t, "the size estimates", func() bool { return db.Stats().Entries == n })
+	measured := inj.hits.Load()
+	st := db.Stats()
+	if want := n * entrySize(key(0), payload); st.Bytes != want || st.Passes != 0 {
+		t.Fatalf("after Open: Bytes = %d after %d passes, want %d after none", st.Bytes, st.Passes, want)
+	}
+	seen := 0
+	if err := db.Scan(ctx, "", func(string, store.Entry) error { seen++; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	scanned := inj.hits.Load() - measured
+	if seen != n || measured*10 > scanned {
+		t.Fatalf("Open and its measure read the tables %d times, a Scan of %d entries (%d seen) %d times: want under a tenth", measured, n, seen, scanned)
+	}
+}
+
+// TestEvictionAtOpen: a store reopened over its budget evicts without
+// waiting for a sweep, though Open no longer runs a pass by default.
+func TestEvictionAtOpen(t *testing.T) {
+	ctx := context.Background()
+	const n, payload = 100, 100
+	one := entrySize("k000", payload)
+	max := 50 * one
+	for _, sweep := range []time.Duration{-1, time.Hour} {
+		db, dir := openT(t, "", &store.Options{SweepInterval: -1})
+		for i := range n {
+			if err := db.Set(ctx, fmt.Sprintf("k%03d", i), make([]byte, payload), time.Duration(i+1)*time.Minute); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := db.Close(); err != nil {
+			t.Fatal(err)
+		}
+		db, _ = openT(t, dir, &store.Options{MaxBytes: max, SweepInterval: sweep})
+		waitFor(t, fmt.Sprintf("eviction at Open (SweepInterval %v)", sweep), func() bool {
+			st := db.Stats()
+			return st.Passes > 0 && st.Evicted > 0 && st.Bytes <= max
+		})
+		if err := db.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

@@ -82,9 +82,9 @@ type Options struct {
 
 	// SweepInterval is how often a maintenance pass deletes expired entries.
 	// Zero means DefaultSweepInterval (1 min). Negative turns background
-	// passes off (unless MaxBytes is set: then a pass runs at Open and
-	// whenever the budget is exceeded); Get and Scan still never return an
-	// expired entry, and Sweep runs a pass on demand.
+	// passes off (unless MaxBytes is set: then a pass runs whenever the
+	// budget is exceeded, at Open included); Get and Scan still never return
+	// an expired entry, and Sweep runs a pass on demand.
 	SweepInterval time.Duration
 
 	// MaxKeyBytes is the longest key accepted. Zero means DefaultMaxKeyBytes

@@ -154,20 +154,37 @@ func (db *DB) EstimateEntries() (int64, error) {
 		return 0, err
 	}
 	defer in.ops.Done()
-	if in.pdb == nil {
-		return 0, nil
-	}
-	levels, err := in.pdb.SSTables(pebble.WithProperties())
+	n, _, err := tableEstimate(in)
 	if err != nil {
 		return 0, fmt.Errorf("store: estimate entries: %w", err)
 	}
-	var n int64
+	return n, nil
+}
+
+// tableEstimate is about how many entries in's tables hold and their
+// logical bytes (keys plus records), from the tables' properties: no data
+// block is read. Entries shadowed by a newer write or a tombstone that no
+// compaction has removed yet are counted, expired ones too, and the
+// memtable is not. The caller holds a count of in.ops.
+func tableEstimate(in *instance) (entries, bytes int64, err error) {
+	if in.pdb == nil {
+		return 0, 0, nil
+	}
+	levels, err := in.pdb.SSTables(pebble.WithProperties())
+	if err != nil {
+		return 0, 0, err
+	}
 	for _, level := range levels {
 		for _, t := range level {
-			if p := t.Properties; p != nil {
-				n += int64(p.NumEntries) - int64(p.NumDeletions)
+			p := t.Properties
+			if p == nil {
+				continue
 			}
+			entries += int64(p.NumEntries) - int64(p.NumDeletions)
+			// RawKeySize counts every internal key: the user key and its
+			// 8-byte trailer, tombstones' keys included.
+			bytes += int64(p.RawKeySize) - 8*int64(p.NumEntries) - int64(p.RawPointTombstoneKeySize) + int64(p.RawValueSize)
 		}
 	}
-	return max(n, 0), nil
+	return max(entries, 0), max(bytes, 0), nil
 }

@@ -322,8 +322,8 @@ func TestDiskReadFault(t *testing.T) {
 	if err := c.Close(); err != nil { // flushed to an sstable
 		t.Fatal(err)
 	}
-	// On before Open: the store reads its sstables at Open (a maintenance
-	// pass), which would fill its block cache and spare the Get a read.
+	// On before Open: Open reads the sstables (the warm start's scan),
+	// which would fill the block cache and spare the Get a read.
 	inj := &diskInjector{err: syscall.EIO, match: sstReads}
 	inj.on.Store(true)
 	c = openT(t, faultyDisk(&Options{Dir: dir, Routes: routes}, inj))
