@@ -118,8 +118,8 @@ func (db *DB) measure(in *instance, base estimate) bool {
 	// estimate, above the truth, until the first pass.
 	db.estBytes.Add(bytes - base.bytes)
 	db.estCount.Add(count - base.count)
-	max := db.opts.MaxBytes
-	return max == 0 || bytes <= max-max/10
+	limit := db.opts.MaxBytes
+	return limit == 0 || bytes <= limit-limit/10
 }
 
 // Sweep runs one maintenance pass now and waits for it: it deletes expired

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
-	slices2 "slices"
+
 	"sync/atomic"
 	"testing"
 	"time"
@@ -207,8 +207,7 @@ func medianRatio(a, base []time.Duration) float64 {
 	for r := range a {
 		ratios[r] = float64(a[r]) / float64(base[r])
 	}
-	slices2.Sort(ratios)
-	return ratios[len(ratios)/2]
+	return median(ratios)
 }
 
 func sumDurations(ds []time.Duration) time.Duration {

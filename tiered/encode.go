@@ -183,23 +183,23 @@ func (c *Cache) decodeDiskInto(r *route, key string, b []byte, expiry int64, out
 	if len(e.Payload) > r.MaxValueBytes {
 		return newFault(ErrValueTooLarge, nil, "%d bytes on disk > %d", len(e.Payload), r.MaxValueBytes)
 	}
-	it := &out.it
-	it.Value = e.Payload
-	it.SoftExpiry, it.HardExpiry = e.SoftExpiry, e.HardExpiry
-	it.Delta, it.Version = e.Delta, e.Version
-	it.Flags, it.Tag = uint8(e.Flags&^envelope.FlagSigned), r.idx
-	if r.Raw {
-		it.Version = digest(e.Payload)
-	}
+	setItem(&out.it, r, &e)
 	if expiry != 0 {
-		capAt(it, expiry)
+		capAt(&out.it, expiry)
 	}
 	out.disk, out.until = b, 0
 	return nil
 }
 
-func itemOf(r *route, e *envelope.Entry) tracking.Item {
-	it := tracking.Item{
+func itemOf(r *route, e *envelope.Entry) (it tracking.Item) {
+	setItem(&it, r, e)
+	return it
+}
+
+// setItem sets every field of *it from r's envelope e, in place: the disk
+// read path keeps its entry where it is (decodeDiskInto).
+func setItem(it *tracking.Item, r *route, e *envelope.Entry) {
+	*it = tracking.Item{
 		Value:      e.Payload,
 		SoftExpiry: e.SoftExpiry,
 		HardExpiry: e.HardExpiry,
@@ -211,7 +211,6 @@ func itemOf(r *route, e *envelope.Entry) tracking.Item {
 	if r.Raw {
 		it.Version = digest(e.Payload)
 	}
-	return it
 }
 
 // rawDisk is the local envelope the disk tier keeps for a raw value: raw

@@ -107,15 +107,11 @@ func (c *Cache) getDisk(ctx context.Context, r *route, key string) ([]byte, bool
 	if err != nil {
 		c.o.Logger.Warn("tiered: tier read failed", "tier", SourceDisk, "key", key, "err", err)
 	}
-	if !ok || err != nil {
+	if err != nil || !ok || !servable(&e.it, c.now()) {
 		r.stats.misses.Add(1)
 		return nil, false, nil
 	}
-	if now := c.now(); !alive(&e.it, now) || !fresh(&e.it, now) {
-		r.stats.misses.Add(1)
-		return nil, false, nil
-	}
-	r.stats.diskHits.Add(1)
+	c.countHit(r, SourceDisk)
 	note(ctx, key, SourceDisk)
 	v, ok := value(&e.it)
 	return v, ok, nil

@@ -58,6 +58,9 @@ func fresh(it *tracking.Item, now int64) bool { return it.SoftExpiry == 0 || now
 // hard expiry.
 func alive(it *tracking.Item, now int64) bool { return it.HardExpiry == 0 || now < it.HardExpiry }
 
+// servable reports whether it is alive and fresh at now: a hit.
+func servable(it *tracking.Item, now int64) bool { return alive(it, now) && fresh(it, now) }
+
 // negative reports whether it is a remembered "not found".
 func negative(it *tracking.Item) bool { return it.Flags&uint8(envelope.FlagNegative) != 0 }
 
