@@ -111,6 +111,7 @@ type Cache struct {
 	// Test-only switches, set by tests in this package before use.
 	testNoGuard    bool             // accept every ticket: reopens the race
 	testBeforeFill func(key string) // runs in Fetch between reply and fill
+	testInWrite    func(key string) // runs in Write, under the shard lock, between its check and its bump
 }
 
 // New returns a Cache. With opts.Redis set it connects, checks that the server
@@ -691,10 +692,11 @@ func (c *Cache) SetLocal(key string, it Item) error {
 // unconditional (keys that exist only locally) and valid is true.
 //
 // Either way the write refuses every ticket taken before it, and Write
-// returns next, the ticket current right after it, read under the same
-// lock: the caller guards its follow-up work for this write (a queued disk
-// write, a trust record) with next, so that any later invalidation or
-// write of key makes that work a no-op. Errors: ErrEmptyKey, ErrClosed,
+// returns next, the ticket of the write itself: the caller guards its
+// follow-up work for this write (a queued disk write, a trust record) with
+// next, so that any later invalidation or write of key makes that work a
+// no-op. An invalidation that races with the write (its removal comes
+// after the write's insert) refuses next too. Errors: ErrEmptyKey, ErrClosed,
 // ErrTooLarge (the entry is removed; next is still valid).
 func (c *Cache) Write(key string, it *Item, limit int64, after *Ticket) (next Ticket, valid bool, err error) {
 	if key == "" {
@@ -717,16 +719,29 @@ func (c *Cache) writeLocal(key string, it *Item, limit int64, t *Ticket) (next T
 	if c.closed.Load() {
 		return Ticket{}, false, ErrClosed
 	}
-	valid = t == nil || !c.isDown() && c.validLocked(s, h, *t)
-	epoch := c.epoch.Load()
+	// next is built from the counters as this write found them, not as
+	// they are after its own bump: an invalidation bumps the generation
+	// before it takes the shard lock to remove the entry, so a bump that
+	// lands between this check and this write's own is one whose removal
+	// comes after the insert below. A next read after both bumps would be
+	// valid after that removal, and the caller's follow-up work (a trusted
+	// disk copy) would outlive the invalidation: a reader would then find
+	// the copy trusted and cache it again, stale for good. Built from the
+	// counters found, next is refused once anything else moved them.
+	slot := &s.gens[slotOf(h)]
+	gen, sgen, epoch := slot.Load(), s.sgen.Load(), c.epoch.Load()
+	valid = t == nil || !c.isDown() && (c.testNoGuard || t.hash == h && t.epoch == epoch && t.sgen == sgen && t.gen == gen)
+	next = Ticket{hash: h, gen: gen + 1, sgen: sgen, epoch: epoch}
 	if t != nil {
 		epoch = t.epoch
+	}
+	if hook := c.testInWrite; hook != nil {
+		hook(key)
 	}
 	// Every local write refuses the tickets taken before it: a reader that
 	// sent its GET before this write must not overwrite it with the old
 	// value.
-	gen := s.gens[slotOf(h)].Add(1)
-	next = Ticket{hash: h, gen: gen, sgen: s.sgen.Load(), epoch: c.epoch.Load()}
+	slot.Add(1)
 	switch {
 	case e != nil && e.size() > c.cfg.shareBytes:
 		s.mu.tooLarge++

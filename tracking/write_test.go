@@ -2,7 +2,9 @@ package tracking
 
 import (
 	"errors"
+	"runtime"
 	"testing"
+	"time"
 )
 
 // TestWriteTickets checks the contract tiered's write paths rest on: a
@@ -60,5 +62,80 @@ func TestWriteTickets(t *testing.T) {
 	c.Close()
 	if _, _, err := c.Write("k", nil, 0, nil); !errors.Is(err, ErrClosed) {
 		t.Errorf("Write after Close = %v, want ErrClosed", err)
+	}
+}
+
+// TestWriteTicketRacingInvalidation forces the interleaving that left a
+// value stale for good in tiered's Memory|Disk|Redis probe (1 key in 2,000,
+// once in several CI runs): an invalidation bumps the key's generation
+// (without a lock), and only then takes the shard lock to remove the entry;
+// a Write holding that lock, between its ticket check and its own bump,
+// inserts the entry the invalidation then removes. The next ticket it
+// returned used to be read after both bumps, so it stayed valid after the
+// removal: tiered trusted its disk copy under it, and a reader filled memory
+// from that copy after the invalidation. next must be refused once the
+// racing invalidation is applied, whatever moved the counter (a key's
+// invalidation, InvalidatePrefix, an epoch bump).
+func TestWriteTicketRacingInvalidation(t *testing.T) {
+	races := []struct {
+		name    string
+		moved   func(c *Cache, key string) uint64 // the counter the race moves
+		applies func(c *Cache, key string)
+	}{
+		{"Invalidate", func(c *Cache, key string) uint64 {
+			h := c.hash(key)
+			return c.shardOf(h).gens[slotOf(h)].Load()
+		}, func(c *Cache, key string) { c.Invalidate(key) }},
+		{"InvalidatePrefix", func(c *Cache, key string) uint64 {
+			return c.shardOf(c.hash(key)).sgen.Load()
+		}, func(c *Cache, _ string) { c.InvalidatePrefix("") }},
+		{"epoch bump", func(c *Cache, _ string) uint64 { return c.epoch.Load() },
+			func(c *Cache, _ string) { c.bumpEpoch() }},
+	}
+	for _, race := range races {
+		for _, ticketed := range []bool{false, true} {
+			name := race.name + "/unconditional"
+			if ticketed {
+				name = race.name + "/under a ticket"
+			}
+			t.Run(name, func(t *testing.T) {
+				c := newLocal(t, nil)
+				var done chan struct{}
+				c.testInWrite = func(key string) {
+					c.testInWrite = nil
+					before := race.moved(c, key)
+					done = make(chan struct{})
+					go func() {
+						defer close(done)
+						race.applies(c, key) // blocks on the shard lock Write holds
+					}()
+					deadline := time.Now().Add(10 * time.Second)
+					for race.moved(c, key) == before {
+						if time.Now().After(deadline) {
+							t.Error("the racing invalidation never moved its counter")
+							return
+						}
+						runtime.Gosched()
+					}
+				}
+				var after *Ticket
+				if ticketed {
+					tk := c.Reserve("k")
+					after = &tk
+				}
+				next, valid, err := c.Write("k", &Item{Value: []byte("v")}, 0, after)
+				if err != nil || !valid {
+					t.Fatalf("Write = valid %v, %v; want valid (the race comes after its check)", valid, err)
+				}
+				<-done
+				mustMiss(t, c, "k")
+				if c.Valid(next) {
+					t.Error("Write's next ticket is still valid after the invalidation that removed its entry")
+				}
+				if c.Fill(next, "k", item("v"), true) {
+					t.Error("a fill under Write's next ticket was accepted after the racing invalidation")
+				}
+			})
+		}
 	}
 }

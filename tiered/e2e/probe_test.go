@@ -217,7 +217,9 @@ func probe(t *testing.T, env probeEnv, c probeCase, prefix string) {
 		t.Logf("%s: %v after the external writes: %d of %d keys served a value Redis no longer holds (%d read errors)%s",
 			c.name(), after, stale, probeKeys, errs, example)
 		if stale != 0 || errs != 0 {
-			t.Errorf("%v after the external writes: %d of %d keys stale, %d read errors, want 0", after, stale, probeKeys, errs)
+			st := cache.Stats()
+			t.Errorf("%v after the external writes: %d of %d keys stale, %d read errors, want 0 (epoch bumps %d, passes %d, revalidated %d, dropped %d, disk writes dropped %d)",
+				after, stale, probeKeys, errs, st.EpochBumps, st.RevalidationPasses, st.Revalidated, st.Dropped, st.DiskWritesDropped)
 		}
 	}
 }
@@ -243,7 +245,8 @@ func staleKeys(ctx context.Context, cache *tiered.Cache, plain rueidis.Client, r
 				continue
 			}
 		}
-		v, ok, err := cache.Get(ctx, k)
+		var srcs tiered.Sources
+		v, ok, err := cache.Get(tiered.WithSources(ctx, &srcs), k)
 		if err != nil {
 			errs++
 			continue
@@ -254,7 +257,8 @@ func staleKeys(ctx context.Context, cache *tiered.Cache, plain rueidis.Client, r
 				if inRedis {
 					redis = strconv.Quote(rv)
 				}
-				example = fmt.Sprintf("; e.g. %s: cache %q, redis %s", k, v, redis)
+				src, _ := srcs.Source(k)
+				example = fmt.Sprintf("; e.g. %s: cache %q from %v, redis %s", k, v, src, redis)
 			}
 			stale++
 		}
