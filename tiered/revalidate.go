@@ -320,11 +320,18 @@ func (p *pass) settle(batch []check) {
 	for i := range batch {
 		ch := &batch[i]
 		if ch.tr == tier(c.memory) {
-			if it, _, ok := c.mem.Peek(ch.key); ok {
-				ch.e.it = *it
-			} else {
+			it, _, ok := c.mem.Peek(ch.key)
+			if !ok {
 				continue // gone meanwhile
 			}
+			if it.Version != ch.version {
+				// Replaced since its version was read for the check (the
+				// ticket is taken after that read): Redis's answer is not
+				// about this entry.
+				p.refused++
+				continue
+			}
+			ch.e.it = *it
 		}
 		if !ch.match || outlives(&ch.e.it, now, ch.pttl) {
 			if !c.mem.Valid(ch.t) {
