@@ -137,7 +137,6 @@ func New(opts *Options) (*Group, error) {
 	g.ctx, g.cancel = context.WithCancel(context.Background())
 	g.mu.flights = make(map[string]*flight)
 	g.ren.leases = make(map[*lease]struct{})
-	g.ren.kick = make(chan struct{}, 1)
 	return g, nil
 }
 
