@@ -3,6 +3,7 @@ package herd
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -12,10 +13,10 @@ import (
 // Why not context.WithTimeoutCause(context.WithoutCancel(ctx), …): that
 // costs five allocations per flight (both contexts, the timer, its
 // closure, the channel). A flightCtx lives in its flight and costs its
-// channel, its timer and the timer's function, and those only once arm
-// says it is about to be used: a flight that its first caller ends in one
-// acquire (Group.lead: the value is in Redis) never uses it, and costs
-// none of them.
+// channel, and that only once arm says it is about to be used: a flight
+// that its first caller ends in one acquire (Group.lead: the value is in
+// Redis) never uses it, and costs nothing. Its deadline's timer comes
+// from a pool (flightTimer).
 type flightCtx struct {
 	// values is the first caller's values, never cancelled, once armed.
 	// Before that it is the caller's ctx itself (init), which must not be
@@ -25,9 +26,10 @@ type flightCtx struct {
 	// done is made by arm (closed already if the context ended before).
 	// It is written under mu by the goroutine that then uses the context,
 	// and read without mu only by that goroutine.
-	done  chan struct{}
-	timer *time.Timer // ends the context at deadline; nil until armed
-	armed bool        // guarded by mu
+	done   chan struct{}
+	timers *sync.Pool   // of *flightTimer, the Group's
+	timer  *flightTimer // ends the context at deadline; guarded by mu
+	armed  bool         // guarded by mu
 
 	mu struct {
 		sync.Mutex
@@ -41,10 +43,25 @@ type afterFunc struct {
 	done bool // ran or stopped; guarded by flightCtx.mu
 }
 
+// flightTimer ends the flightCtx it is armed for at its deadline. A flight
+// that ends first stops it and, when the stop prevented the call, gives it
+// back to the pool for the next flight: arming then costs no timer and no
+// closure.
+type flightTimer struct {
+	t *time.Timer
+	c atomic.Pointer[flightCtx]
+}
+
+func (ft *flightTimer) fire() {
+	if c := ft.c.Load(); c != nil {
+		c.end(context.DeadlineExceeded)
+	}
+}
+
 // init sets the deadline, timeout from now, and keeps ctx for its values;
-// arm makes the context usable.
-func (c *flightCtx) init(ctx context.Context, timeout time.Duration) {
-	c.values, c.deadline = ctx, time.Now().Add(timeout)
+// arm makes the context usable, with a timer from timers.
+func (c *flightCtx) init(ctx context.Context, timeout time.Duration, timers *sync.Pool) {
+	c.values, c.deadline, c.timers = ctx, time.Now().Add(timeout), timers
 }
 
 // arm makes the context ready to be used: Done's channel, the timer of
@@ -63,10 +80,18 @@ func (c *flightCtx) arm() {
 		close(c.done)
 		return
 	}
-	c.timer = time.AfterFunc(time.Until(c.deadline), c.timeout)
+	d := time.Until(c.deadline)
+	if ft, _ := c.timers.Get().(*flightTimer); ft != nil {
+		ft.c.Store(c)
+		ft.t.Reset(d)
+		c.timer = ft
+		return
+	}
+	ft := &flightTimer{}
+	ft.c.Store(c)
+	ft.t = time.AfterFunc(d, ft.fire)
+	c.timer = ft
 }
-
-func (c *flightCtx) timeout() { c.end(context.DeadlineExceeded) }
 
 func (c *flightCtx) Deadline() (time.Time, bool) { return c.deadline, true }
 func (c *flightCtx) Done() <-chan struct{}       { return c.done }
@@ -105,9 +130,14 @@ func (c *flightCtx) end(why error) {
 		return
 	}
 	close(c.done)
-	if why != context.DeadlineExceeded {
-		c.timer.Stop()
+	// Stop reports false when the timer has fired (why is then, or is
+	// about to be, its DeadlineExceeded): its call may still be running,
+	// so it is not reused.
+	if why != context.DeadlineExceeded && c.timer.t.Stop() {
+		c.timer.c.Store(nil)
+		c.timers.Put(c.timer)
 	}
+	c.timer = nil
 	afters := c.mu.afters
 	c.mu.afters = nil
 	for _, a := range afters {

@@ -78,6 +78,7 @@ type Group struct {
 	closeOnce sync.Once
 
 	randMu sync.Mutex // guards o.Rand
+	timers sync.Pool  // of *flightTimer: see flightCtx
 
 	mu struct {
 		sync.Mutex
@@ -137,7 +138,6 @@ func New(opts *Options) (*Group, error) {
 	g.ctx, g.cancel = context.WithCancel(context.Background())
 	g.mu.flights = make(map[string]*flight)
 	g.ren.leases = make(map[*lease]struct{})
-	g.ren.kick = make(chan struct{}, 1)
 	return g, nil
 }
 
@@ -296,7 +296,7 @@ func (g *Group) Wake(key string) {
 // REQUIRES: g.mu held, not closed.
 func (g *Group) startLocked(key string, ctx context.Context) *flight {
 	f := &flight{key: key}
-	f.ctx.init(ctx, g.o.LoadTimeout)
+	f.ctx.init(ctx, g.o.LoadTimeout, &g.timers)
 	g.mu.flights[key] = f
 	g.wg.Add(1)
 	g.stats.flights.Add(1)

@@ -213,6 +213,12 @@ func (c *Cache) load(ctx context.Context, r *route, key string, load Loader, f f
 // refused); any before it makes step 4 fail. If the own invalidation comes
 // after step 3 after all, the fill is refused: a missed cache fill, never a
 // stale one.
+//
+// Step 4 cannot be dropped: BCAST invalidations go out once per event-loop
+// pass, one per key, so another client's write of key run right after the
+// fenced write, in the same pass, arrives folded into the write's own
+// invalidation. Nothing on this side tells the two apart; only a read
+// after the ticket does.
 func (c *Cache) afterWrite(ctx context.Context, key string, value []byte) {
 	r := c.router.find(key)
 	c.own.wait(ctx, key)
