@@ -302,6 +302,14 @@ func (c *Cache) route(key string) (*route, error) {
 	return r, nil
 }
 
+// validKey reports whether a call on key passes checkKey: the hit paths'
+// test, inlined, before they pay for checkKey's call.
+func (c *Cache) validKey(key string) bool {
+	// 1 <= len(key) <= MaxKeyBytes in one unsigned compare (an empty key
+	// wraps around), to stay within the inliner's budget.
+	return uint(len(key)-1) < uint(c.o.MaxKeyBytes) && !c.closed.Load()
+}
+
 func (c *Cache) checkKey(key string) error {
 	switch {
 	case c.closed.Load():
@@ -324,17 +332,15 @@ func (c *Cache) hook(point, key string) {
 // false, nil); an error means a tier could not answer. The returned slice is
 // shared: do not modify it. A memory hit does not allocate.
 func (c *Cache) Get(ctx context.Context, key string) ([]byte, bool, error) {
-	if err := c.checkKey(key); err != nil {
-		return nil, false, opErr("get", key, err)
+	if !c.validKey(key) {
+		return nil, false, opErr("get", key, c.checkKey(key))
 	}
 	ctl := ctlOf(ctx)
 	if ctl != nil && ctl.bypass&BypassReads != 0 {
 		return nil, false, nil
 	}
 	if it, ok := c.lookup(key); ok {
-		if ctl != nil && ctl.sources != nil {
-			ctl.sources.record(key, SourceMemory)
-		}
+		ctl.note(key, SourceMemory)
 		v, ok := value(it)
 		return v, ok, nil
 	}
@@ -343,7 +349,7 @@ func (c *Cache) Get(ctx context.Context, key string) ([]byte, bool, error) {
 		return nil, false, opErr("get", key, err)
 	}
 	if r.Tiers == Disk {
-		return c.getDisk(ctx, r, key)
+		return c.getDisk(ctx, ctl, r, key)
 	}
 	f, err := c.read(ctx, r, key, r.tiers)
 	if !f.hit {

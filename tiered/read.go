@@ -101,7 +101,8 @@ func (c *Cache) read(ctx context.Context, r *route, key string, tiers []tier) (f
 // vouch for, with the entry decoded in place on this stack instead of
 // passed back through the tier interface and read's result (a hit copies
 // no entry). A disk that cannot answer steps aside: a miss, as in read.
-func (c *Cache) getDisk(ctx context.Context, r *route, key string) ([]byte, bool, error) {
+// ctl is ctx's controls, which Get has already looked up.
+func (c *Cache) getDisk(ctx context.Context, ctl *ctl, r *route, key string) ([]byte, bool, error) {
 	var e entry
 	_, ok, err := c.disk.load(ctx, r, key, &e)
 	if err != nil {
@@ -112,7 +113,7 @@ func (c *Cache) getDisk(ctx context.Context, r *route, key string) ([]byte, bool
 		return nil, false, nil
 	}
 	c.countHit(r, SourceDisk)
-	note(ctx, key, SourceDisk)
+	ctl.note(key, SourceDisk)
 	v, ok := value(&e.it)
 	return v, ok, nil
 }
