@@ -470,12 +470,13 @@ func (m *Mark) Unchanged(t Ticket) bool {
 func (c *Cache) Reserve(key string) Ticket {
 	h := c.hash(key)
 	s := c.shardOf(h)
-	return Ticket{
-		hash:  h,
-		gen:   s.gens[slotOf(h)].Load(),
-		sgen:  s.sgen.Load(),
-		epoch: c.epoch.Load(),
-	}
+	return c.ticketOf(s, h)
+}
+
+// ticketOf is the ticket for the key hashing to h, in shard s, as the
+// counters are now.
+func (c *Cache) ticketOf(s *shard, h uint64) Ticket {
+	return Ticket{hash: h, gen: s.gens[slotOf(h)].Load(), sgen: s.sgen.Load(), epoch: c.epoch.Load()}
 }
 
 // validLocked reports whether t, taken for a key hashing to h, is still
@@ -728,10 +729,11 @@ func (c *Cache) writeLocal(key string, it *Item, limit int64, t *Ticket) (next T
 	// disk copy) would outlive the invalidation: a reader would then find
 	// the copy trusted and cache it again, stale for good. Built from the
 	// counters found, next is refused once anything else moved them.
-	slot := &s.gens[slotOf(h)]
-	gen, sgen, epoch := slot.Load(), s.sgen.Load(), c.epoch.Load()
-	valid = t == nil || !c.isDown() && (c.testNoGuard || t.hash == h && t.epoch == epoch && t.sgen == sgen && t.gen == gen)
-	next = Ticket{hash: h, gen: gen + 1, sgen: sgen, epoch: epoch}
+	found := c.ticketOf(s, h)
+	valid = t == nil || !c.isDown() && (c.testNoGuard || *t == found)
+	next = found
+	next.gen++
+	epoch := found.epoch
 	if t != nil {
 		epoch = t.epoch
 	}
@@ -741,7 +743,7 @@ func (c *Cache) writeLocal(key string, it *Item, limit int64, t *Ticket) (next T
 	// Every local write refuses the tickets taken before it: a reader that
 	// sent its GET before this write must not overwrite it with the old
 	// value.
-	slot.Add(1)
+	s.gens[slotOf(h)].Add(1)
 	switch {
 	case e != nil && e.size() > c.cfg.shareBytes:
 		s.mu.tooLarge++
