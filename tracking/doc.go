@@ -51,9 +51,10 @@
 // polls the network from an idle processor, or every 10 ms from its
 // monitor thread, and runs the woken goroutine when a running one yields
 // or is preempted (every 10 ms). So a lock-free hit yields its processor
-// once every Options.HitYield hits (1,024 by default), which keeps
-// invalidations from waiting for preemption; see "What it does not
-// promise" for what is left.
+// once every Options.HitYield hits (1,024 by default) while the coarse
+// clock shows that no processor is free (its ticks fall two milliseconds
+// behind), which keeps invalidations from waiting for preemption; see
+// "What it does not promise" for what is left.
 //
 // With Options.Redis set, New opens a rueidis client whose every connection
 // runs CLIENT TRACKING ON BCAST PREFIX … for the minimal non-overlapping cover
@@ -115,7 +116,8 @@
 //
 // Invalidation delivery waits for the Go scheduler like any network read:
 // with every core busy it is bounded by the runtime's network polling
-// (every 10 ms at worst from the monitor thread) plus HitYield hits; with
+// (every 10 ms at worst from the monitor thread) plus two ticks of the
+// coarse clock (2 ms) and HitYield hits; with
 // HitYield negative and readers that never block, by that polling plus
 // the 10 ms preemption slice (BenchmarkInvalidationLagSaturated measures
 // both against rueidis's own client-side cache in the same run).

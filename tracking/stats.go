@@ -20,6 +20,7 @@ type Stats struct {
 	Invalidations    uint64 // keys received in Redis invalidation messages
 	EpochBumps       uint64 // null invalidations (FLUSHALL/FLUSHDB, connection drops), re-arms after them, topology changes
 	TopologyChanges  uint64 // Redis Cluster slot map changes seen (each also an epoch bump)
+	Yields           uint64 // lock-free hits that yielded their processor (Options.HitYield)
 	Epoch            uint64 // current epoch
 	Entries          int    // entries now cached
 	Bytes            int64  // bytes now counted; never above MaxBytes
@@ -37,6 +38,7 @@ func (c *Cache) Stats() Stats {
 		Invalidations:   c.invalidations.Load(),
 		EpochBumps:      c.epochBumps.Load(),
 		TopologyChanges: c.topologyChanges.Load(),
+		Yields:          c.yields.Load(),
 		Epoch:           c.epoch.Load(),
 		MaxBytes:        c.cfg.MaxBytes,
 		Lag:             latencyOf(c.lag.Snapshot()),

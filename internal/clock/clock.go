@@ -29,7 +29,12 @@ const DefaultResolution = time.Millisecond
 //
 // Close stops its goroutine; Now keeps returning the last value afterwards.
 type Coarse struct {
-	nanos     atomic.Int64
+	nanos atomic.Int64
+	// base and mono let Behind measure on the monotonic clock, which a
+	// wall clock step cannot fool: mono is the last tick's offset from base.
+	base      time.Time
+	mono      atomic.Int64
+	res       time.Duration
 	stop      chan struct{}
 	done      chan struct{}
 	closeOnce sync.Once
@@ -40,8 +45,8 @@ func NewCoarse(resolution time.Duration) *Coarse {
 	if resolution <= 0 {
 		resolution = DefaultResolution
 	}
-	c := &Coarse{stop: make(chan struct{}), done: make(chan struct{})}
-	c.nanos.Store(time.Now().UnixNano())
+	c := &Coarse{stop: make(chan struct{}), done: make(chan struct{}), base: time.Now(), res: resolution}
+	c.nanos.Store(c.base.UnixNano())
 	go c.run(resolution)
 	return c
 }
@@ -56,6 +61,7 @@ func (c *Coarse) run(resolution time.Duration) {
 			return
 		case now := <-t.C:
 			c.nanos.Store(now.UnixNano())
+			c.mono.Store(int64(now.Sub(c.base)))
 		}
 	}
 }
@@ -65,6 +71,16 @@ func (c *Coarse) Now() time.Time { return time.Unix(0, c.nanos.Load()) }
 
 // UnixNano returns the time of the last tick in nanoseconds since the epoch.
 func (c *Coarse) UnixNano() int64 { return c.nanos.Load() }
+
+// Resolution is how often c advances.
+func (c *Coarse) Resolution() time.Duration { return c.res }
+
+// Behind returns how far the last tick is behind the monotonic clock now:
+// about a resolution at most while the ticking goroutine gets a processor
+// when its timer fires, more while every processor is kept busy (or the
+// process is not running). It reads the system clock: a Coarse read it is
+// not.
+func (c *Coarse) Behind() time.Duration { return time.Since(c.base) - time.Duration(c.mono.Load()) }
 
 // Close stops the ticking goroutine and waits for it. It is safe to call twice.
 func (c *Coarse) Close() {
