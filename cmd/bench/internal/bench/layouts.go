@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"strconv"
 	"time"
 
@@ -51,6 +52,12 @@ func policyLatency(ctx context.Context, c Config, sec *Section, p *progress) err
 	return nil
 }
 
+// layoutSaturation is the goroutines per processor of each layout's
+// second timed run, enough to keep every core busy with memory+redis's
+// round trips in flight (its throughput stops growing near 32 per
+// processor on 2 cores).
+const layoutSaturation = 32
+
 // layoutWarmShare is how full a layout's memory tier must be before its
 // timed run starts.
 const layoutWarmShare = 0.95
@@ -90,11 +97,17 @@ func layoutLatency(ctx context.Context, c Config, e *env, sec *Section, p *progr
 		return err
 	}
 	size := max(1, int(DefaultCacheShare*float64(c.Keys)))
+	sat := c
+	sat.Goroutines = layoutSaturation * runtime.GOMAXPROCS(0)
+	satCol := fmt.Sprintf("throughput at %d goroutines", sat.Goroutines)
 	t := Table{
 		Title: fmt.Sprintf("thermos layouts, zipfian θ=%g, YCSB %s, memory budget for %d entries (%s of keys), %d goroutines, warmed until memory holds %.0f %% of them and %d reads per key were made, then %v each",
 			c.Theta, mix.Name, size, fmtPct(DefaultCacheShare), c.goroutines(), 100*layoutWarmShare, layoutWarmReads, c.Duration),
-		Columns: append(latencyColumns("layout"), "memory", "disk", "redis", "origin loads", "warm-up reads", "memory entries", "memory bytes/entry"),
+		Columns: append(latencyColumns("layout"), satCol, "memory", "disk", "redis", "origin loads", "warm-up reads", "memory entries", "memory bytes/entry"),
 	}
+	// Throughputs of the timed runs, by layout name: at c.goroutines()
+	// and at sat.Goroutines.
+	rates, satRates := map[string]float64{}, map[string]float64{}
 	// latencyColumns puts "hit ratio" (local: memory and disk) first.
 	ch := Chart{Title: "thermos layouts: share of reads per tier", Kind: BarChart, XLabel: "layout", YLabel: "reads (%)"}
 	shares := []Series{{Name: "memory"}, {Name: "disk"}, {Name: "redis"}, {Name: "origin"}}
@@ -130,16 +143,25 @@ func layoutLatency(ctx context.Context, c Config, e *env, sec *Section, p *progr
 		p.Timed(l.Name, c.Duration)
 		st, err := runTimed(ctx, tg, keys, c, c.spec(workload.Zipfian), mix, c.Duration, 30+i)
 		ms := tg.c.Stats()
+		loads := o.loads.Load() - loadsBefore
+		var stSat runStats
+		if err == nil {
+			// The same warm cache again with enough goroutines to keep the
+			// cores busy: what the layout can serve, where the run above,
+			// at few goroutines, waits on its round trips.
+			p.Timed(fmt.Sprintf("%s (%d goroutines)", l.Name, sat.Goroutines), c.Duration)
+			stSat, err = runTimed(ctx, tg, keys, sat, sat.spec(workload.Zipfian), mix, c.Duration, 70+i)
+		}
 		tg.Close()
 		if err != nil {
 			return err
 		}
-		loads := o.loads.Load() - loadsBefore
+		rates[l.Name], satRates[l.Name] = st.throughput(), stSat.throughput()
 		perEntry := ""
 		if ms.MemoryEntries > 0 {
 			perEntry = strconv.FormatInt(ms.MemoryBytes/int64(ms.MemoryEntries), 10)
 		}
-		t.Rows = append(t.Rows, append(latencyRow([]string{l.Name}, st),
+		t.Rows = append(t.Rows, append(latencyRow([]string{l.Name}, st), fmtRate(stSat.throughput()),
 			st.tierShare(TierMemory), st.tierShare(TierDisk), st.tierShare(TierRedis), strconv.FormatInt(loads, 10),
 			strconv.FormatInt(warm, 10), strconv.Itoa(ms.MemoryEntries), perEntry))
 		for j, tier := range []string{TierMemory, TierDisk, TierRedis} {
@@ -152,6 +174,13 @@ func layoutLatency(ctx context.Context, c Config, e *env, sec *Section, p *progr
 		b := benchOf("Layout/"+benchName(l.Name), st)
 		b.Metrics = append(b.Metrics, Metric{float64(loads), "origin-loads"})
 		sec.Bench = append(sec.Bench, b)
+		bs := benchOf("Layout/"+benchName(l.Name)+"/saturated", stSat)
+		bs.Metrics = append(bs.Metrics, Metric{float64(sat.Goroutines), "goroutines"})
+		sec.Bench = append(sec.Bench, bs)
+	}
+	if m, mr := "thermos memory", "thermos memory+redis"; rates[m] > 0 && rates[mr] > 0 && satRates[mr] > 0 {
+		sec.Notes = append(sec.Notes, fmt.Sprintf("%s ÷ %s throughput: %.1f× at %d goroutines, %.1f× at %d: with few goroutines each of the reads Redis answers waits a round trip, so the ratio measures latency; with enough goroutines to keep the cores busy it measures what each layout can serve",
+			m, mr, rates[m]/rates[mr], c.goroutines(), satRates[m]/satRates[mr], sat.Goroutines))
 	}
 	sec.Notes = append(sec.Notes,
 		"thermos layouts: hit ratio counts memory and disk hits (local); memory/disk/redis are the shares of reads each tier answered (tiered.Cache.Stats); origin loads are loader calls during the timed run",

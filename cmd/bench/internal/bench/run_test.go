@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -143,16 +144,18 @@ func checkSuite(t *testing.T, cfg Config, res *Results, text string) {
 		name, unit string
 		want       float64
 	}{
-		{ScenarioStampede, "Stampede/cold/off", "origin-calls/key", k * g},      // every goroutine calls the origin
-		{ScenarioStampede, "Stampede/cold/local", "origin-calls/key", k},        // one call per process
-		{ScenarioStampede, "Stampede/cold/shared", "origin-calls/key", 1},       // one call across the processes
-		{ScenarioRestart, "Restart/warm_disk_and_Redis", "origin-calls", 0},     // disk and Redis hold every key
-		{ScenarioRestart, "Restart/no_disk_Redis_warm", "origin-calls", 0},      // Redis holds every key
-		{ScenarioHitRatio, "Layout/thermos_memory", "origin-loads", -1},         // present
-		{ScenarioHitRatio, "Layout/thermos_memory+redis", "origin-loads", -1},   // present
-		{ScenarioHitRatio, "Layout/thermos_memory+disk+redis", "ns/op", -1},     // present
-		{ScenarioPeers, "Peers/thermos_memory+redis", "hit-ratio", -1},          // present
-		{ScenarioStaleness, "Staleness/thermos_memory+redis", "lag-p50-ns", -1}, // present
+		{ScenarioStampede, "Stampede/cold/off", "origin-calls/key", k * g},    // every goroutine calls the origin
+		{ScenarioStampede, "Stampede/cold/local", "origin-calls/key", k},      // one call per process
+		{ScenarioStampede, "Stampede/cold/shared", "origin-calls/key", 1},     // one call across the processes
+		{ScenarioRestart, "Restart/warm_disk_and_Redis", "origin-calls", 0},   // disk and Redis hold every key
+		{ScenarioRestart, "Restart/no_disk_Redis_warm", "origin-calls", 0},    // Redis holds every key
+		{ScenarioHitRatio, "Layout/thermos_memory", "origin-loads", -1},       // present
+		{ScenarioHitRatio, "Layout/thermos_memory+redis", "origin-loads", -1}, // present
+		{ScenarioHitRatio, "Layout/thermos_memory+disk+redis", "ns/op", -1},   // present
+		{ScenarioHitRatio, "Layout/thermos_memory/saturated", "goroutines", 32 * float64(runtime.GOMAXPROCS(0))},
+		{ScenarioHitRatio, "Layout/thermos_memory+redis/saturated", "ops/s", -1}, // present
+		{ScenarioPeers, "Peers/thermos_memory+redis", "hit-ratio", -1},           // present
+		{ScenarioStaleness, "Staleness/thermos_memory+redis", "lag-p50-ns", -1},  // present
 	} {
 		got, ok := metric(tt.name, tt.unit)
 		switch {
