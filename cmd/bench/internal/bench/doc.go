@@ -17,7 +17,9 @@
 //     memory+disk+Redis) on the same workload and entry budget, each warmed
 //     until its memory is full before it is timed, with the share of reads
 //     each tier answered, origin loads, latency percentiles (HdrHistogram)
-//     and throughput.
+//     and throughput, and the throughput of a second run of the same warm
+//     cache at 32 goroutines per processor (what the layout can serve
+//     when its round trips no longer leave the cores idle).
 //   - peers: one zipfian read workload, in one run, against thermos
 //     memory+redis (a Raw route over the preloaded values), rueidis's
 //     client-side cache (DoCache with OPTIN and with BCAST tracking),
