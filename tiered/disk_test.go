@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/thermoscache/thermos/internal/clock"
+	"github.com/thermoscache/thermos/tracking"
 )
 
 // TestDiskHitAllocations: a hit on a Disk-only route allocates no more
@@ -47,6 +48,52 @@ func TestDiskHitAllocations(t *testing.T) {
 	t.Logf("disk hit: %.2f allocations, store Get %.2f", tiered, stored)
 	if tiered > stored+0.5 {
 		t.Errorf("a Disk-only hit made %.2f allocations, its store Get %.2f: the tier adds some", tiered, stored)
+	}
+}
+
+// TestMemoryDiskMissAllocations: a Memory|Disk read that memory misses
+// and the disk answers allocates the store's value copy and the memory
+// tier's new entry, and nothing for passing the entry between the tiers
+// (it allocated a copy of it, ~130 bytes, on every such read). Memory
+// holds a few entries of the many read in turn, so nearly every read is
+// such a one. Half an allocation of slack as in TestDiskHitAllocations.
+func TestMemoryDiskMissAllocations(t *testing.T) {
+	ctx := context.Background()
+	c := openT(t, &Options{Dir: filepath.Join(t.TempDir(), "disk"), Logger: quietLog, RequireRoute: true,
+		MemoryBytes: 8 * (tracking.EntryOverhead + 64),
+		Routes:      []Route{{Prefix: "d:", Tiers: Memory | Disk, TTL: time.Hour}}})
+	keys := make([]string, 202) // AllocsPerRun calls once more to warm up
+	for i := range keys {
+		keys[i] = "d:" + strconv.Itoa(i)
+		if err := c.Set(ctx, keys[i], []byte("value "+keys[i]), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	db := c.disk.wb.db.Load()
+	before := c.Stats().Routes[0]
+	i := 0
+	tiered := testing.AllocsPerRun(200, func() {
+		i = (i + 1) % len(keys)
+		if v, ok, err := c.Get(ctx, keys[i]); err != nil || !ok || string(v) != "value "+keys[i] {
+			t.Fatalf("Get(%s) = %q, %v, %v", keys[i], v, ok, err)
+		}
+	})
+	after := c.Stats().Routes[0]
+	stored := testing.AllocsPerRun(200, func() {
+		i = (i + 1) % len(keys)
+		if _, ok, err := db.Get(ctx, keys[i]); err != nil || !ok {
+			t.Fatalf("store Get(%s) = %v, %v", keys[i], ok, err)
+		}
+	})
+	if disk := after.DiskHits - before.DiskHits; disk < 190 {
+		t.Fatalf("%d of 201 reads were disk hits: memory answered the rest, so the test measures nothing", disk)
+	}
+	t.Logf("memory miss, disk hit: %.2f allocations, store Get %.2f", tiered, stored)
+	if tiered > stored+1.5 {
+		t.Errorf("a Memory|Disk read that memory missed made %.2f allocations, its store Get %.2f: more than the memory entry added", tiered, stored)
 	}
 }
 
