@@ -52,6 +52,16 @@ func policyLatency(ctx context.Context, c Config, sec *Section, p *progress) err
 	return nil
 }
 
+// layoutName is the name of the layout of tiers among Layouts, or "".
+func layoutName(tiers tiered.Tier) string {
+	for _, l := range Layouts() {
+		if l.Tiers == tiers {
+			return l.Name
+		}
+	}
+	return ""
+}
+
 // layoutSaturation is the goroutines per processor of each layout's
 // second timed run, enough to keep every core busy with memory+redis's
 // round trips in flight (its throughput stops growing near 32 per
@@ -178,7 +188,7 @@ func layoutLatency(ctx context.Context, c Config, e *env, sec *Section, p *progr
 		bs.Metrics = append(bs.Metrics, Metric{float64(sat.Goroutines), "goroutines"})
 		sec.Bench = append(sec.Bench, bs)
 	}
-	if m, mr := "thermos memory", "thermos memory+redis"; rates[m] > 0 && rates[mr] > 0 && satRates[mr] > 0 {
+	if m, mr := layoutName(tiered.Memory), layoutName(tiered.Memory|tiered.Redis); rates[m] > 0 && rates[mr] > 0 && satRates[mr] > 0 {
 		sec.Notes = append(sec.Notes, fmt.Sprintf("%s ÷ %s throughput: %.1f× at %d goroutines, %.1f× at %d: with few goroutines each of the reads Redis answers waits a round trip, so the ratio measures latency; with enough goroutines to keep the cores busy it measures what each layout can serve",
 			m, mr, rates[m]/rates[mr], c.goroutines(), satRates[m]/satRates[mr], sat.Goroutines))
 	}
