@@ -189,7 +189,8 @@ func TestColdLoadRoundTrips(t *testing.T) {
 // own tracking connection, the floor for three round trips there: its
 // reader goroutine (pushes) makes every call a hand-off to rueidis's
 // writer and back from its reader, where the plain client, used by one
-// goroutine at a time, writes and reads on the caller's.
+// goroutine at a time, writes and reads on the caller's. "interleaved"
+// runs the three in turns and reports the CPU ratios of the same run.
 func BenchmarkColdGetOrLoad(b *testing.B) {
 	s := redistest.Start(b, nil)
 	ctx := context.Background()
@@ -226,6 +227,54 @@ func BenchmarkColdGetOrLoad(b *testing.B) {
 	})
 	b.Run("tracking-3GET", func(b *testing.B) {
 		threeGETs(b, c.dataClient())
+	})
+	// The three in turns, slices of coldSlice calls each, so that the
+	// ratios of their CPU come from the same minutes of the machine
+	// (back to back they drift by more than the difference measured).
+	b.Run("interleaved", func(b *testing.B) {
+		rc, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{s.Addr()}, DisableCache: true})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer rc.Close()
+		tc := c.dataClient()
+		get3 := func(cl rueidis.Client, i int) {
+			for range 3 {
+				if err := cl.Do(ctx, cl.B().Get().Key("rt:"+strconv.Itoa(i)).Build()).Error(); err != nil && !rueidis.IsRedisNil(err) {
+					b.Fatal(err)
+				}
+			}
+		}
+		const coldSlice = 8
+		var cpu [3]time.Duration
+		n := 0
+		b.ReportAllocs()
+		for b.Loop() {
+			n++
+			for part := range 3 {
+				start := processCPU()
+				for range coldSlice {
+					next++
+					switch part {
+					case 0:
+						if _, _, err := c.GetOrLoad(ctx, "rt:"+strconv.Itoa(next), l); err != nil {
+							b.Fatal(err)
+						}
+					case 1:
+						get3(rc, next)
+					case 2:
+						get3(tc, next)
+					}
+				}
+				cpu[part] += processCPU() - start
+			}
+		}
+		ops := float64(n * coldSlice)
+		b.ReportMetric(float64(cpu[0])/ops, "tiered-cpu-ns/load")
+		b.ReportMetric(float64(cpu[1])/ops, "rueidis-3GET-cpu-ns")
+		b.ReportMetric(float64(cpu[2])/ops, "tracking-3GET-cpu-ns")
+		b.ReportMetric(float64(cpu[0])/float64(cpu[1]), "tiered/rueidis-3GET")
+		b.ReportMetric(float64(cpu[0])/float64(cpu[2]), "tiered/tracking-3GET")
 	})
 }
 
