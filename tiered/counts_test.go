@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net"
+	"runtime"
 	"slices"
 	"strconv"
 	"sync"
@@ -294,6 +295,83 @@ func threeGETs(b *testing.B, rc rueidis.Client) {
 		}
 	}
 	cpu.report(b, i)
+}
+
+// BenchmarkRedisHitSaturated: memory misses that Redis answers, read by
+// 32 goroutines per processor (enough to keep the cores busy), on two
+// caches in turns, slices of satSlice reads each: one with rueidis's
+// defaults and one with Options.Redis.MaxFlushDelay at 20 µs, which lets
+// the connection's writer gather more commands per write. It reports each
+// one's wall and CPU time per read and the ratios, from the same run.
+func BenchmarkRedisHitSaturated(b *testing.B) {
+	s := redistest.Start(b, nil)
+	ctx := context.Background()
+	const n = 20000
+	open := func(delay time.Duration) *Cache {
+		ro := redisOpts(s)
+		ro.MaxFlushDelay = delay
+		return openT(b, &Options{Redis: ro, Logger: quietLog, MemoryBytes: 256 << 10,
+			Routes: []Route{{Prefix: "rs:", Tiers: Memory | Redis, TTL: time.Hour, Beta: -1}}})
+	}
+	caches := []*Cache{open(0), open(20 * time.Microsecond)}
+	ext, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{s.Addr()}, DisableCache: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ext.Close()
+	now := time.Now().UnixNano()
+	e := envelope.Entry{Header: envelope.Header{SoftExpiry: now + int64(time.Hour), HardExpiry: now + int64(time.Hour), Version: 1}, Payload: make([]byte, 100)}
+	val := string(e.Append(nil))
+	keys := make([]string, n)
+	cmds := make(rueidis.Commands, 0, n)
+	for i := range keys {
+		keys[i] = "rs:" + strconv.Itoa(i)
+		cmds = append(cmds, ext.B().Set().Key(keys[i]).Value(val).Build())
+	}
+	for _, r := range ext.DoMulti(ctx, cmds...) {
+		if err := r.Error(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	l := &countingLoader{}
+	workers := 32 * runtime.GOMAXPROCS(0)
+	const satSlice = 4096
+	var next atomic.Int64
+	var wall, cpu [2]time.Duration
+	rounds := 0
+	for b.Loop() {
+		rounds++
+		for ci, c := range caches {
+			start, cpu0 := time.Now(), processCPU()
+			var wg sync.WaitGroup
+			for range workers {
+				wg.Go(func() {
+					for range satSlice / workers {
+						// A stride over the keys: memory (256 KiB) has
+						// evicted every key read in the last few thousand.
+						k := keys[int(next.Add(7919))%n]
+						if _, ok, err := c.GetOrLoad(ctx, k, l); err != nil || !ok {
+							b.Error(k, ok, err)
+							return
+						}
+					}
+				})
+			}
+			wg.Wait()
+			wall[ci] += time.Since(start)
+			cpu[ci] += processCPU() - cpu0
+		}
+	}
+	if l.calls.Load() != 0 {
+		b.Fatalf("%d loads: every key is in Redis", l.calls.Load())
+	}
+	reads := float64(rounds * (satSlice / workers) * workers)
+	for ci, name := range []string{"default", "flush-20us"} {
+		b.ReportMetric(float64(wall[ci])/reads, name+"-ns/read")
+		b.ReportMetric(float64(cpu[ci])/reads, name+"-cpu-ns/read")
+	}
+	b.ReportMetric(float64(wall[1])/float64(wall[0]), "flush-20us/default")
+	b.ReportMetric(float64(cpu[1])/float64(cpu[0]), "flush-20us/default-cpu")
 }
 
 // BenchmarkGetOrLoadRedisHit reports what a GetOrLoad costs that misses

@@ -130,7 +130,11 @@ type Options struct {
 
 	// Redis configures the connection to Redis for routes with the Redis
 	// tier. Nil refuses such routes. Username, Password and TLSConfig pass
-	// through to every connection the cache opens.
+	// through to every connection the cache opens. So does MaxFlushDelay:
+	// under many concurrent memory misses a few microseconds (20 µs
+	// measured: BenchmarkRedisHitSaturated) let each write to the
+	// connection carry more commands, for more reads per second and less
+	// CPU per read, at up to that much more latency per round trip.
 	Redis *rueidis.ClientOption
 	// RedisClient, if set, is a client the program already has, on which
 	// the cache sends its data commands (reads, writes, deletes,
