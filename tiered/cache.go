@@ -17,11 +17,18 @@ import (
 
 // Cache is thermos's tiered cache. It is safe for concurrent use.
 type Cache struct {
+	// What every memory hit reads, together at the start: the memory
+	// tier, the key limit (Options.MaxKeyBytes), whether any route has
+	// memory (router.memory), and whether the cache is closed.
+	mem       *tracking.Cache // the memory tier's store and every tier's guard
+	maxKey    uint
+	anyMemory bool
+	closed    atomic.Bool
+
 	o      Options
 	router *router
 	ring   *envelope.Keyring // Options.Signing, copied at Open; nil: unsigned
 
-	mem    *tracking.Cache // the memory tier's store and every tier's guard
 	memory memoryTier
 	disk   *diskTier // nil without disk routes
 	redis  redisTier
@@ -50,7 +57,6 @@ type Cache struct {
 		r *rand.Rand
 	}
 
-	closed    atomic.Bool
 	closeOnce sync.Once
 	closeErr  error
 
@@ -88,6 +94,7 @@ func Open(ctx context.Context, opts *Options) (*Cache, error) {
 		return nil, err
 	}
 	c := &Cache{o: o, router: newRouter(o.Routes), ring: o.Signing.envelopeRing(), reval: make(chan struct{}, 1), done: make(chan struct{})}
+	c.maxKey, c.anyMemory = uint(o.MaxKeyBytes), c.router.memory
 	c.redis = redisTier{c: c}
 	c.own.init()
 	// One clock for every tier: the caller's, or a coarse one this cache
@@ -307,7 +314,7 @@ func (c *Cache) route(key string) (*route, error) {
 func (c *Cache) validKey(key string) bool {
 	// 1 <= len(key) <= MaxKeyBytes in one unsigned compare (an empty key
 	// wraps around), to stay within the inliner's budget.
-	return uint(len(key)-1) < uint(c.o.MaxKeyBytes) && !c.closed.Load()
+	return uint(len(key)-1) < c.maxKey && !c.closed.Load()
 }
 
 func (c *Cache) checkKey(key string) error {
@@ -368,7 +375,7 @@ func (c *Cache) Get(ctx context.Context, key string) ([]byte, bool, error) {
 // slow path (read), which looks again and applies the rules for unverified
 // and stale copies.
 func (c *Cache) lookup(key string) (*tracking.Item, bool) {
-	if !c.router.memory {
+	if !c.anyMemory {
 		return nil, false
 	}
 	return c.mem.LookupFresh(key)
