@@ -218,12 +218,8 @@ func BenchmarkColdGetOrLoad(b *testing.B) {
 		cpu.report(b, n)
 		b.ReportMetric(float64(rt.n.Load()-before)/float64(n), "round-trips/op")
 	})
+	rc := plainClient(b, s)
 	b.Run("rueidis-3GET", func(b *testing.B) {
-		rc, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{s.Addr()}, DisableCache: true})
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer rc.Close()
 		threeGETs(b, rc)
 	})
 	b.Run("tracking-3GET", func(b *testing.B) {
@@ -233,19 +229,7 @@ func BenchmarkColdGetOrLoad(b *testing.B) {
 	// ratios of their CPU come from the same minutes of the machine
 	// (back to back they drift by more than the difference measured).
 	b.Run("interleaved", func(b *testing.B) {
-		rc, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{s.Addr()}, DisableCache: true})
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer rc.Close()
 		tc := c.dataClient()
-		get3 := func(cl rueidis.Client, i int) {
-			for range 3 {
-				if err := cl.Do(ctx, cl.B().Get().Key("rt:"+strconv.Itoa(i)).Build()).Error(); err != nil && !rueidis.IsRedisNil(err) {
-					b.Fatal(err)
-				}
-			}
-		}
 		const coldSlice = 8
 		var cpu [3]time.Duration
 		n := 0
@@ -262,9 +246,9 @@ func BenchmarkColdGetOrLoad(b *testing.B) {
 							b.Fatal(err)
 						}
 					case 1:
-						get3(rc, next)
+						getThree(b, rc, next)
 					case 2:
-						get3(tc, next)
+						getThree(b, tc, next)
 					}
 				}
 				cpu[part] += processCPU() - start
@@ -282,19 +266,56 @@ func BenchmarkColdGetOrLoad(b *testing.B) {
 // threeGETs times three GETs on rc per iteration, BenchmarkColdGetOrLoad's
 // baselines.
 func threeGETs(b *testing.B, rc rueidis.Client) {
-	ctx := context.Background()
 	b.ReportAllocs()
 	cpu := startCPU()
 	i := 0
 	for b.Loop() {
 		i++
-		for range 3 {
-			if err := rc.Do(ctx, rc.B().Get().Key("rt:"+strconv.Itoa(i)).Build()).Error(); err != nil && !rueidis.IsRedisNil(err) {
-				b.Fatal(err)
-			}
-		}
+		getThree(b, rc, i)
 	}
 	cpu.report(b, i)
+}
+
+// getThree sends three GETs of key rt:i on rc, one after the other.
+func getThree(b *testing.B, rc rueidis.Client, i int) {
+	ctx := context.Background()
+	for range 3 {
+		if err := rc.Do(ctx, rc.B().Get().Key("rt:"+strconv.Itoa(i)).Build()).Error(); err != nil && !rueidis.IsRedisNil(err) {
+			b.Fatal(err)
+		}
+	}
+}
+
+// plainClient is a rueidis client of s without client-side caching,
+// closed when b ends.
+func plainClient(b *testing.B, s *redistest.Server) rueidis.Client {
+	rc, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{s.Addr()}, DisableCache: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(rc.Close)
+	return rc
+}
+
+// seedEnveloped writes n keys prefix0 … with an enveloped 100-byte value
+// that lives an hour, as another thermos process would, and returns them.
+func seedEnveloped(b *testing.B, rc rueidis.Client, prefix string, n int) []string {
+	ctx := context.Background()
+	now := time.Now().UnixNano()
+	e := envelope.Entry{Header: envelope.Header{SoftExpiry: now + int64(time.Hour), HardExpiry: now + int64(time.Hour), Version: 1}, Payload: make([]byte, 100)}
+	val := string(e.Append(nil))
+	keys := make([]string, n)
+	cmds := make(rueidis.Commands, 0, n)
+	for i := range keys {
+		keys[i] = prefix + strconv.Itoa(i)
+		cmds = append(cmds, rc.B().Set().Key(keys[i]).Value(val).Build())
+	}
+	for _, r := range rc.DoMulti(ctx, cmds...) {
+		if err := r.Error(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return keys
 }
 
 // BenchmarkRedisHitSaturated: memory misses that Redis answers, read by
@@ -314,25 +335,7 @@ func BenchmarkRedisHitSaturated(b *testing.B) {
 			Routes: []Route{{Prefix: "rs:", Tiers: Memory | Redis, TTL: time.Hour, Beta: -1}}})
 	}
 	caches := []*Cache{open(0), open(20 * time.Microsecond)}
-	ext, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{s.Addr()}, DisableCache: true})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ext.Close()
-	now := time.Now().UnixNano()
-	e := envelope.Entry{Header: envelope.Header{SoftExpiry: now + int64(time.Hour), HardExpiry: now + int64(time.Hour), Version: 1}, Payload: make([]byte, 100)}
-	val := string(e.Append(nil))
-	keys := make([]string, n)
-	cmds := make(rueidis.Commands, 0, n)
-	for i := range keys {
-		keys[i] = "rs:" + strconv.Itoa(i)
-		cmds = append(cmds, ext.B().Set().Key(keys[i]).Value(val).Build())
-	}
-	for _, r := range ext.DoMulti(ctx, cmds...) {
-		if err := r.Error(); err != nil {
-			b.Fatal(err)
-		}
-	}
+	keys := seedEnveloped(b, plainClient(b, s), "rs:", n)
 	l := &countingLoader{}
 	workers := 32 * runtime.GOMAXPROCS(0)
 	const satSlice = 4096
@@ -386,25 +389,8 @@ func BenchmarkGetOrLoadRedisHit(b *testing.B) {
 	const n = 20000
 	c := openT(b, &Options{Redis: redisOpts(s), Logger: quietLog, MemoryBytes: 256 << 10,
 		Routes: []Route{{Prefix: "rh:", Tiers: Memory | Redis, TTL: time.Hour, Beta: -1}}})
-	ext, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{s.Addr()}, DisableCache: true})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ext.Close()
-	now := time.Now().UnixNano()
-	e := envelope.Entry{Header: envelope.Header{SoftExpiry: now + int64(time.Hour), HardExpiry: now + int64(time.Hour), Version: 1}, Payload: make([]byte, 100)}
-	val := string(e.Append(nil))
-	keys := make([]string, n)
-	cmds := make(rueidis.Commands, 0, n)
-	for i := range keys {
-		keys[i] = "rh:" + strconv.Itoa(i)
-		cmds = append(cmds, ext.B().Set().Key(keys[i]).Value(val).Build())
-	}
-	for _, r := range ext.DoMulti(ctx, cmds...) {
-		if err := r.Error(); err != nil {
-			b.Fatal(err)
-		}
-	}
+	ext := plainClient(b, s)
+	keys := seedEnveloped(b, ext, "rh:", n)
 	l := &countingLoader{}
 	run := func(b *testing.B, ctx context.Context) {
 		b.ReportAllocs()

@@ -143,12 +143,12 @@ func unixNano(t time.Time) int64 {
 	return t.UnixNano()
 }
 
-func (d *diskTier) fill(r *route, key string, e *entry, t tracking.Ticket) bool {
-	_, ok := d.put(r, key, e, t, false)
+func (d *diskTier) fill(r *route, key string, e entry, t tracking.Ticket) bool {
+	_, ok := d.put(r, key, &e, t, false)
 	return ok
 }
 
-func (d *diskTier) confirm(_ *route, key string, _ *entry, t tracking.Ticket) bool {
+func (d *diskTier) confirm(_ *route, key string, _ entry, t tracking.Ticket) bool {
 	return d.confirmHash(d.trust.hash(key), t)
 }
 

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/thermoscache/thermos/internal/clock"
+	"github.com/thermoscache/thermos/store"
 	"github.com/thermoscache/thermos/tracking"
 )
 
@@ -18,10 +19,23 @@ import (
 // allocation for the race detector dropping pooled items at random in
 // either measurement.
 func TestDiskHitAllocations(t *testing.T) {
-	ctx := context.Background()
 	c := openT(t, &Options{Dir: filepath.Join(t.TempDir(), "disk"), Logger: quietLog, RequireRoute: true,
 		Routes: []Route{{Prefix: "d:", Tiers: Disk, TTL: time.Hour}}})
-	keys := make([]string, 202) // AllocsPerRun calls once more to warm up
+	keys := setFlushed(t, c)
+	db := c.disk.wb.db.Load()
+	tiered := getAllocs(t, c, keys)
+	stored := storeGetAllocs(t, db, keys)
+	t.Logf("disk hit: %.2f allocations, store Get %.2f", tiered, stored)
+	if tiered > stored+0.5 {
+		t.Errorf("a Disk-only hit made %.2f allocations, its store Get %.2f: the tier adds some", tiered, stored)
+	}
+}
+
+// setFlushed sets 202 keys d:0 … (AllocsPerRun calls once more to warm
+// up) with "value <key>" and flushes them to the store.
+func setFlushed(t *testing.T, c *Cache) []string {
+	ctx := context.Background()
+	keys := make([]string, 202)
 	for i := range keys {
 		keys[i] = "d:" + strconv.Itoa(i)
 		if err := c.Set(ctx, keys[i], []byte("value "+keys[i]), 0); err != nil {
@@ -31,24 +45,31 @@ func TestDiskHitAllocations(t *testing.T) {
 	if err := c.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
-	db := c.disk.wb.db.Load()
+	return keys
+}
+
+// getAllocs is the allocations of c's Get of keys, in turn (each must hit).
+func getAllocs(t *testing.T, c *Cache, keys []string) float64 {
+	ctx := context.Background()
 	i := 0
-	tiered := testing.AllocsPerRun(200, func() {
+	return testing.AllocsPerRun(200, func() {
 		i = (i + 1) % len(keys)
 		if v, ok, err := c.Get(ctx, keys[i]); err != nil || !ok || string(v) != "value "+keys[i] {
 			t.Fatalf("Get(%s) = %q, %v, %v", keys[i], v, ok, err)
 		}
 	})
-	stored := testing.AllocsPerRun(200, func() {
+}
+
+// storeGetAllocs is the allocations of db's Get of keys, in turn.
+func storeGetAllocs(t *testing.T, db *store.DB, keys []string) float64 {
+	ctx := context.Background()
+	i := 0
+	return testing.AllocsPerRun(200, func() {
 		i = (i + 1) % len(keys)
 		if _, ok, err := db.Get(ctx, keys[i]); err != nil || !ok {
 			t.Fatalf("store Get(%s) = %v, %v", keys[i], ok, err)
 		}
 	})
-	t.Logf("disk hit: %.2f allocations, store Get %.2f", tiered, stored)
-	if tiered > stored+0.5 {
-		t.Errorf("a Disk-only hit made %.2f allocations, its store Get %.2f: the tier adds some", tiered, stored)
-	}
 }
 
 // TestMemoryDiskMissAllocations: a Memory|Disk read that memory misses
@@ -58,36 +79,15 @@ func TestDiskHitAllocations(t *testing.T) {
 // holds a few entries of the many read in turn, so nearly every read is
 // such a one. Half an allocation of slack as in TestDiskHitAllocations.
 func TestMemoryDiskMissAllocations(t *testing.T) {
-	ctx := context.Background()
 	c := openT(t, &Options{Dir: filepath.Join(t.TempDir(), "disk"), Logger: quietLog, RequireRoute: true,
 		MemoryBytes: 8 * (tracking.EntryOverhead + 64),
 		Routes:      []Route{{Prefix: "d:", Tiers: Memory | Disk, TTL: time.Hour}}})
-	keys := make([]string, 202) // AllocsPerRun calls once more to warm up
-	for i := range keys {
-		keys[i] = "d:" + strconv.Itoa(i)
-		if err := c.Set(ctx, keys[i], []byte("value "+keys[i]), 0); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := c.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
+	keys := setFlushed(t, c)
 	db := c.disk.wb.db.Load()
 	before := c.Stats().Routes[0]
-	i := 0
-	tiered := testing.AllocsPerRun(200, func() {
-		i = (i + 1) % len(keys)
-		if v, ok, err := c.Get(ctx, keys[i]); err != nil || !ok || string(v) != "value "+keys[i] {
-			t.Fatalf("Get(%s) = %q, %v, %v", keys[i], v, ok, err)
-		}
-	})
+	tiered := getAllocs(t, c, keys)
 	after := c.Stats().Routes[0]
-	stored := testing.AllocsPerRun(200, func() {
-		i = (i + 1) % len(keys)
-		if _, ok, err := db.Get(ctx, keys[i]); err != nil || !ok {
-			t.Fatalf("store Get(%s) = %v, %v", keys[i], ok, err)
-		}
-	})
+	stored := storeGetAllocs(t, db, keys)
 	if disk := after.DiskHits - before.DiskHits; disk < 190 {
 		t.Fatalf("%d of 201 reads were disk hits: memory answered the rest, so the test measures nothing", disk)
 	}

@@ -27,13 +27,13 @@ func (m memoryTier) get(_ context.Context, r *route, key string) (entry, bool, b
 	return entry{it: *it}, verified || r.Tiers&Redis == 0, true, nil
 }
 
-func (m memoryTier) fill(r *route, key string, e *entry, t tracking.Ticket) bool {
+func (m memoryTier) fill(r *route, key string, e entry, t tracking.Ticket) bool {
 	if r.Tiers&Redis != 0 {
 		return m.mem.Fill(t, key, e.local(), true)
 	}
 	return m.mem.FillLocal(t, key, e.local())
 }
 
-func (m memoryTier) confirm(_ *route, key string, e *entry, t tracking.Ticket) bool {
+func (m memoryTier) confirm(_ *route, key string, e entry, t tracking.Ticket) bool {
 	return m.mem.Revalidate(t, key, e.it.Version)
 }

@@ -51,12 +51,7 @@ func (c *Cache) read(ctx context.Context, r *route, key string, tiers []tier) (f
 			continue
 		}
 		if !verified {
-			// vouch and fill get copies of e, so that e stays on the
-			// stack (a miss allocates nothing) whatever their callees do
-			// with the pointer; today neither copy escapes either.
-			ev := e
-			v, err := c.vouch(ctx, r, key, &ev, t, tr)
-			e = ev
+			v, err := c.vouch(ctx, r, key, &e, t, tr)
 			switch v {
 			case unreachable:
 				// Redis cannot vouch for the copy, and would not answer
@@ -85,10 +80,7 @@ func (c *Cache) read(ctx context.Context, r *route, key string, tiers []tier) (f
 			continue
 		}
 		if i > 0 {
-			// The faster tiers get a copy, for the reason above.
-			ef := e
-			c.fill(r, key, &ef, t, tiers[:i])
-			e = ef
+			c.fill(r, key, &e, t, tiers[:i])
 		}
 		c.countHit(r, tr.source())
 		return found{e: e, src: tr.source(), hit: true}, nil
@@ -155,7 +147,7 @@ func (c *Cache) vouch(ctx context.Context, r *route, key string, e *entry, t tra
 		r.stats.dropped.Add(1)
 		return changed, nil
 	}
-	if !confirm(tr, r, key, e, t) {
+	if !tr.confirm(r, key, *e, t) {
 		// Redis holds this version, but the ticket was overtaken (an
 		// invalidation, a local write, or another key sharing the
 		// generation slot): read on from the slower tiers.
@@ -199,35 +191,9 @@ func (c *Cache) fill(r *route, key string, e *entry, t tracking.Ticket, tiers []
 		if c.testHook != nil {
 			c.hook("fill:"+tr.source().String(), key)
 		}
-		// By concrete type, so that e does not escape through the
-		// interface call: read's copy of a slower tier's entry then stays
-		// on the stack (a Memory|Disk read that memory missed allocated
-		// it, ~130 bytes, on every disk hit).
-		switch tr := tr.(type) {
-		case memoryTier:
-			tr.fill(r, key, e, t)
-		case *diskTier:
-			tr.fill(r, key, e, t)
-		default:
-			ec := *e
-			tr.fill(r, key, &ec, t)
-		}
+		tr.fill(r, key, *e, t)
 	}
 	c.hook("filled", key)
-}
-
-// confirm is tr.confirm by concrete type, for the reason fill gives: the
-// read of an unverified copy (after a restart or a reconnect) keeps its
-// entry on the stack.
-func confirm(tr tier, r *route, key string, e *entry, t tracking.Ticket) bool {
-	switch tr := tr.(type) {
-	case memoryTier:
-		return tr.confirm(r, key, e, t)
-	case *diskTier:
-		return tr.confirm(r, key, e, t)
-	}
-	ec := *e
-	return tr.confirm(r, key, &ec, t)
 }
 
 // forgetLocal removes key from memory and disk, refusing every ticket

@@ -104,9 +104,9 @@ func (rt redisTier) getMany(ctx context.Context, keys []string) ([]reply, error)
 }
 
 // Redis never fills: values reach it by writes and the herd's fenced write.
-func (redisTier) fill(*route, string, *entry, tracking.Ticket) bool { return false }
+func (redisTier) fill(*route, string, entry, tracking.Ticket) bool { return false }
 
-func (redisTier) confirm(*route, string, *entry, tracking.Ticket) bool { return true }
+func (redisTier) confirm(*route, string, entry, tracking.Ticket) bool { return true }
 
 // client returns the client for data commands, ErrUnavailable while the
 // tracking connection is not connected (Redis was down at Open),

@@ -354,7 +354,7 @@ func (p *pass) settle(batch []check) {
 		if disk {
 			ok = c.disk.confirmHash(ch.h, ch.t) // its hash is at hand
 		} else {
-			ok = ch.tr.confirm(ch.r, ch.key, &ch.e, ch.t)
+			ok = ch.tr.confirm(ch.r, ch.key, ch.e, ch.t)
 		}
 		if !ok {
 			// An invalidation of this key, or of one sharing its

@@ -26,12 +26,15 @@ type tier interface {
 	// serves it by Options.Unverified.
 	get(ctx context.Context, r *route, key string) (e entry, verified, ok bool, err error)
 	// fill stores e, read from a slower tier or loaded, unless t was
-	// overtaken; it reports whether it did.
-	fill(r *route, key string, e *entry, t tracking.Ticket) bool
+	// overtaken; it reports whether it did. fill and confirm take the entry
+	// by value: the compiler cannot see through an interface call, so a
+	// pointer would move every caller's entry to the heap (a Memory|Disk
+	// read that memory missed allocated its copy, ~130 bytes).
+	fill(r *route, key string, e entry, t tracking.Ticket) bool
 	// confirm records that Redis held e's version after t was taken, so the
 	// tier's copy is verified until the next invalidation; it reports
 	// whether it did (false: t was overtaken).
-	confirm(r *route, key string, e *entry, t tracking.Ticket) bool
+	confirm(r *route, key string, e entry, t tracking.Ticket) bool
 }
 
 // entry is a value as the tiers pass it between them: the decoded fields

@@ -53,7 +53,7 @@ func newTierFixture(t *testing.T, name string) *tierFixture {
 			}
 			return
 		}
-		if !f.tr.fill(f.r, key, e, c.mem.Reserve(key)) {
+		if !f.tr.fill(f.r, key, *e, c.mem.Reserve(key)) {
 			t.Fatalf("fill of %s under a fresh ticket refused", key)
 		}
 	}
@@ -107,7 +107,7 @@ func TestTierConformance(t *testing.T) {
 				stale := c.mem.Reserve("t:b")
 				c.mem.Invalidate("t:b")
 				eb := encode("t:b", "B", 0)
-				if f.tr.fill(r, "t:b", &eb, stale) {
+				if f.tr.fill(r, "t:b", eb, stale) {
 					t.Error("fill under an overtaken ticket accepted")
 				}
 				if _, _, ok := get("t:b"); ok {
@@ -124,10 +124,10 @@ func TestTierConformance(t *testing.T) {
 				}
 				f.put(t, "t:a", &e)
 				after := c.mem.Reserve("t:a")
-				if f.tr.confirm(r, "t:a", &e, before) {
+				if f.tr.confirm(r, "t:a", e, before) {
 					t.Error("confirm under a ticket taken before an invalidation accepted")
 				}
-				if !f.tr.confirm(r, "t:a", &e, after) {
+				if !f.tr.confirm(r, "t:a", e, after) {
 					t.Error("confirm under a valid ticket refused")
 				}
 				if _, v, ok := get("t:a"); !ok || !v {
@@ -145,7 +145,7 @@ func TestTierConformance(t *testing.T) {
 				// second bump), as after any null invalidation.
 				waitFor(t, 5*time.Second, func() bool { return c.Stats().EpochBumps >= bumps+2 }, "the re-arm after the FLUSHALL")
 			} else {
-				if f.tr.fill(r, "t:b", &e, c.mem.Reserve("t:b")) {
+				if f.tr.fill(r, "t:b", e, c.mem.Reserve("t:b")) {
 					t.Error("the redis tier accepted a fill")
 				}
 			}

@@ -47,13 +47,13 @@ func NewCoarse(resolution time.Duration) *Coarse {
 	}
 	c := &Coarse{stop: make(chan struct{}), done: make(chan struct{}), base: time.Now(), res: resolution}
 	c.nanos.Store(c.base.UnixNano())
-	go c.run(resolution)
+	go c.run()
 	return c
 }
 
-func (c *Coarse) run(resolution time.Duration) {
+func (c *Coarse) run() {
 	defer close(c.done)
-	t := time.NewTicker(resolution)
+	t := time.NewTicker(c.res)
 	defer t.Stop()
 	for {
 		select {
