@@ -339,6 +339,22 @@ func (c *Cache) hook(point, key string) {
 // false, nil); an error means a tier could not answer. The returned slice is
 // shared: do not modify it. A memory hit does not allocate.
 func (c *Cache) Get(ctx context.Context, key string) ([]byte, bool, error) {
+	// The memory hit, small enough that nothing is spilled around it:
+	// one call (the memory tier's lookup) under three loads and compares.
+	// Everything else, a memory miss included, is get's.
+	if c.validKey(key) && c.anyMemory && noControls(ctx) {
+		if it, ok := c.mem.LookupFresh(key); ok {
+			v, ok := value(it)
+			return v, ok, nil
+		}
+		return c.get(ctx, key, true)
+	}
+	return c.get(ctx, key, false)
+}
+
+// get is Get past its memory hit; looked says memory was asked already
+// (and counted the miss).
+func (c *Cache) get(ctx context.Context, key string, looked bool) ([]byte, bool, error) {
 	if !c.validKey(key) {
 		return nil, false, opErr("get", key, c.checkKey(key))
 	}
@@ -346,10 +362,12 @@ func (c *Cache) Get(ctx context.Context, key string) ([]byte, bool, error) {
 	if ctl != nil && ctl.bypass&BypassReads != 0 {
 		return nil, false, nil
 	}
-	if it, ok := c.lookup(key); ok {
-		ctl.note(key, SourceMemory)
-		v, ok := value(it)
-		return v, ok, nil
+	if !looked {
+		if it, ok := c.lookup(key); ok {
+			ctl.note(key, SourceMemory)
+			v, ok := value(it)
+			return v, ok, nil
+		}
 	}
 	r, err := c.route(key)
 	if err != nil {

@@ -3,6 +3,7 @@ package tiered
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 )
 
 // Bypass turns the cache off for one request's reads, writes or both
@@ -30,18 +31,48 @@ type ctl struct {
 // without first comparing ctx with context.Background(): that comparison
 // (runtime.ifaceeq) cost more than Background's Value call it saved, and
 // came on top of the walk for every other context.
+//
+// Until a context with controls has been made (ctlMade), none can carry
+// any, and ctlOf skips ctx.Value, which walks the whole chain of a
+// request's context (an interface call per level) to find nothing.
 func ctlOf(ctx context.Context) *ctl {
+	if !ctlMade.Load() {
+		return nil
+	}
 	c, _ := ctx.Value(ctlKey{}).(*ctl)
 	return c
 }
 
+// ctlMade is set once any context with controls has been made. Whoever
+// holds such a context got it after the store, so sees it set.
+var ctlMade atomic.Bool
+
+// noControls is ctlOf(ctx) == nil, small enough to inline into the hit
+// paths.
+func noControls(ctx context.Context) bool {
+	return !ctlMade.Load() || ctx.Value(ctlKey{}) == nil
+}
+
+// withCtl returns ctx carrying n.
+func withCtl(ctx context.Context, n *ctl) context.Context {
+	if !ctlMade.Load() {
+		ctlMade.Store(true)
+	}
+	return context.WithValue(ctx, ctlKey{}, n)
+}
+
 // WithBypass returns a context under which the cache bypasses what b says.
+//
+// Until a program first calls WithBypass or WithSources, reads do not look
+// for such controls in their context; from then on every read asks its
+// context for them (ctx.Value: a step per layer of the context, a few
+// nanoseconds for a request's context).
 func WithBypass(ctx context.Context, b Bypass) context.Context {
 	n := ctl{bypass: b}
 	if old := ctlOf(ctx); old != nil {
 		n.sources = old.sources
 	}
-	return context.WithValue(ctx, ctlKey{}, &n)
+	return withCtl(ctx, &n)
 }
 
 func bypassOf(ctx context.Context) Bypass {
@@ -92,12 +123,13 @@ type Sources struct {
 
 // WithSources returns a context under which every key read (Get,
 // GetOrLoad, GetMany, and Typed's) records in s the tier that answered it.
+// Like WithBypass, it makes every later read ask its context for controls.
 func WithSources(ctx context.Context, s *Sources) context.Context {
 	n := ctl{sources: s}
 	if old := ctlOf(ctx); old != nil {
 		n.bypass = old.bypass
 	}
-	return context.WithValue(ctx, ctlKey{}, &n)
+	return withCtl(ctx, &n)
 }
 
 // Source returns the tier that last answered key, and whether key was read.

@@ -24,11 +24,26 @@ import (
 // round trips (that step, the fenced write of the loaded value, and a
 // version check that lets this process cache its own write).
 func (c *Cache) GetOrLoad(ctx context.Context, key string, load Loader) ([]byte, bool, error) {
-	v, ok, err := c.getOrLoad(ctx, key, load)
+	// The memory hit, as in Get. A key in memory has a route (nothing
+	// else is ever stored), so only the loader is left to check.
+	if c.validKey(key) && c.anyMemory && load != nil && noControls(ctx) {
+		if f, isFunc := load.(LoaderFunc); !isFunc || f != nil {
+			if it, ok := c.mem.LookupFresh(key); ok {
+				c.maybeRefresh(key, it, load)
+				v, ok := value(it)
+				return v, ok, nil
+			}
+			v, ok, err := c.getOrLoad(ctx, key, load, true)
+			return v, ok, opErr("load", key, err)
+		}
+	}
+	v, ok, err := c.getOrLoad(ctx, key, load, false)
 	return v, ok, opErr("load", key, err)
 }
 
-func (c *Cache) getOrLoad(ctx context.Context, key string, load Loader) ([]byte, bool, error) {
+// getOrLoad is GetOrLoad past its memory hit; looked says memory was asked
+// already (and counted the miss).
+func (c *Cache) getOrLoad(ctx context.Context, key string, load Loader, looked bool) ([]byte, bool, error) {
 	r, err := c.check(key)
 	if err != nil {
 		return nil, false, err
@@ -39,11 +54,13 @@ func (c *Cache) getOrLoad(ctx context.Context, key string, load Loader) ([]byte,
 	byp := bypassOf(ctx)
 	var f found
 	if byp&BypassReads == 0 {
-		if it, ok := c.lookup(key); ok {
-			note(ctx, key, SourceMemory)
-			c.maybeRefresh(key, it, load)
-			v, ok := value(it)
-			return v, ok, nil
+		if !looked {
+			if it, ok := c.lookup(key); ok {
+				note(ctx, key, SourceMemory)
+				c.maybeRefresh(key, it, load)
+				v, ok := value(it)
+				return v, ok, nil
+			}
 		}
 		if f, err = c.read(ctx, r, key, r.local); err == nil && f.hit {
 			note(ctx, key, f.src)

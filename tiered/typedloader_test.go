@@ -47,4 +47,11 @@ func TestTypedLoader(t *testing.T) {
 	if _, _, err := ty.c.GetOrLoad(ctx, "p:2", nilBytes); !errors.Is(err, ErrNoLoader) {
 		t.Errorf("Cache.GetOrLoad with a nil LoaderFunc = %v, want ErrNoLoader", err)
 	}
+	// On a key memory holds too (GetOrLoad's hit path checks the loader
+	// on its own).
+	for _, l := range []Loader{nil, nilBytes} {
+		if _, _, err := ty.c.GetOrLoad(ctx, "p:1", l); !errors.Is(err, ErrNoLoader) {
+			t.Errorf("Cache.GetOrLoad of a cached key with loader %#v = %v, want ErrNoLoader", l, err)
+		}
+	}
 }
