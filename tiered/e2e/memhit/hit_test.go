@@ -27,6 +27,9 @@ const (
 	sliceOps  = 1 << 14 // operations per getter per turn
 )
 
+// reqKey keys the values of the request-like context of a getter.
+type reqKey int
+
 // getter is one cache's hit, and whether it may be called concurrently.
 type getter struct {
 	name     string
@@ -100,8 +103,14 @@ func getters(tb testing.TB) ([]getter, []string, []uint32) {
 	// hit (DoCache, BCAST tracking) for comparison.
 	srv := redistest.Start(tb, nil)
 	tm := openTiered(tb, &tiered.Options{MemoryBytes: 1 << 30, Routes: []tiered.Route{{Prefix: "key:", Tiers: tiered.Memory, TTL: time.Hour, Beta: -1}}})
-	tr := openTiered(tb, &tiered.Options{MemoryBytes: 1 << 30, Redis: &rueidis.ClientOption{InitAddress: []string{srv.Addr()}},
-		Routes: []tiered.Route{{Prefix: "key:", Tiers: tiered.Memory | tiered.Redis, TTL: time.Hour, Beta: -1}}})
+	memRedis := func(srv *redistest.Server) *tiered.Cache {
+		return openTiered(tb, &tiered.Options{MemoryBytes: 1 << 30, Redis: &rueidis.ClientOption{InitAddress: []string{srv.Addr()}},
+			Routes: []tiered.Route{{Prefix: "key:", Tiers: tiered.Memory | tiered.Redis, TTL: time.Hour, Beta: -1}}})
+	}
+	// trq is tr read under a request's context: a cache of its own, like
+	// the tracking caches, on a server of its own (its writes of the same
+	// keys would invalidate tr's copies).
+	tr, trq := memRedis(srv), memRedis(redistest.Start(tb, nil))
 	rc, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{srv.Addr()},
 		ClientTrackingOptions: []string{"PREFIX", "key:", "BCAST"}, CacheSizeEachConn: 1 << 30})
 	if err != nil {
@@ -113,7 +122,7 @@ func getters(tb testing.TB) ([]getter, []string, []uint32) {
 	// one loop, the two caches' entries (one size class) alternated in
 	// memory, so each cache line a hit fetched held half of another
 	// cache's entries, a cost the tracking caches did not pay.
-	for _, c := range []*tiered.Cache{tm, tr} {
+	for _, c := range []*tiered.Cache{tm, tr, trq} {
 		for i, k := range keys {
 			if err := c.Set(ctx, k, vals[i], 0); err != nil {
 				tb.Fatal(err)
@@ -125,6 +134,14 @@ func getters(tb testing.TB) ([]getter, []string, []uint32) {
 			tb.Fatal(err)
 		}
 	}
+	// A request's context as a server hands it over, a few layers deep
+	// (net/http adds two values and a cancel; middleware adds its own).
+	reqCtx := ctx
+	for i := range 4 {
+		reqCtx = context.WithValue(reqCtx, reqKey(i), i)
+	}
+	reqCtx, cancel := context.WithTimeout(reqCtx, time.Hour)
+	tb.Cleanup(cancel)
 	gs := []getter{
 		{"map", func(k string) bool { _, ok := m[k]; return ok }, true},
 		{"golang-lru", func(k string) bool { _, ok := gl.Get(k); return ok }, true},
@@ -134,6 +151,7 @@ func getters(tb testing.TB) ([]getter, []string, []uint32) {
 		{"tracking-Get-noyield", func(k string) bool { _, fresh, _ := tn.Get(k); return fresh }, true},
 		{"tiered-memory", func(k string) bool { _, ok, _ := tm.Get(ctx, k); return ok }, true},
 		{"tiered-memory+redis", func(k string) bool { _, ok, _ := tr.Get(ctx, k); return ok }, true},
+		{"tiered-memory+redis-reqctx", func(k string) bool { _, ok, _ := trq.Get(reqCtx, k); return ok }, true},
 		{"rueidis-DoCache", func(k string) bool {
 			r := rc.DoCache(ctx, rc.B().Get().Key(k).Cache(), time.Hour)
 			return r.Error() == nil && r.IsCacheHit()
@@ -177,7 +195,9 @@ func openTiered(tb testing.TB, o *tiered.Options) *tiered.Cache {
 // with a core each), and the ratios the memory tier is held to:
 // tracking-Get (and -Lookup) over golang-lru and over otter, serial and
 // parallel, each getter's parallel / serial (0.5 is perfect scaling on 2
-// cores), and Get with and without HitYield.
+// cores), Get with and without HitYield, and the Memory|Redis hit under a
+// request's context (a few layers deep) over the same under Background
+// (reqctx/background).
 func BenchmarkHit(b *testing.B) {
 	gs, keys, seq := getters(b)
 	procs := runtime.GOMAXPROCS(0)
@@ -238,6 +258,7 @@ func BenchmarkHit(b *testing.B) {
 		b.ReportMetric(ratio(t, "tracking-Get", par), t+"/tracking-par")
 	}
 	b.ReportMetric(ratio("rueidis-DoCache", "tiered-memory+redis", serial), "DoCache/tiered-memory+redis")
+	b.ReportMetric(ratio("tiered-memory+redis-reqctx", "tiered-memory+redis", serial), "reqctx/background")
 	b.ReportMetric(ratio("tracking-Get", "tracking-Get-noyield", serial), "Get/Get-noyield")
 	b.ReportMetric(ratio("tracking-Get", "tracking-Get-noyield", par), "Get/Get-noyield-par")
 	for _, t := range []string{"tracking-Get", "tracking-Lookup"} {
@@ -264,7 +285,7 @@ func TestHitsDoNotAllocate(t *testing.T) {
 		if n := testing.AllocsPerRun(10000, func() {
 			g.get(keys[seq[i&(seqLen-1)]])
 			i++
-		}); n != 0 && strings.HasPrefix(g.name, "tracking-") {
+		}); n != 0 && (strings.HasPrefix(g.name, "tracking-") || strings.HasPrefix(g.name, "tiered-")) {
 			t.Errorf("%s: %.2f allocations per hit, want 0", g.name, n)
 		}
 	}
