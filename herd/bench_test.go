@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"slices"
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -165,5 +166,27 @@ func BenchmarkWakeLatency(b *testing.B) {
 			lat = append(lat, time.Since(<-landed))
 		}
 		report(b, lat)
+	})
+}
+
+// BenchmarkDoContention: Do of distinct keys (a load each, run on the
+// caller's goroutine) from 32 goroutines per processor, the shape of many
+// concurrent memory misses. Every Do locks its key's flight map twice.
+func BenchmarkDoContention(b *testing.B) {
+	g := newGroup(b, nil)
+	ctx := context.Background()
+	var worker atomic.Int64
+	b.ReportAllocs()
+	b.SetParallelism(32)
+	b.RunParallel(func(pb *testing.PB) {
+		prefix := strconv.FormatInt(worker.Add(1), 10) + ":"
+		i := 0
+		for pb.Next() {
+			i++
+			if _, err := g.Do(ctx, prefix+strconv.Itoa(i), nil, benchLoad); err != nil {
+				b.Error(err)
+				return
+			}
+		}
 	})
 }

@@ -3,6 +3,9 @@ package herd
 import (
 	"context"
 	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -54,5 +57,71 @@ func TestCloseStopsEveryGoroutine(t *testing.T) {
 		t.Errorf("Close left the lease held")
 	}
 	other.Close()
+	goleak.VerifyNone(t, ignore)
+}
+
+// TestCloseRacingDo closes a local Group while goroutines keep starting
+// flights on many keys (some blocked in their load until Close ends them,
+// some sharing another's flight): Close returns, every Do returns a value
+// or ErrClosed, every Do after Close returns ErrClosed, and no goroutine is
+// left. Flights live in several maps, each under its own lock, so a flight
+// registered while Close walks them must still be seen and ended.
+func TestCloseRacingDo(t *testing.T) {
+	ignore := goleak.IgnoreCurrent()
+	g, err := New(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocked := func(ctx context.Context) ([]byte, time.Duration, error) {
+		<-ctx.Done()
+		return nil, 0, ctx.Err()
+	}
+	ctx, cancel := context.WithCancel(context.Background()) // Do's goroutine path
+	defer cancel()
+	var started atomic.Int64
+	errs := make(chan error, 1024)
+	var wg sync.WaitGroup
+	for w := range 16 {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				var err error
+				key := fmt.Sprintf("k:%d", i%64) // keys shared between workers
+				switch {
+				case w%4 == 0:
+					_, err = g.Do(ctx, key+":blocked", nil, blocked)
+				case w%2 == 0:
+					_, err = g.Do(ctx, key, nil, benchLoad)
+				default:
+					_, err = g.Do(context.Background(), fmt.Sprintf("w%d:%d", w, i), nil, benchLoad)
+				}
+				started.Add(1)
+				if err != nil {
+					if !errors.Is(err, ErrClosed) {
+						errs <- err
+					}
+					return
+				}
+			}
+		})
+	}
+	waitFor(t, "Do calls to run", 10*time.Second, func() bool { return started.Load() > 1000 })
+	closed := make(chan struct{})
+	go func() {
+		g.Close()
+		close(closed)
+	}()
+	select {
+	case <-closed:
+	case <-time.After(30 * time.Second):
+		t.Fatal("Close did not return")
+	}
+	wg.Wait() // every worker stops at its first ErrClosed
+	close(errs)
+	for err := range errs {
+		t.Errorf("Do racing Close: %v, want a value or ErrClosed", err)
+	}
+	if _, err := g.Do(context.Background(), "after", nil, benchLoad); !errors.Is(err, ErrClosed) {
+		t.Errorf("Do after Close = %v, want ErrClosed", err)
+	}
 	goleak.VerifyNone(t, ignore)
 }

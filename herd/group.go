@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"math/rand/v2"
 	"runtime/debug"
 	"sync"
@@ -80,11 +81,16 @@ type Group struct {
 	randMu sync.Mutex // guards o.Rand
 	timers sync.Pool  // of *flightTimer: see flightCtx
 
-	mu struct {
-		sync.Mutex
-		closed  bool
-		flights map[string]*flight
-	}
+	// closed is set by Close before it collects the flights; Do and
+	// Refresh check it under their key's shard lock, so a flight is either
+	// registered before Close looks at its shard or never.
+	closed atomic.Bool
+	// shards hold the flights by key, each map under a lock of its own:
+	// every flight locks its key's twice (start and finish), and one lock
+	// for all keys was the Group's most contended under many concurrent
+	// misses (BenchmarkDoContention).
+	shards [flightShards]flightShard
+	seed   maphash.Seed
 
 	stats counters
 	ren   renewer
@@ -101,15 +107,32 @@ type Group struct {
 	leadLost func() bool
 }
 
+// flightShards is the number of flight maps: enough that goroutines on
+// different cores rarely meet on one.
+const flightShards = 64
+
+// flightShard is one flight map and its lock, a cache line to itself.
+type flightShard struct {
+	mu      sync.Mutex
+	flights map[string]*flight
+	_       [48]byte
+}
+
+// shardOf returns key's flight shard.
+func (g *Group) shardOf(key string) *flightShard {
+	return &g.shards[maphash.String(g.seed, key)%flightShards]
+}
+
 // flight is one rebuild attempt for one key in this process.
 type flight struct {
 	key string
+	sh  *flightShard // where it is registered
 	// done is closed when res and err are final. It is made by the first
-	// caller that waits for the flight, under Group.mu: a flight run by
+	// caller that waits for the flight, under its shard's lock: a flight run by
 	// its only caller on that caller's goroutine needs none.
 	done chan struct{}
 	// wake gets Wake's signals (capacity 1). The flight makes it, under
-	// Group.mu, when it first finds the lease held by another: it is
+	// its shard's lock, when it first finds the lease held by another: it is
 	// only waited on after that.
 	wake chan struct{}
 	res  Result
@@ -136,7 +159,10 @@ func New(opts *Options) (*Group, error) {
 	g.noSubscribe.Store(o.DisableNotifications)
 	g.notify.g = g
 	g.ctx, g.cancel = context.WithCancel(context.Background())
-	g.mu.flights = make(map[string]*flight)
+	g.seed = maphash.MakeSeed()
+	for i := range g.shards {
+		g.shards[i].flights = make(map[string]*flight)
+	}
 	g.ren.leases = make(map[*lease]struct{})
 	return g, nil
 }
@@ -147,13 +173,16 @@ func New(opts *Options) (*Group, error) {
 // call twice and always returns nil.
 func (g *Group) Close() error {
 	g.closeOnce.Do(func() {
-		g.mu.Lock()
-		g.mu.closed = true
-		flights := make([]*flight, 0, len(g.mu.flights))
-		for _, f := range g.mu.flights {
-			flights = append(flights, f)
+		g.closed.Store(true)
+		var flights []*flight
+		for i := range g.shards {
+			sh := &g.shards[i]
+			sh.mu.Lock()
+			for _, f := range sh.flights {
+				flights = append(flights, f)
+			}
+			sh.mu.Unlock()
 		}
-		g.mu.Unlock()
 		g.cancel()
 		for _, f := range flights {
 			f.ctx.end(context.Canceled)
@@ -191,20 +220,21 @@ func (g *Group) Do(ctx context.Context, key string, lookup LookupFunc, load Load
 	if err := ctx.Err(); err != nil {
 		return Result{}, err
 	}
+	sh := g.shardOf(key)
 	for {
-		g.mu.Lock()
-		if g.mu.closed {
-			g.mu.Unlock()
+		sh.mu.Lock()
+		if g.closed.Load() {
+			sh.mu.Unlock()
 			return Result{}, ErrClosed
 		}
-		f, shared := g.mu.flights[key]
+		f, shared := sh.flights[key]
 		if !shared {
-			f = g.startLocked(key, ctx)
+			f = g.startLocked(sh, key, ctx)
 			if ctx.Done() == nil {
 				// ctx never ends, so this caller never returns before
 				// the flight does: run it here, without a goroutine
 				// and the two handoffs it costs.
-				g.mu.Unlock()
+				sh.mu.Unlock()
 				g.runDo(f, lookup, load)
 				return f.res, f.err
 			}
@@ -212,11 +242,11 @@ func (g *Group) Do(ctx context.Context, key string, lookup LookupFunc, load Load
 				// No done channel yet: lead makes one only if the
 				// flight goes on without it (a caller joining meanwhile
 				// makes it below).
-				g.mu.Unlock()
+				sh.mu.Unlock()
 				if res, err, ended := g.lead(ctx, f, load); ended {
 					return res, err
 				}
-				g.mu.Lock()
+				sh.mu.Lock()
 			} else {
 				f.done = make(chan struct{})
 				go g.runDo(f, lookup, load)
@@ -225,7 +255,7 @@ func (g *Group) Do(ctx context.Context, key string, lookup LookupFunc, load Load
 			f.done = make(chan struct{})
 		}
 		done := f.done
-		g.mu.Unlock()
+		sh.mu.Unlock()
 		if shared {
 			g.stats.sharedWaits.Add(1)
 		}
@@ -258,16 +288,17 @@ func (g *Group) Refresh(key string, current []byte, load LoadFunc) bool {
 	if key == "" {
 		return false
 	}
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.mu.closed {
+	sh := g.shardOf(key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if g.closed.Load() {
 		return false
 	}
-	if _, busy := g.mu.flights[key]; busy {
+	if _, busy := sh.flights[key]; busy {
 		g.stats.refreshSkipped.Add(1)
 		return false
 	}
-	f := g.startLocked(key, context.Background())
+	f := g.startLocked(sh, key, context.Background())
 	go g.runRefresh(f, current, load)
 	return true
 }
@@ -276,12 +307,13 @@ func (g *Group) Refresh(key string, current []byte, load LoadFunc) bool {
 // process's rebuild, so it looks again at once: call it when an invalidation
 // for key arrives (tiered's BCAST tracking). A no-op otherwise.
 func (g *Group) Wake(key string) {
-	g.mu.Lock()
+	sh := g.shardOf(key)
+	sh.mu.Lock()
 	var wake chan struct{}
-	if f := g.mu.flights[key]; f != nil {
+	if f := sh.flights[key]; f != nil {
 		wake = f.wake
 	}
-	g.mu.Unlock()
+	sh.mu.Unlock()
 	if wake != nil {
 		select {
 		case wake <- struct{}{}:
@@ -293,11 +325,11 @@ func (g *Group) Wake(key string) {
 // startLocked registers a new flight for key. Its context keeps ctx's
 // values, drops its cancellation and deadline, is bounded by LoadTimeout
 // and ends on Close; whoever runs the flight arms it first (flightCtx.arm).
-// REQUIRES: g.mu held, not closed.
-func (g *Group) startLocked(key string, ctx context.Context) *flight {
-	f := &flight{key: key}
+// REQUIRES: sh (key's shard) locked, g not closed.
+func (g *Group) startLocked(sh *flightShard, key string, ctx context.Context) *flight {
+	f := &flight{key: key, sh: sh}
 	f.ctx.init(ctx, g.o.LoadTimeout, &g.timers)
-	g.mu.flights[key] = f
+	sh.flights[key] = f
 	g.wg.Add(1)
 	g.stats.flights.Add(1)
 	return f
@@ -306,12 +338,12 @@ func (g *Group) startLocked(key string, ctx context.Context) *flight {
 // finish publishes the flight's outcome, forgets it, ends its context and
 // its count in g.wg.
 func (g *Group) finish(f *flight) {
-	g.mu.Lock()
-	if g.mu.flights[f.key] == f {
-		delete(g.mu.flights, f.key)
+	f.sh.mu.Lock()
+	if f.sh.flights[f.key] == f {
+		delete(f.sh.flights, f.key)
 	}
 	done := f.done
-	g.mu.Unlock()
+	f.sh.mu.Unlock()
 	if done != nil {
 		close(done)
 	}
@@ -442,11 +474,11 @@ func (g *Group) lead(ctx context.Context, f *flight, load LoadFunc) (Result, err
 		return f.res, nil, true
 	}
 	first := step{known: !lost, st: st, pttl: pttl, retried: lost}
-	g.mu.Lock()
+	f.sh.mu.Lock()
 	if f.done == nil {
 		f.done = make(chan struct{}) // the caller waits on it from now on
 	}
-	g.mu.Unlock()
+	f.sh.mu.Unlock()
 	f.ctx.arm() // here: the goroutine starts after it (go's happens-before)
 	go func() {
 		defer g.finish(f)
@@ -502,9 +534,9 @@ func (g *Group) sharedFrom(ctx context.Context, f *flight, mode acquireMode, cur
 			return Result{}, errSkipped
 		}
 		if f.wake == nil {
-			g.mu.Lock()
+			f.sh.mu.Lock()
 			f.wake = make(chan struct{}, 1)
-			g.mu.Unlock()
+			f.sh.mu.Unlock()
 		}
 		if !waited {
 			g.stats.lockWaits.Add(1)
