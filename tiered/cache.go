@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -325,9 +326,16 @@ func (c *Cache) checkKey(key string) error {
 		return ErrEmptyKey
 	case len(key) > c.o.MaxKeyBytes:
 		return newFault(ErrKeyTooLarge, nil, "%d bytes > %d", len(key), c.o.MaxKeyBytes)
+	case c.reserved(key):
+		return newFault(ErrReservedKey, nil, "the herd's leases live under LockPrefix %q", c.o.lockPrefix())
 	}
 	return nil
 }
+
+// reserved reports whether key is in a namespace the cache keeps for
+// itself. Such a key is never stored in any tier (every call on it is
+// refused), so the memory hit paths need not ask.
+func (c *Cache) reserved(key string) bool { return strings.HasPrefix(key, c.o.lockPrefix()) }
 
 func (c *Cache) hook(point, key string) {
 	if c.testHook != nil {
@@ -355,8 +363,8 @@ func (c *Cache) Get(ctx context.Context, key string) ([]byte, bool, error) {
 // get is Get past its memory hit; looked says memory was asked already
 // (and counted the miss).
 func (c *Cache) get(ctx context.Context, key string, looked bool) ([]byte, bool, error) {
-	if !c.validKey(key) {
-		return nil, false, opErr("get", key, c.checkKey(key))
+	if err := c.checkKey(key); err != nil {
+		return nil, false, opErr("get", key, err)
 	}
 	ctl := ctlOf(ctx)
 	if ctl != nil && ctl.bypass&BypassReads != 0 {

@@ -288,7 +288,7 @@ func getThree(b *testing.B, rc rueidis.Client, i int) {
 
 // plainClient is a rueidis client of s without client-side caching,
 // closed when b ends.
-func plainClient(b *testing.B, s *redistest.Server) rueidis.Client {
+func plainClient(b testing.TB, s *redistest.Server) rueidis.Client {
 	rc, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{s.Addr()}, DisableCache: true})
 	if err != nil {
 		b.Fatal(err)

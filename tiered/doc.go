@@ -291,5 +291,8 @@
 // Secrets — Redis credentials and signing keys — never appear in errors,
 // logs (at any level), Stats or a %v of Options or Keyring.
 // InvalidatePrefix escapes glob characters; keys are sent as RESP bulk
-// strings, so CR, LF and NUL in keys are data, never commands.
+// strings, so CR, LF and NUL in keys are data, never commands. Keys under
+// Options.LockPrefix are the herd's leases: every call on one is refused
+// (ErrReservedKey) and InvalidatePrefix skips them, so no caller of the
+// cache can delete or overwrite a lease another process holds.
 package tiered

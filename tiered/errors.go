@@ -23,6 +23,11 @@ var (
 	// ErrNoRoute is returned, with Options.RequireRoute, for a key that no
 	// route's prefix matches.
 	ErrNoRoute = errors.New("tiered: no route for key")
+	// ErrReservedKey is returned for a key in a namespace the cache keeps
+	// for itself: one starting with Options.LockPrefix, where the herd's
+	// leases live. Writing or deleting such a key would break a lease
+	// another process holds.
+	ErrReservedKey = errors.New("tiered: reserved key")
 	// ErrInvalidTTL is returned for a negative TTL.
 	ErrInvalidTTL = errors.New("tiered: negative ttl")
 	// ErrNotFound is what a Loader returns when the origin has no value; the

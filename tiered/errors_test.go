@@ -69,6 +69,8 @@ func TestErrorVocabulary(t *testing.T) {
 	add("key too large", "", local.Set(ctx, strings.Repeat("x", DefaultMaxKeyBytes+1), nil, 0), ErrKeyTooLarge, nil)
 	add("value too large", "k:big", local.Set(ctx, "k:big", make([]byte, 9), 0), ErrValueTooLarge, nil)
 	add("negative ttl", "k:ttl", local.Set(ctx, "k:ttl", nil, -time.Second), ErrInvalidTTL, nil)
+	add("reserved key", "herd:lock:k:{x}", local.Set(ctx, "herd:lock:k:{x}", nil, 0), ErrReservedKey, nil)
+	add("route inside LockPrefix", "", openErr(&Options{Routes: []Route{{Prefix: "herd:lock:x", Tiers: Memory}}}), ErrConfig, nil)
 	_, _, err = local.GetOrLoad(ctx, "k:nil", nil)
 	add("nil loader", "", err, ErrNoLoader, nil)
 	_, _, err = local.GetOrLoad(ctx, "k:fail", LoaderFunc(func(context.Context, string) ([]byte, error) { return nil, cause }))

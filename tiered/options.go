@@ -211,7 +211,10 @@ type Options struct {
 	// hash tag of the data key, so a lock lives on its key's cluster slot.
 	// Zero means herd.DefaultLockPrefix ("herd:lock:"). It must not contain
 	// '{' or '}'. The Redis user needs read and write rights on it (see
-	// "Redis ACL" in the package documentation).
+	// "Redis ACL" in the package documentation). Keys starting with it are
+	// the herd's, not the cache's: every call on one is refused with
+	// ErrReservedKey, InvalidatePrefix leaves them alone, and a route
+	// inside it is refused by Open.
 	LockPrefix string
 	// ChannelPrefix starts the herd's notification channels, on which a
 	// load's end wakes the processes waiting for it. Zero means
@@ -319,6 +322,8 @@ func (o *Options) validate() error {
 			return bad("duplicate %s", name)
 		case r.Tiers == 0:
 			return bad("%s has no tiers", name)
+		case strings.HasPrefix(r.Prefix, o.lockPrefix()):
+			return bad("%s is inside LockPrefix %q, whose keys the cache refuses (ErrReservedKey)", name, o.lockPrefix())
 		case r.Tiers&^allTiers != 0:
 			return bad("%s has unknown tiers %s", name, r.Tiers)
 		case r.TTL < 0:

@@ -210,7 +210,7 @@ func (c *Cache) invalidatePrefix(ctx context.Context, prefix string) (int, error
 		}
 	}
 	owned := func(k string) bool {
-		return strings.HasPrefix(k, prefix) && c.router.find(k).Tiers&Redis != 0
+		return strings.HasPrefix(k, prefix) && !c.reserved(k) && c.router.find(k).Tiers&Redis != 0
 	}
 	n := 0
 	if c.router.redis && c.router.anyRedisUnder(prefix) {
