@@ -7,7 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/thermoscache/thermos/internal/envelope"
 	"github.com/thermoscache/thermos/internal/redistest"
+	"github.com/thermoscache/thermos/store"
 )
 
 // TestReservedKeys: on a cache whose Redis route covers every key (prefix
@@ -103,5 +105,56 @@ func TestReservedKeysFollowLockPrefix(t *testing.T) {
 	}
 	if v, ok := mustGet(t, c, "herd:lock:x"); !ok || string(v) != "v" {
 		t.Errorf("Get(herd:lock:x) = %q, %v; want the value", v, ok)
+	}
+}
+
+// TestReservedKeyOnDiskIsDropped: a disk entry under LockPrefix (written
+// before such keys were refused) is not warmed into memory, where a hit
+// would serve it, and is dropped from the disk.
+func TestReservedKeyOnDiskIsDropped(t *testing.T) {
+	ctx := context.Background()
+	opts := &Options{Dir: t.TempDir(), Logger: quietLog,
+		Routes: []Route{{Prefix: "", Tiers: Memory | Disk, TTL: time.Hour, Beta: -1}}}
+	c := openT(t, opts)
+	if err := c.Set(ctx, "k:1", []byte("v"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	const lockKey = "herd:lock:k:{k:1}"
+	db, err := store.Open(opts.Dir, &store.Options{Logger: quietLog})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UnixNano()
+	e := envelope.Entry{Header: envelope.Header{SoftExpiry: now + int64(time.Hour), HardExpiry: now + int64(time.Hour), Version: 7}, Payload: []byte("old")}
+	if err := db.Set(ctx, lockKey, e.Append(nil), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	c = openT(t, opts)
+	if n := c.Stats().Warmed; n != 1 {
+		t.Errorf("Warmed = %d, want 1 (k:1 only)", n)
+	}
+	if _, _, err := c.Get(ctx, lockKey); !errors.Is(err, ErrReservedKey) {
+		t.Errorf("Get(%s) = %v, want ErrReservedKey", lockKey, err)
+	}
+	if _, _, ok := c.mem.Peek(lockKey); ok {
+		t.Errorf("%s was warmed into memory", lockKey)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db, err = store.Open(opts.Dir, &store.Options{Logger: quietLog})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, ok, err := db.Get(ctx, lockKey); err != nil || ok {
+		t.Errorf("store Get(%s) after the warm-up = %v, %v; want it dropped", lockKey, ok, err)
 	}
 }

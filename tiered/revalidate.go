@@ -412,6 +412,12 @@ func (c *Cache) warm(ctx context.Context) error {
 		if r.Tiers&Disk == 0 {
 			return nil
 		}
+		if c.reserved(key) {
+			// Stored before keys under LockPrefix were refused: never
+			// served, so not kept.
+			c.disk.drop(key)
+			return nil
+		}
 		redis := r.Tiers&Redis != 0
 		if r.Tiers&Memory == 0 {
 			complete = complete && !redis
