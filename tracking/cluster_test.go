@@ -1,10 +1,13 @@
 package tracking
 
 import (
+	"bytes"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"slices"
 	"strconv"
 	"strings"
@@ -728,4 +731,82 @@ func revalidateAll10k(t *testing.T, c *Cache, keys []string) (promoted int, pend
 		}
 	}
 	return promoted, pending, time.Since(start)
+}
+
+// trackingConns counts, per address, the connections that sent CLIENT
+// TRACKING, and how many of those closed.
+type trackingConns struct {
+	mu             sync.Mutex
+	opened, closed map[string]int
+}
+
+type sniffConn struct {
+	net.Conn
+	tc       *trackingConns
+	addr     string
+	tracking atomic.Bool
+	closed   atomic.Bool // rueidis may close a connection more than once
+}
+
+func (s *sniffConn) Write(p []byte) (int, error) {
+	if !s.tracking.Load() && bytes.Contains(p, []byte("TRACKING")) {
+		s.tracking.Store(true)
+		s.tc.mu.Lock()
+		s.tc.opened[s.addr]++
+		s.tc.mu.Unlock()
+	}
+	return s.Conn.Write(p)
+}
+
+func (s *sniffConn) Close() error {
+	if s.tracking.Load() && !s.closed.Swap(true) {
+		s.tc.mu.Lock()
+		s.tc.closed[s.addr]++
+		s.tc.mu.Unlock()
+	}
+	return s.Conn.Close()
+}
+
+// TestClusterStartArmsEachPrimaryOnce: given every node as a seed, the
+// cache's client arms tracking on each primary once and closes none of
+// those connections at start. (rueidis dials every seed at once; a later
+// dial whose node its first slot refresh had already given a connection
+// was closed, a null invalidation: two epoch bumps moments after every
+// cluster start, so Sets made then kept no local copy.)
+func TestClusterStartArmsEachPrimaryOnce(t *testing.T) {
+	cl := redistest.StartCluster(t, nil)
+	tc := &trackingConns{opened: map[string]int{}, closed: map[string]int{}}
+	var d net.Dialer
+	ro := &rueidis.ClientOption{InitAddress: cl.Addrs(), DialCtxFn: func(ctx context.Context, addr string, _ *net.Dialer, _ *tls.Config) (net.Conn, error) {
+		c, err := d.DialContext(ctx, "tcp", addr)
+		if err != nil {
+			return nil, err
+		}
+		return &sniffConn{Conn: c, tc: tc, addr: addr}, nil
+	}}
+	c := newClusterCache(t, cl, &Options{Redis: ro})
+	ctx := t.Context()
+	nodes := c.Client().Nodes()
+	for _, p := range cl.Primaries() {
+		n, ok := nodes[p.Addr()]
+		if !ok {
+			t.Fatalf("no connection to primary %s", p.Addr())
+		}
+		if err := n.Do(ctx, n.B().Ping().Build()).Error(); err != nil {
+			t.Fatalf("PING %s: %v", p.Addr(), err)
+		}
+	}
+	tc.mu.Lock()
+	defer tc.mu.Unlock()
+	for _, p := range cl.Primaries() {
+		if n := tc.opened[p.Addr()]; n != 1 {
+			t.Errorf("primary %s: %d connections armed tracking, want 1", p.Addr(), n)
+		}
+	}
+	for addr, n := range tc.closed {
+		t.Errorf("%s: %d connections that armed tracking closed at start", addr, n)
+	}
+	if n := c.Stats().EpochBumps; n != 0 {
+		t.Errorf("EpochBumps = %d right after start, want 0", n)
+	}
 }

@@ -43,7 +43,7 @@ func (c *Cache) connect(ctx context.Context) error {
 	if ro.RetryDelay == nil {
 		ro.RetryDelay = retryDelay
 	}
-	ro.InitAddress = c.seedPrimaries(ctx, ro)
+	seeds, primaries := c.seedPrimaries(ctx, ro)
 	var dir *direct
 	if ro.Sentinel.MasterSet == "" {
 		// Credentials are checked alone before rueidis's set-up pipeline:
@@ -52,7 +52,26 @@ func (c *Cache) connect(ctx context.Context) error {
 		dir = newDirect()
 		ro.DialCtxFn = dir.watchDial(ro.DialCtxFn, ro.DisableTCPNoDelay)
 	}
-	client, err := newClient(ctx, ro)
+	var client rueidis.Client
+	var err error
+	if primaries {
+		// One primary at a time. Given several seeds, rueidis dials them
+		// all at once, goes on with the first to answer, and closes a
+		// later one whose node its first slot refresh has meanwhile given
+		// a connection of its own: a connection that armed tracking, so
+		// its close is a null invalidation, an epoch bump moments after
+		// start (two, with the re-arm). A single seed is dialled alone;
+		// the other primaries come from the slot map.
+		for _, seed := range seeds {
+			ro.InitAddress = []string{seed}
+			if client, err = newClient(ctx, ro); err == nil || ctx.Err() != nil {
+				break
+			}
+		}
+	} else {
+		ro.InitAddress = seeds
+		client, err = newClient(ctx, ro)
+	}
 	if err != nil {
 		if errors.Is(err, rueidis.ErrNoCache) {
 			return fmt.Errorf("%w: %v", ErrTrackingRefused, err)
@@ -95,32 +114,70 @@ func (c *Cache) connect(ctx context.Context) error {
 }
 
 // seedPrimaries returns the addresses the tracking client should start
-// from: on Redis Cluster, the primaries only. rueidis keeps a connection to
-// every seed it dialled until it learns the slot map, then closes those it
-// does not need (replicas); each close reaches OnInvalidations as nil, an
-// epoch bump, moments after start. So a plain client without tracking
-// reads the slot map first. On a single server, or when the map cannot be
-// read, the seeds are used as given.
-func (c *Cache) seedPrimaries(ctx context.Context, ro rueidis.ClientOption) []string {
+// from, and whether they are a cluster's primaries: on Redis Cluster, the
+// primaries only. rueidis keeps a connection to every seed it dialled
+// until it learns the slot map, then closes those it does not need
+// (replicas); each close reaches OnInvalidations as nil, an epoch bump,
+// moments after start. So a plain client without tracking reads the slot
+// map first. On a single server, or when the map cannot be read, the
+// seeds are used as given.
+func (c *Cache) seedPrimaries(ctx context.Context, ro rueidis.ClientOption) ([]string, bool) {
 	if len(ro.InitAddress) < 2 || ro.ForceSingleClient || ro.Sentinel.MasterSet != "" {
-		return ro.InitAddress
+		return ro.InitAddress, false
 	}
 	ro.DisableCache = true
 	ro.ClientTrackingOptions = nil
 	ro.OnInvalidations = nil
 	boot, err := newClient(ctx, ro)
 	if err != nil {
-		return ro.InitAddress
+		return ro.InitAddress, false
 	}
 	defer boot.Close()
 	if !isCluster(boot) {
-		return ro.InitAddress
+		return ro.InitAddress, false
 	}
 	t, err := readTopology(ctx, boot, "")
 	if err != nil || len(t.primaries) == 0 {
-		return ro.InitAddress
+		return ro.InitAddress, false
 	}
-	return t.primaries
+	return c.answeringFirst(ctx, boot, t.primaries), true
+}
+
+// answeringFirst returns addrs with the first node to answer a PING on cl
+// in front: connect tries them one at a time, so a primary that is down
+// at start costs no dial timeout. It waits for one answer only (at most
+// ConnWriteTimeout); the others' PINGs are cancelled.
+func (c *Cache) answeringFirst(ctx context.Context, cl rueidis.Client, addrs []string) []string {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.ConnWriteTimeout)
+	defer cancel()
+	nodes := cl.Nodes()
+	answered := make(chan string, len(addrs)) // never blocks a sender
+	asked := 0
+	for _, a := range addrs {
+		n, ok := nodes[a]
+		if !ok {
+			continue
+		}
+		asked++
+		go func() {
+			if n.Do(ctx, n.B().Ping().Build()).Error() != nil {
+				a = ""
+			}
+			answered <- a
+		}()
+	}
+	for range asked {
+		if first := <-answered; first != "" {
+			out := append(make([]string, 0, len(addrs)), first)
+			for _, a := range addrs {
+				if a != first {
+					out = append(out, a)
+				}
+			}
+			return out
+		}
+	}
+	return addrs
 }
 
 // infoField returns field's value in an INFO reply.
