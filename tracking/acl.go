@@ -43,16 +43,13 @@ var aclProbeSuffixes = [...]string{"probe", "\x00", "\xff", "0", "Z", "thermos:a
 // the only cost is one GET of a key that almost surely does not exist. Any
 // other failure (the server did not answer) is ErrUnavailable.
 //
-// On failure checkACL closes client.
+// The caller closes its client on failure.
 func (c *Cache) checkACL(ctx context.Context, client rueidis.Client) error {
 	err := c.aclDryRun(ctx, client)
 	var rerr *rueidis.RedisError
 	if errors.As(err, &rerr) {
 		// ACL commands not allowed or not available: ask directly.
 		err = c.aclProbe(ctx, client)
-	}
-	if err != nil {
-		client.Close()
 	}
 	return err
 }

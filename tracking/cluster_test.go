@@ -810,3 +810,40 @@ func TestClusterStartArmsEachPrimaryOnce(t *testing.T) {
 		t.Errorf("EpochBumps = %d right after start, want 0", n)
 	}
 }
+
+// TestClusterStartsWithAPrimaryDown: with one primary down when the cache
+// starts (and the cluster set to serve the slots it still covers), New
+// succeeds and the keys of the other primaries are read and cached; only
+// the dead primary's keys fail. (The start-up checks, INFO and the ACL
+// dry run, went to any node of the cluster client, the dead one included,
+// and New failed with ErrUnavailable.)
+func TestClusterStartsWithAPrimaryDown(t *testing.T) {
+	cl := redistest.StartCluster(t, &redistest.ClusterOptions{Args: []string{"--cluster-require-full-coverage", "no"}})
+	slots := cl.SlotMap()
+	w := newClusterWriter(t, cl)
+	ctx := t.Context()
+	dead := slots[0]
+	var live *redistest.ClusterNode
+	for _, p := range cl.Primaries() {
+		if p != dead {
+			live = p
+			break
+		}
+	}
+	liveKey, deadKey := keysOn(slots, live, "k:", 1)[0], keysOn(slots, dead, "k:", 1)[0]
+	if err := w.Do(ctx, w.B().Set().Key(liveKey).Value("7").Build()).Error(); err != nil {
+		t.Fatal(err)
+	}
+	dead.Kill()
+	c := newClusterCache(t, cl, nil)
+	it, ok, err := c.Fetch(ctx, liveKey)
+	if err != nil || !ok || string(it.Value) != "7" {
+		t.Fatalf("Fetch(%s) on a live primary = %q, %v, %v; want 7", liveKey, it.Value, ok, err)
+	}
+	if _, fresh, ok := c.Get(liveKey); !ok || !fresh {
+		t.Errorf("%s not cached after its Fetch (ok %v, fresh %v)", liveKey, ok, fresh)
+	}
+	if _, _, err := c.Fetch(ctx, deadKey); err == nil {
+		t.Errorf("Fetch(%s) on the dead primary succeeded", deadKey)
+	}
+}

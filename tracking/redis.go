@@ -82,7 +82,17 @@ func (c *Cache) connect(ctx context.Context) error {
 		dir = nil // several connections: see direct
 	}
 	client = newBounded(client, &ro, dir)
-	info, err := client.Do(ctx, client.B().Info().Section("server").Build()).ToString()
+	// On a cluster the checks go to the primary the client started from,
+	// which just answered: a keyless command sent to the cluster client
+	// may go to any node, and one that is down at start would fail New
+	// while the other primaries serve their slots.
+	check := client
+	if primaries {
+		if n, ok := client.Nodes()[ro.InitAddress[0]]; ok {
+			check = n
+		}
+	}
+	info, err := check.Do(ctx, check.B().Info().Section("server").Build()).ToString()
 	if err != nil {
 		client.Close()
 		if _, ok := rueidis.IsRedisErr(err); ok {
@@ -100,7 +110,8 @@ func (c *Cache) connect(ctx context.Context) error {
 		client.Close()
 		return fmt.Errorf("%w: redis %s < %s", ErrUnsupportedServer, v, MinRedisVersion)
 	}
-	if err := c.checkACL(ctx, client); err != nil {
+	if err := c.checkACL(ctx, check); err != nil {
+		client.Close()
 		return err
 	}
 	// Closed is checked under no lock: a Close racing with a background
@@ -136,7 +147,9 @@ func (c *Cache) seedPrimaries(ctx context.Context, ro rueidis.ClientOption) ([]s
 	if !isCluster(boot) {
 		return ro.InitAddress, false
 	}
-	t, err := readTopology(ctx, boot, "")
+	// The slot map from a node that answers: asked of the cluster client,
+	// CLUSTER SLOTS may go to a seed that is down.
+	t, err := readTopology(ctx, boot, c.firstToAnswer(ctx, boot, ro.InitAddress))
 	if err != nil || len(t.primaries) == 0 {
 		return ro.InitAddress, false
 	}
@@ -145,9 +158,25 @@ func (c *Cache) seedPrimaries(ctx context.Context, ro rueidis.ClientOption) ([]s
 
 // answeringFirst returns addrs with the first node to answer a PING on cl
 // in front: connect tries them one at a time, so a primary that is down
-// at start costs no dial timeout. It waits for one answer only (at most
-// ConnWriteTimeout); the others' PINGs are cancelled.
+// at start costs no dial timeout.
 func (c *Cache) answeringFirst(ctx context.Context, cl rueidis.Client, addrs []string) []string {
+	first := c.firstToAnswer(ctx, cl, addrs)
+	if first == "" {
+		return addrs
+	}
+	out := append(make([]string, 0, len(addrs)), first)
+	for _, a := range addrs {
+		if a != first {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// firstToAnswer returns the first of addrs whose node answers a PING on
+// cl, or "" if none does within ConnWriteTimeout. The others' PINGs are
+// cancelled.
+func (c *Cache) firstToAnswer(ctx context.Context, cl rueidis.Client, addrs []string) string {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.ConnWriteTimeout)
 	defer cancel()
 	nodes := cl.Nodes()
@@ -167,17 +196,11 @@ func (c *Cache) answeringFirst(ctx context.Context, cl rueidis.Client, addrs []s
 		}()
 	}
 	for range asked {
-		if first := <-answered; first != "" {
-			out := append(make([]string, 0, len(addrs)), first)
-			for _, a := range addrs {
-				if a != first {
-					out = append(out, a)
-				}
-			}
-			return out
+		if a := <-answered; a != "" {
+			return a
 		}
 	}
-	return addrs
+	return ""
 }
 
 // infoField returns field's value in an INFO reply.
