@@ -348,10 +348,11 @@ func (c *Cache) hook(point, key string) {
 // shared: do not modify it. A memory hit does not allocate.
 func (c *Cache) Get(ctx context.Context, key string) ([]byte, bool, error) {
 	// The memory hit, small enough that nothing is spilled around it:
-	// one call (the memory tier's lookup) under three loads and compares.
-	// Everything else, a memory miss included, is get's.
-	if c.validKey(key) && c.anyMemory && noControls(ctx) {
-		if it, ok := c.mem.LookupFresh(key); ok {
+	// one call (the memory tier's lookup, lookup being inlined) under a
+	// few loads and compares. Everything else, a memory miss included, is
+	// get's.
+	if c.validKey(key) && noControls(ctx) {
+		if it, ok := c.lookup(key); ok {
 			v, ok := value(it)
 			return v, ok, nil
 		}
@@ -360,8 +361,8 @@ func (c *Cache) Get(ctx context.Context, key string) ([]byte, bool, error) {
 	return c.get(ctx, key, false)
 }
 
-// get is Get past its memory hit; looked says memory was asked already
-// (and counted the miss).
+// get is Get past its memory hit; looked says lookup was called already
+// (and the memory tier counted the miss).
 func (c *Cache) get(ctx context.Context, key string, looked bool) ([]byte, bool, error) {
 	if err := c.checkKey(key); err != nil {
 		return nil, false, opErr("get", key, err)

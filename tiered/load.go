@@ -26,29 +26,33 @@ import (
 func (c *Cache) GetOrLoad(ctx context.Context, key string, load Loader) ([]byte, bool, error) {
 	// The memory hit, as in Get. A key in memory has a route (nothing
 	// else is ever stored), so only the loader is left to check.
-	if c.validKey(key) && c.anyMemory && load != nil && noControls(ctx) {
-		if f, isFunc := load.(LoaderFunc); !isFunc || f != nil {
-			if it, ok := c.mem.LookupFresh(key); ok {
-				c.maybeRefresh(key, it, load)
-				v, ok := value(it)
-				return v, ok, nil
-			}
-			v, ok, err := c.getOrLoad(ctx, key, load, true)
-			return v, ok, opErr("load", key, err)
+	looked := false
+	if c.validKey(key) && !noLoader(load) && noControls(ctx) {
+		if it, ok := c.lookup(key); ok {
+			c.maybeRefresh(key, it, load)
+			v, ok := value(it)
+			return v, ok, nil
 		}
+		looked = true
 	}
-	v, ok, err := c.getOrLoad(ctx, key, load, false)
+	v, ok, err := c.getOrLoad(ctx, key, load, looked)
 	return v, ok, opErr("load", key, err)
 }
 
-// getOrLoad is GetOrLoad past its memory hit; looked says memory was asked
-// already (and counted the miss).
+// noLoader reports whether load is nil, or a nil LoaderFunc in a Loader.
+func noLoader(load Loader) bool {
+	f, isFunc := load.(LoaderFunc)
+	return load == nil || isFunc && f == nil
+}
+
+// getOrLoad is GetOrLoad past its memory hit; looked says lookup was
+// called already (and the memory tier counted the miss).
 func (c *Cache) getOrLoad(ctx context.Context, key string, load Loader, looked bool) ([]byte, bool, error) {
 	r, err := c.check(key)
 	if err != nil {
 		return nil, false, err
 	}
-	if f, isFunc := load.(LoaderFunc); load == nil || isFunc && f == nil {
+	if noLoader(load) {
 		return nil, false, ErrNoLoader
 	}
 	byp := bypassOf(ctx)

@@ -40,13 +40,13 @@ func (c *Cache) GetMany(ctx context.Context, keys []string) []Result {
 		}
 		r := c.router.find(key)
 		if r.Tiers&Redis == 0 || r.Tiers&Disk != 0 || r.Tiers&Memory != 0 && c.mem.Client() == nil {
-			out[i].Value, out[i].OK, out[i].Err = c.get(ctx, key, c.anyMemory)
+			out[i].Value, out[i].OK, out[i].Err = c.get(ctx, key, true)
 			continue
 		}
 		if r.Tiers&Memory != 0 {
 			if _, _, ok := c.mem.Peek(key); ok {
 				// Unverified or stale in memory: Get applies the policy.
-				out[i].Value, out[i].OK, out[i].Err = c.get(ctx, key, c.anyMemory)
+				out[i].Value, out[i].OK, out[i].Err = c.get(ctx, key, true)
 				continue
 			}
 		}
